@@ -1,0 +1,39 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   create .venv if missing, install jointopt, run the quickstart end to end
+#   make test   same set-up with the dev extra, then run the tests
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HASH := $(shell cat pyproject.toml | sha256sum | cut -c1-12)
+STUDY ?= studies/quickstart.yaml
+PYTEST_ARGS ?=
+
+.PHONY: demo test install install-dev lint bench bench-quick clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed-$(HASH): $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev-$(HASH): $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.installed-$(HASH)
+
+install: $(VENV)/.installed-$(HASH)
+install-dev: $(VENV)/.installed-dev-$(HASH)
+
+demo: install
+	$(BIN)/jointopt train $(STUDY)
+
+test: install-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install-dev
+	$(BIN)/ruff check jointopt tests
+	$(BIN)/mypy jointopt
+
+clean:
+	rm -rf runs build *.egg-info

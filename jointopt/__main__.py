@@ -1,0 +1,5 @@
+import sys
+
+from jointopt.cli import main
+
+sys.exit(main())

@@ -1,0 +1,108 @@
+"""The ``jointopt`` command line.
+
+A mistake in user input (a file, a field, a value) prints one line and exits with status 2; no
+traceback. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from jointopt.errors import UserError
+
+__all__ = ["main", "cli"]
+
+
+@click.group()
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """Joint architecture, token-merging and bit-width search for Vision Transformers."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+@cli.group()
+def data() -> None:
+    """Datasets."""
+
+
+@data.command("synth")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path),
+              help="Folder to write the ImageFolder tree into.")
+@click.option("--per-class", default=400, show_default=True, type=int)
+@click.option("--size", default=64, show_default=True, type=int, help="Image side in pixels.")
+@click.option("--seed", default=0, show_default=True, type=int)
+def data_synth(out: Path, per_class: int, size: int, seed: int) -> None:
+    """Write the synthetic IC-package X-ray dataset as ImageFolder."""
+    from jointopt.data.synth import CLASSES, generate
+
+    if per_class < 1:
+        raise UserError(f"--per-class={per_class}: must be at least 1")
+    if size < 16:
+        raise UserError(f"--size={size}: must be at least 16")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out={str(out)!r}: exists and is not a folder")
+    generate(out, per_class=per_class, size=size, seed=seed)
+    click.echo(f"wrote {per_class * len(CLASSES)} images in {len(CLASSES)} classes to {out}")
+
+
+def _study(path: str):  # type: ignore[no-untyped-def]
+    from jointopt.study import Study
+
+    return Study.from_yaml(path)
+
+
+@cli.command()
+@click.argument("study_file", metavar="STUDY")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train(study_file: str, quiet: bool) -> None:
+    """Train (or resume) the study's supernet, then summarise its largest and smallest subnet."""
+    from jointopt.report.summary import subnet_table
+    from jointopt.train import train_supernet
+
+    study = _study(study_file)
+    net, result = train_supernet(study, progress=not quiet)
+    click.echo(f"supernet: {study.checkpoint} ({result.epochs_run} epochs run now, "
+               f"{result.seconds:.0f} s)")
+    click.echo(subnet_table(study, net))
+
+
+@cli.command()
+@click.argument("study_file", metavar="STUDY")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def summary(study_file: str, as_json: bool) -> None:
+    """Accuracy, parameters and MACs of the trained supernet's largest and smallest subnet."""
+    from jointopt.report.summary import subnet_rows, subnet_table
+
+    study = _study(study_file)
+    net = study.load_supernet()
+    if as_json:
+        click.echo(json.dumps(subnet_rows(study, net), indent=2))
+    else:
+        click.echo(subnet_table(study, net))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, turning user errors into one line and exit status 2."""
+    try:
+        cli.main(args=argv, prog_name="jointopt", standalone_mode=False)
+    except UserError as e:
+        click.echo(f"error: {e}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as e:
+        # Usage errors (unknown option, missing argument): one line, exit 2.
+        click.echo(f"error: {e.format_message()}", err=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,300 @@
+"""Procedural X-ray images of ball-grid-array IC packages, with six defect classes.
+
+Convention: pixel brightness is X-ray *attenuation* (dense material is bright), as in an
+inverted radiograph. Solder balls are therefore bright discs with a spherical thickness
+profile, gas voids are darker spots inside them, the silicon die is a faint bright
+rectangle, gold wire bonds are thin bright curves and cracks are thin dark lines where
+material is missing. Copper landing pads are fixed to the package and are a little wider
+than the balls, so an aligned ball shows a thin pad rim and a misaligned one shows a
+crescent.
+
+Every image is drawn at ``_SS`` times its size and box-downsampled so that thin features
+(wires, cracks) survive as soft sub-pixel lines instead of vanishing or aliasing.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from scipy.ndimage import gaussian_filter
+
+from jointopt.errors import field_error
+
+__all__ = ["CLASSES", "render", "render_arrays", "generate"]
+
+CLASSES: tuple[str, ...] = ("good", "void", "bridge", "missing_ball", "crack", "misalignment")
+
+_SS = 4  # supersampling factor
+_NOMINAL = 64.0  # geometry below is written in pixels of a 64x64 image and scaled to `size`
+
+
+def _patch(shape: tuple[int, int], cx: float, cy: float, rad: float):
+    """Bounding box of a disc clipped to the image, as slices plus local coordinates."""
+    h, w = shape
+    x0, x1 = max(int(cx - rad) - 1, 0), min(int(cx + rad) + 2, w)
+    y0, y1 = max(int(cy - rad) - 1, 0), min(int(cy + rad) + 2, h)
+    if x0 >= x1 or y0 >= y1:
+        return None
+    xs = np.arange(x0, x1, dtype=np.float32) + 0.5 - cx
+    ys = np.arange(y0, y1, dtype=np.float32) + 0.5 - cy
+    return (slice(y0, y1), slice(x0, x1)), xs[None, :], ys[:, None]
+
+
+def _sphere(buf: np.ndarray, cx: float, cy: float, r: float, h: float, sign: int = 1) -> None:
+    """Max-in (sign=+1) or subtract (sign=-1) a sphere's thickness profile, peak ``h``."""
+    p = _patch(buf.shape, cx, cy, r)
+    if p is None:
+        return
+    sl, xs, ys = p
+    prof = h * np.sqrt(np.clip(1.0 - (xs * xs + ys * ys) / (r * r), 0.0, None))
+    if sign > 0:
+        np.maximum(buf[sl], prof, out=buf[sl])
+    else:
+        buf[sl] = np.clip(buf[sl] - prof, 0.0, None)
+
+
+def _disc(buf: np.ndarray, cx: float, cy: float, r: float, h: float) -> None:
+    """Max-in a flat disc of height ``h`` (a pad is thin and uniform)."""
+    p = _patch(buf.shape, cx, cy, r)
+    if p is not None:
+        sl, xs, ys = p
+        np.maximum(buf[sl], np.where(xs * xs + ys * ys <= r * r, h, 0.0), out=buf[sl])
+
+
+def _capsule(buf: np.ndarray, a: np.ndarray, b: np.ndarray, w: float, h: float) -> None:
+    """Max-in a rounded bar of half-width ``w`` from ``a`` to ``b`` (a solder bridge)."""
+    mid, half = (a + b) / 2, float(np.linalg.norm(b - a)) / 2
+    p = _patch(buf.shape, float(mid[0]), float(mid[1]), half + w)
+    if p is None:
+        return
+    sl, xs, ys = p
+    d = (b - a) / max(2 * half, 1e-6)
+    # Coordinates along / across the bar, relative to its midpoint.
+    along = np.clip(xs * d[0] + ys * d[1], -half, half)
+    dx, dy = xs - along * d[0], ys - along * d[1]
+    prof = h * np.sqrt(np.clip(1.0 - (dx * dx + dy * dy) / (w * w), 0.0, None))
+    np.maximum(buf[sl], prof, out=buf[sl])
+
+
+def _wander(rng: np.random.Generator, start: np.ndarray, angle: float, length: float,
+            steps: int, wiggle: float) -> list[tuple[float, float]]:
+    """A jagged random-walk polyline, as cracks propagate."""
+    pts, p = [(float(start[0]), float(start[1]))], start.astype(float)
+    for _ in range(steps):
+        angle += rng.normal(0.0, wiggle)
+        p = p + (length / steps) * np.array([math.cos(angle), math.sin(angle)])
+        pts.append((float(p[0]), float(p[1])))
+    return pts
+
+
+def render(class_name: str, rng: np.random.Generator, size: int = 64) -> np.ndarray:
+    """Draw one X-ray image of a BGA package showing ``class_name``.
+
+    Args:
+        class_name: one of :data:`CLASSES`.
+        rng: the only source of randomness; the same generator state gives the same image.
+        size: output height and width in pixels.
+
+    Returns:
+        A ``uint8`` array of shape ``(size, size)``.
+    """
+    if class_name not in CLASSES:
+        raise ValueError(f"unknown class {class_name!r}; expected one of {CLASSES}")
+    S = size * _SS
+    k = S / _NOMINAL  # hi-res pixels per nominal pixel
+    shape = (S, S)
+
+    # --- layout, in nominal 64-px units -------------------------------------------------
+    cols = int(rng.integers(4, 7))
+    rows = int(np.clip(cols + rng.integers(-1, 2), 4, 6))
+    pitch = rng.uniform(8.5, min(12.0, 48.0 / (max(rows, cols) - 1)))
+    r = pitch * rng.uniform(0.30, 0.40)
+    r_pad = min(r * rng.uniform(1.15, 1.35), 0.47 * pitch)
+    half = np.array([(cols - 1) * pitch / 2 + r, (rows - 1) * pitch / 2 + r])
+    pkg_half = half + rng.uniform(2.5, 6.0, 2)
+    slack = np.maximum(_NOMINAL / 2 - pkg_half + 2.0, 0.0)
+    centre = _NOMINAL / 2 + rng.uniform(-1, 1, 2) * np.minimum(slack, 7.0)
+    die_half = half * rng.uniform(0.35, 0.7, 2)
+    die_c = centre + rng.uniform(-1.5, 1.5, 2)
+
+    gx, gy = np.meshgrid((np.arange(cols) - (cols - 1) / 2) * pitch,
+                         (np.arange(rows) - (rows - 1) / 2) * pitch)
+    pads = np.stack([gx.ravel(), gy.ravel()], 1) + centre
+    present = np.ones(rows * cols, bool)
+    if rows >= 4 and cols >= 4 and rng.random() < 0.3:
+        # Depopulated centre (by design: no pad either), so "a hole in the grid" alone
+        # does not mean missing_ball.
+        inner = (np.abs(gx) < (cols - 2) / 2 * pitch - 1e-6) & (np.abs(gy) < (rows - 2) / 2 * pitch - 1e-6)
+        present &= ~inner.ravel()
+    has_pad = present.copy()
+
+    # Balls follow the pads up to a small placement jitter, unless misaligned.
+    balls = pads + rng.normal(0.0, 0.03 * pitch, pads.shape)
+    if class_name == "misalignment":
+        if rng.random() < 0.5:
+            ang = rng.uniform(0, 2 * math.pi)
+            balls += rng.uniform(0.3, 0.5) * pitch * np.array([math.cos(ang), math.sin(ang)])
+        else:
+            # Angle large enough that the corner balls move by >= 0.3 pitch.
+            corner = math.hypot(cols - 1, rows - 1) / 2
+            lo = max(math.radians(4.0), 0.3 / corner)
+            t = rng.uniform(lo, math.radians(12.0)) * rng.choice([-1.0, 1.0])
+            rot = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+            balls = (balls - centre) @ rot.T + centre
+    radii = r * rng.uniform(0.95, 1.05, len(balls))
+
+    idx = np.flatnonzero(present)
+    if class_name == "missing_ball":
+        present[rng.choice(idx, size=int(rng.integers(1, 5)), replace=False)] = False
+
+    # --- attenuation layers (hi-res) ----------------------------------------------------
+    a_sub, a_die = rng.uniform(0.15, 0.3), rng.uniform(0.25, 0.45)
+    a_pad, a_ball, a_wire = rng.uniform(0.18, 0.28), rng.uniform(0.7, 1.1), rng.uniform(0.35, 0.7)
+    flat = np.zeros(shape, np.float32)  # substrate, die and pads: what a crack cuts through
+    (x0, y0), (x1, y1) = ((centre - pkg_half) * k).astype(int), ((centre + pkg_half) * k).astype(int)
+    flat[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = a_sub
+    (x0, y0), (x1, y1) = ((die_c - die_half) * k).astype(int), ((die_c + die_half) * k).astype(int)
+    flat[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] += a_die
+    pad_layer = np.zeros(shape, np.float32)
+    for (px, py) in pads[has_pad]:
+        _disc(pad_layer, px * k, py * k, r_pad * k, a_pad)
+    flat += pad_layer
+
+    solder = np.zeros(shape, np.float32)
+    for (bx, by), br in zip(balls[present], radii[present]):
+        _sphere(solder, bx * k, by * k, br * k, 1.0)
+    if class_name == "bridge":
+        for _ in range(int(rng.integers(1, 4))):
+            i = int(rng.choice(idx))
+            row, col = divmod(i, cols)
+            nbrs = [j for j, ok in ((i + 1, col + 1 < cols), (i - 1, col > 0),
+                                    (i + cols, row + 1 < rows), (i - cols, row > 0))
+                    if ok and present[j]]
+            if nbrs:
+                j = int(rng.choice(nbrs))
+                _capsule(solder, balls[i] * k, balls[j] * k, r * rng.uniform(0.6, 0.9) * k,
+                         rng.uniform(0.8, 1.0))
+    elif class_name == "void":
+        for i in rng.choice(idx, size=min(int(rng.integers(2, 6)), len(idx)), replace=False):
+            for _ in range(int(rng.integers(1, 3))):
+                rv = min(max(1.6, radii[i] * rng.uniform(0.45, 0.65)), 0.75 * radii[i])
+                off = rng.uniform(0, 0.8 * (radii[i] - rv)) * np.exp(1j * rng.uniform(0, 2 * np.pi))
+                _sphere(solder, (balls[i][0] + off.real) * k, (balls[i][1] + off.imag) * k,
+                        rv * k, 1.6 * rv / radii[i], sign=-1)
+
+    # Wire bonds: die-edge pad -> bond finger a few pixels outside the die.
+    wires = Image.new("L", shape, 0)
+    draw = ImageDraw.Draw(wires)
+    ww = max(1, round(0.5 * k))
+    for side in range(4):
+        axis, sgn = side % 2, (1 if side < 2 else -1)
+        n_w = int(rng.integers(0, 5))
+        for t in np.linspace(-0.7, 0.7, n_w) if n_w > 1 else rng.uniform(-0.7, 0.7, n_w):
+            start = die_c.copy()
+            start[axis] += sgn * die_half[axis]
+            start[1 - axis] += t * die_half[1 - axis]
+            end = start.copy()
+            end[axis] += sgn * rng.uniform(3.0, 7.0)
+            end[1 - axis] += rng.uniform(-2.0, 2.0)
+            bow = (start + end) / 2 + rng.normal(0.0, 1.2, 2)
+            s = np.linspace(0, 1, 9)[:, None]
+            curve = ((1 - s) ** 2 * start + 2 * s * (1 - s) * bow + s * s * end) * k
+            draw.line([tuple(p) for p in curve], fill=255, width=ww)
+            draw.rectangle([*(end * k - 0.8 * k), *(end * k + 0.8 * k)], fill=90)
+
+    if class_name == "crack":
+        crack = Image.new("L", shape, 0)
+        cd = ImageDraw.Draw(crack)
+        if rng.random() < 0.7:  # through the die, starting at one of its edges
+            side = int(rng.integers(0, 4))
+            axis, sgn = side % 2, (1 if side < 2 else -1)
+            start = die_c.copy()
+            start[axis] -= sgn * die_half[axis] * rng.uniform(0.8, 1.0)
+            start[1 - axis] += rng.uniform(-0.8, 0.8) * die_half[1 - axis]
+            length = 2 * die_half[axis] * rng.uniform(0.7, 1.1)
+        else:  # through the package substrate, from its edge
+            side = int(rng.integers(0, 4))
+            axis, sgn = side % 2, (1 if side < 2 else -1)
+            start = centre.copy()
+            start[axis] -= sgn * pkg_half[axis]
+            start[1 - axis] += rng.uniform(-0.9, 0.9) * pkg_half[1 - axis]
+            length = pkg_half[axis] * rng.uniform(0.6, 1.0)
+        base = (0.0 if axis == 0 else math.pi / 2) + (0.0 if sgn > 0 else math.pi)
+        pts = _wander(rng, start * k, base + rng.normal(0, 0.35), length * k,
+                      int(rng.integers(5, 10)), 0.35)
+        cw = max(2, round(rng.uniform(1.1, 1.6) * k))
+        cd.line(pts, fill=255, width=cw)
+        if rng.random() < 0.4:
+            b0 = np.array(pts[len(pts) // 2])
+            cd.line(_wander(rng, b0, rng.uniform(0, 2 * math.pi), 0.4 * length * k, 4, 0.4),
+                    fill=255, width=max(1, cw - 1))
+        flat *= 1.0 - np.asarray(crack, np.float32) / 255.0
+
+    att = flat + a_ball * solder + a_wire * (np.asarray(wires, np.float32) / 255.0)
+    img = (1.0 - np.exp(-att)).reshape(size, _SS, size, _SS).mean(axis=(1, 3))
+
+    # --- imaging chain: exposure, gradient, blur, gamma, noise --------------------------
+    ramp = np.linspace(-1, 1, size, dtype=np.float32)
+    grad = rng.uniform(-0.08, 0.08) * ramp[None, :] + rng.uniform(-0.08, 0.08) * ramp[:, None]
+    img = rng.uniform(0.05, 0.2) + rng.uniform(0.75, 1.0) * img + grad
+    img = gaussian_filter(img, rng.uniform(0.3, 0.7) * size / _NOMINAL)
+    img = np.clip(img, 0.0, 1.0) ** rng.uniform(0.8, 1.25)
+    img = img + rng.normal(0.0, rng.uniform(0.01, 0.035), img.shape)
+    return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _image_rng(seed: int, c: int, i: int) -> np.random.Generator:
+    # Keyed by (seed, class, index) so any subset renders identically in any order.
+    return np.random.default_rng([seed, c, i])
+
+
+def render_arrays(per_class: int = 400, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Render the whole data set in memory, identical to what :func:`generate` writes.
+
+    Args:
+        per_class: images per class.
+        size: image height and width in pixels.
+        seed: data set seed.
+
+    Returns:
+        ``(images, labels)``: uint8 ``[N, size, size]`` and int64 ``[N]``, class-major order.
+    """
+    images = np.empty((len(CLASSES) * per_class, size, size), np.uint8)
+    for c, name in enumerate(CLASSES):
+        for i in range(per_class):
+            images[c * per_class + i] = render(name, _image_rng(seed, c, i), size)
+    return images, np.repeat(np.arange(len(CLASSES), dtype=np.int64), per_class)
+
+
+def generate(out_dir: str | Path, *, per_class: int = 400, size: int = 64, seed: int = 0) -> Path:
+    """Write the synthetic data set as an ImageFolder tree of 8-bit grayscale PNGs.
+
+    Files are ``out_dir/<class>/<class>_<i:05d>.png``.
+
+    Args:
+        out_dir: root folder; created if missing, existing files with the same names are
+            overwritten.
+        per_class: images per class.
+        size: image height and width in pixels (at least 16).
+        seed: data set seed; image ``i`` of class ``c`` depends only on ``(seed, c, i)``.
+
+    Returns:
+        ``out_dir`` as a :class:`~pathlib.Path`.
+    """
+    if per_class < 1:
+        raise field_error(None, "per_class", per_class, "must be at least 1")
+    if size < 16:
+        raise field_error(None, "size", size, "must be at least 16 pixels")
+    if seed < 0:
+        raise field_error(None, "seed", seed, "must be non-negative")
+    out = Path(out_dir)
+    for c, name in enumerate(CLASSES):
+        folder = out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            arr = render(name, _image_rng(seed, c, i), size)
+            Image.fromarray(arr).save(folder / f"{name}_{i:05d}.png")
+    return out

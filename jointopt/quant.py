@@ -1,0 +1,345 @@
+"""Integer fake quantization (Brevitas) and an ONNX export that ONNX Runtime runs as int8.
+
+:func:`quantize_module` swaps every ``nn.Linear`` for a :class:`QuantInputLinear`: a Brevitas
+``QuantLinear`` (signed, narrow-range, per-output-channel float scale, zero-point 0) whose input
+first passes its own ``QuantIdentity`` (signed, per-tensor). :func:`calibrate` runs Brevitas
+calibration then bias correction. :func:`export_int_onnx` exports with ``export_onnx_qcdq`` and
+rewrites the QCDQ graph into the shape ONNX Runtime's QDQ selectors fuse, so that the optimized
+graph runs ``MatMulIntegerToFloat`` (uint8 x int8 MLAS kernels) instead of float MatMul/Gemm:
+
+* a weight ``int8 initializer -> Clip -> DequantizeLinear(axis 0) -> Transpose`` becomes
+  ``int8 initializer (already transposed and clipped) -> DequantizeLinear(axis 1)``;
+* a ``Gemm`` (Linear on 2-D input, e.g. the head) becomes ``MatMul`` + ``Add``;
+* an activation ``QuantizeLinear -> Clip -> DequantizeLinear`` (bits < 8) becomes
+  ``float Clip -> QuantizeLinear -> DequantizeLinear`` (same values, no node between Q and DQ);
+* a dequantized int32 bias, or a weight whose MatMul input is not quantized (weight-only
+  configs), is folded into a float initializer.
+
+ONNX Runtime has int8 kernels only: bit-widths below 8 are exported in int8 containers whose
+values stay on the low-bit grid, so they run at int8 speed (runtime :data:`INT8_RUNTIME`).
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from brevitas.export import export_onnx_qcdq
+from brevitas.graph.calibrate import bias_correction_mode, calibration_mode
+from brevitas.nn import QuantIdentity, QuantLinear
+from brevitas.nn.quant_layer import QuantWeightBiasInputOutputLayer
+from brevitas.quant import Int8ActPerTensorFloat, Int8WeightPerChannelFloat
+from onnx import helper, numpy_helper
+from torch import Tensor, nn
+
+from jointopt.errors import field_error
+
+__all__ = [
+    "INT8_RUNTIME", "INTEGER_MATMUL_OPS", "SUPPORTED_BITS", "QuantInputLinear", "calibrate",
+    "export_float_onnx", "export_int_onnx", "integer_ops", "quantize_module"]
+
+SUPPORTED_BITS = (2, 3, 4, 6, 8)
+FLOAT_WEIGHT_BITS = 32
+FLOAT_ACT_BITS = 16  # a_bits >= this means float activations (weight-only quantization)
+INT8_RUNTIME = "onnxruntime-int8"
+OPSET = 17
+INTEGER_MATMUL_OPS = frozenset({
+    "QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat", "QGemm", "DynamicQuantizeMatMul",
+    "QAttention"})
+_INPUT, _OUTPUT = "input", "logits"
+
+
+class QuantInputLinear(QuantLinear):
+    """A ``QuantLinear`` whose input passes ``input_identity`` (a ``QuantIdentity``) first.
+
+    Parameter names (``weight``, ``bias``) are those of the ``nn.Linear`` it replaces.
+    """
+
+    def __init__(self, linear: nn.Linear, *, w_bits: int, a_bits: int) -> None:
+        super().__init__(
+            linear.in_features, linear.out_features, bias=linear.bias is not None,
+            weight_quant=Int8WeightPerChannelFloat.let(bit_width=w_bits),
+            device=linear.weight.device, dtype=linear.weight.dtype)
+        with torch.no_grad():
+            self.weight.copy_(linear.weight)
+            if linear.bias is not None:
+                self.bias.copy_(linear.bias)
+        self.input_identity: nn.Module | None = None
+        if a_bits < FLOAT_ACT_BITS:
+            self.input_identity = QuantIdentity(
+                act_quant=Int8ActPerTensorFloat.let(bit_width=a_bits), return_quant_tensor=False)
+        self.w_bits, self.a_bits = w_bits, a_bits
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.input_identity is not None:
+            x = self.input_identity(x)
+        return super().forward(x)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, w_bits={self.w_bits}, a_bits={self.a_bits}"
+
+
+def _check_bits(field: str, bits: int, *, float_from: int) -> None:
+    if bits not in SUPPORTED_BITS and bits < float_from:
+        raise field_error(None, field, bits, f"must be one of {SUPPORTED_BITS} or >= {float_from}")
+
+
+def _matches(name: str, prefixes: Sequence[str]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def quantize_module(
+    model: nn.Module, *, w_bits: int, a_bits: int, io_bits: int | None = None,
+    io_names: Sequence[str] = ("head",),
+) -> nn.Module:
+    """Return a deep copy of ``model`` with every ``nn.Linear`` replaced by a quantized one.
+
+    ``w_bits`` is the weight bit-width (32: the copy is returned unchanged); ``a_bits`` the
+    bit-width of the activation entering each Linear (>= 16: float activations, weight-only).
+    Linears whose dotted name is, or lies under, one of ``io_names`` use ``io_bits`` for weights
+    and (unless activations are float) inputs; ``io_bits`` >= 16 keeps them float, ``None``
+    means the same bits as the rest. Call :func:`calibrate` before use.
+    """
+    _check_bits("w_bits", w_bits, float_from=FLOAT_WEIGHT_BITS)
+    _check_bits("a_bits", a_bits, float_from=FLOAT_ACT_BITS)
+    if io_bits is not None:
+        _check_bits("io_bits", io_bits, float_from=FLOAT_ACT_BITS)
+    qmodel = copy.deepcopy(model)
+    if w_bits >= FLOAT_WEIGHT_BITS:
+        return qmodel
+    targets = [
+        (name, m) for name, m in qmodel.named_modules()
+        if isinstance(m, nn.Linear) and not isinstance(m, QuantWeightBiasInputOutputLayer)
+        and not isinstance(m, nn.modules.linear.NonDynamicallyQuantizableLinear)]
+    for name, linear in targets:
+        wb, ab = w_bits, a_bits
+        if io_bits is not None and _matches(name, io_names):
+            if io_bits >= FLOAT_ACT_BITS:
+                continue
+            wb, ab = io_bits, (io_bits if a_bits < FLOAT_ACT_BITS else a_bits)
+        parent_name, _, child = name.rpartition(".")
+        parent = qmodel.get_submodule(parent_name) if parent_name else qmodel
+        setattr(parent, child, QuantInputLinear(linear, w_bits=wb, a_bits=ab))
+    return qmodel
+
+
+def _is_quantized(model: nn.Module) -> bool:
+    return any(isinstance(m, QuantWeightBiasInputOutputLayer) for m in model.modules())
+
+
+def calibrate(model: nn.Module, batches: Iterable[Tensor]) -> None:
+    """Calibrate activation scales (``calibration_mode``), then correct biases
+    (``bias_correction_mode``), in place, on the same batches. No-op on a float model."""
+    if not _is_quantized(model):
+        return
+    device = next(model.parameters()).device
+    data = [b.to(device) for b in batches]
+    if not data:
+        raise ValueError("calibrate needs at least one batch")
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        with calibration_mode(model):
+            for b in data:
+                model(b)
+        with bias_correction_mode(model):
+            for b in data:
+                model(b)
+    model.train(was_training)
+
+
+def _export_kwargs() -> dict:
+    return dict(
+        opset_version=OPSET, input_names=[_INPUT], output_names=[_OUTPUT], do_constant_folding=True,
+        dynamic_axes={_INPUT: {0: "batch"}, _OUTPUT: {0: "batch"}})
+
+
+def export_float_onnx(model: nn.Module, example: Tensor, path: str | Path, half: bool = False) -> Path:
+    """Export a float model (dynamic batch axis); ``half`` exports it in float16."""
+    path = Path(path)
+    model = copy.deepcopy(model).eval()
+    if half:
+        model, example = model.half(), example.half()
+    with torch.no_grad():
+        torch.onnx.export(model, (example,), str(path), dynamo=False, **_export_kwargs())
+    return path
+
+
+def export_int_onnx(model: nn.Module, example: Tensor, path: str | Path) -> Path:
+    """Export a quantized model with ``export_onnx_qcdq`` and rewrite it for ORT int8 kernels.
+
+    A model without quantized layers is exported as float. Batch axis is dynamic.
+    """
+    path = Path(path)
+    if not _is_quantized(model):
+        return export_float_onnx(model, example, path)
+    was_training = model.training
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "qcdq.onnx"
+        export_onnx_qcdq(
+            model.eval(), args=example, export_path=str(raw), dynamo=False,
+            keep_initializers_as_inputs=False, **_export_kwargs())
+        proto = onnx.load(str(raw))
+    model.train(was_training)
+    proto = _integerize(proto)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    return path
+
+
+def _integerize(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Rewrite a Brevitas QCDQ graph into the QDQ form ORT fuses (see the module docstring)."""
+    g = proto.graph
+    inits = {t.name: t for t in g.initializer}
+    prod = {o: n for n in g.node for o in n.output}
+    new_inits: list[onnx.TensorProto] = []
+
+    def const(name: str) -> np.ndarray | None:
+        while name in prod and prod[name].op_type == "Identity":
+            name = prod[name].input[0]
+        if name in inits:
+            return numpy_helper.to_array(inits[name])
+        node = prod.get(name)
+        if node is not None and node.op_type == "Constant":
+            return numpy_helper.to_array(node.attribute[0].t)
+        return None
+
+    def add_init(array: np.ndarray, name: str) -> str:
+        new_inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def users(name: str) -> list[onnx.NodeProto]:
+        return [n for n in g.node if name in n.input]
+
+    def rename_input(old: str, new: str) -> None:
+        for n in g.node:
+            for k, i in enumerate(n.input):
+                if i == old:
+                    n.input[k] = new
+
+    def set_axis(node: onnx.NodeProto, axis: int) -> None:
+        for a in list(node.attribute):
+            if a.name == "axis":
+                node.attribute.remove(a)
+        node.attribute.append(helper.make_attribute("axis", axis))
+
+    def attr(node: onnx.NodeProto, name: str, default: float) -> float:
+        return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name),
+                    default)
+
+    extra: list[onnx.NodeProto] = []
+    for dq in [n for n in g.node if n.op_type == "DequantizeLinear"]:
+        src = prod.get(dq.input[0])
+        clip = src if src is not None and src.op_type == "Clip" else None
+        raw = const(clip.input[0] if clip else dq.input[0])
+        scale, zp = const(dq.input[1]), const(dq.input[2])
+        if raw is not None:  # constant weight or bias
+            w = np.clip(raw, const(clip.input[1]), const(clip.input[2])) if clip else raw
+            axis = int(attr(dq, "axis", 1))
+            outs = users(dq.output[0])
+            if w.dtype == np.int32 or w.ndim != 2 or len(outs) != 1:  # bias or odd: fold to float
+                f = _dequantize(w, scale, zp, axis)
+                rename_input(dq.output[0], add_init(f, dq.output[0] + "_f"))
+                continue
+            user = outs[0]
+            if user.op_type == "Transpose" and list(attr(user, "perm", [1, 0])) == [1, 0]:
+                w, axis, tr = w.T, 1 - axis, user
+                rename_input(tr.output[0], dq.output[0])
+                user = next(n for n in users(dq.output[0]) if n is not tr)
+            if user.op_type == "Gemm" and user.input[1] == dq.output[0] and not attr(
+                    user, "transA", 0) and attr(user, "alpha", 1.0) == attr(user, "beta", 1.0) == 1:
+                if attr(user, "transB", 0):
+                    w, axis = w.T, 1 - axis
+                out, mm_out = user.output[0], user.output[0] + "_mm"
+                has_bias = len(user.input) > 2 and user.input[2]
+                user.op_type = "MatMul"
+                del user.attribute[:]
+                bias = user.input[2] if has_bias else None
+                del user.input[2:]
+                if bias:
+                    user.output[0] = mm_out
+                    extra.append(helper.make_node("Add", [mm_out, bias], [out]))
+            dq.input[0] = add_init(w, dq.output[0] + "_int")
+            set_axis(dq, axis)
+            act = prod.get(user.input[0])
+            if user.op_type == "MatMul" and (act is None or act.op_type != "DequantizeLinear"):
+                f = _dequantize(w, scale, zp, axis)  # weight-only: float weight
+                rename_input(dq.output[0], add_init(f, dq.output[0] + "_f"))
+        elif clip is not None and src is not None:  # activation Q -> Clip -> DQ
+            q = prod.get(clip.input[0])
+            if q is None or q.op_type != "QuantizeLinear":
+                continue
+            qs, qzp = const(q.input[1]), const(q.input[2]).astype(np.float32)
+            lo = (const(clip.input[1]).astype(np.float32) - qzp) * qs
+            hi = (const(clip.input[2]).astype(np.float32) - qzp) * qs
+            fclip = dq.output[0] + "_fclip"
+            extra.append(helper.make_node("Clip", [
+                q.input[0], add_init(lo.astype(np.float32), fclip + "_lo"),
+                add_init(hi.astype(np.float32), fclip + "_hi")], [fclip]))
+            q.input[0] = fclip
+            dq.input[0] = q.output[0]
+    g.node.extend(extra)
+    g.initializer.extend(new_inits)
+    _prune_and_sort(g)
+    return proto
+
+
+def _dequantize(w: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int) -> np.ndarray:
+    """``(w - zp) * scale`` with per-axis ``scale``/``zp`` broadcast along ``axis``."""
+    shape = [-1 if d == axis % w.ndim else 1 for d in range(w.ndim)] if scale.ndim else []
+    zp_f = zp.astype(np.float32).reshape(shape)
+    return ((w.astype(np.float32) - zp_f) * scale.astype(np.float32).reshape(shape)).astype(
+        np.float32)
+
+
+def _prune_and_sort(g: onnx.GraphProto) -> None:
+    """Drop nodes and initializers the outputs do not need; order nodes topologically."""
+    prod = {o: n for n in g.node for o in n.output}
+    needed, live, stack = set(), {}, [o.name for o in g.output]
+    while stack:
+        name = stack.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        node = prod.get(name)
+        if node is not None:
+            live[id(node)] = node
+            stack.extend(i for i in node.input if i)
+    avail = {i.name for i in g.input} | {t.name for t in g.initializer} | {""}
+    ordered, pending = [], list(live.values())
+    while pending:
+        ready = [n for n in pending if all(i in avail for i in n.input)]
+        if not ready:
+            raise RuntimeError("ONNX graph has a cycle or a missing input")
+        for n in ready:
+            avail.update(n.output)
+        ordered += ready
+        pending = [n for n in pending if all(n is not r for r in ready)]
+    del g.node[:]
+    g.node.extend(ordered)
+    keep = [t for t in g.initializer if t.name in needed]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+
+
+def integer_ops(onnx_path: str | Path) -> collections.Counter:
+    """Op-type counts of the graph ONNX Runtime (CPU, ``ORT_ENABLE_ALL``) actually executes.
+
+    Integer matmuls show as e.g. ``MatMulIntegerToFloat`` (see :data:`INTEGER_MATMUL_OPS`).
+    """
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        opts.log_severity_level = 3
+        ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        optimized = onnx.load(opts.optimized_model_filepath)
+    return collections.Counter(n.op_type for n in optimized.graph.node)

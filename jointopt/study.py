@@ -1,0 +1,218 @@
+"""Studies: one YAML file naming the data, the supernet, the search space and the search.
+
+Every section parses into a frozen dataclass. Unknown keys, wrong types and impossible values
+raise :class:`~jointopt.errors.UserError` naming the file, the key and the value. Relative paths
+resolve against the YAML file's folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from jointopt._yaml import check_keys, load_yaml, want
+from jointopt.errors import UserError, field_error
+from jointopt.space import SearchSpace
+
+__all__ = ["Study", "DatasetSpec", "TrainSpec", "EvalSpec"]
+
+
+def _section(cls: type, data: Any, *, source: str, prefix: str,
+             paths: tuple[str, ...] = (), base: Path | None = None) -> Any:
+    """Parse a mapping into dataclass ``cls``: keys checked, types coerced, paths resolved."""
+    data = {} if data is None else data
+    if not isinstance(data, Mapping):
+        raise field_error(source, prefix, data, "must be a mapping")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    check_keys(data, fields, source=source, prefix=prefix)
+    kw: dict[str, Any] = {}
+    for key, value in data.items():
+        f = fields[key]
+        name = f"{prefix}.{key}"
+        if key in paths:
+            if value is None:
+                kw[key] = None
+                continue
+            p = Path(want(value, str, source, name)).expanduser()
+            kw[key] = p if p.is_absolute() or base is None else (base / p)
+            continue
+        typ = {"int": int, "float": float, "str": str, "bool": bool}.get(str(f.type).split(" ")[0])
+        if typ is not None:
+            kw[key] = want(value, typ, source, name)
+        else:
+            kw[key] = value
+    obj = cls(**kw)
+    check = getattr(obj, "check", None)
+    if check is not None:
+        check(source, prefix)
+    return obj
+
+
+def _positive(source: str, prefix: str, obj: Any, *names: str, allow_zero: bool = False) -> None:
+    for n in names:
+        v = getattr(obj, n)
+        if v < 0 or (v == 0 and not allow_zero):
+            raise field_error(source, f"{prefix}.{n}", v,
+                              "must be >= 0" if allow_zero else "must be > 0")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where the images come from.
+
+    ``kind: synthetic`` generates the IC-package X-ray set into ``root`` when it is missing;
+    ``kind: folder`` reads any ImageFolder tree at ``root``.
+    """
+
+    kind: str = "synthetic"
+    root: Path | None = None
+    image_size: int = 64
+    channels: int = 1
+    per_class: int = 400
+    seed: int = 0
+    split_seed: int = 0
+
+    def check(self, source: str, prefix: str) -> None:
+        if self.kind not in ("synthetic", "folder"):
+            raise field_error(source, f"{prefix}.kind", self.kind, "must be synthetic or folder")
+        if self.kind == "folder" and self.root is None:
+            raise field_error(source, f"{prefix}.root", None, "is required for kind: folder")
+        if self.channels not in (1, 3):
+            raise field_error(source, f"{prefix}.channels", self.channels, "must be 1 or 3")
+        _positive(source, prefix, self, "image_size", "per_class")
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Supernet training (AutoFormer's single-path sampling with the sandwich rule)."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 0.05
+    warmup_epochs: int = 2
+    label_smoothing: float = 0.1
+    sandwich: bool = True
+    distill: bool = True
+    shift: int = 4
+    hflip: bool = True
+    vflip: bool = True
+    rot90: bool = False
+    threads: int = 0
+    bf16: bool = True  # bf16 autocast: about 2x faster on CPUs with AVX512-BF16 or AMX
+
+    def check(self, source: str, prefix: str) -> None:
+        _positive(source, prefix, self, "epochs", "batch_size", "lr")
+        _positive(source, prefix, self, "warmup_epochs", "shift", "weight_decay", "min_lr",
+                  "threads", allow_zero=True)
+        if not 0 <= self.label_smoothing < 1:
+            raise field_error(source, f"{prefix}.label_smoothing", self.label_smoothing,
+                              "must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """How one config is evaluated and measured."""
+
+    io_bits: int = 8
+    calib_batches: int = 4
+    batch_size: int = 64
+    latency_runs: int = 20
+    warmup_runs: int = 5
+    threads: int = 0
+    proportional_attention: bool = True
+
+    def check(self, source: str, prefix: str) -> None:
+        _positive(source, prefix, self, "calib_batches", "batch_size", "latency_runs")
+        _positive(source, prefix, self, "warmup_runs", "threads", allow_zero=True)
+        if self.io_bits not in (32, 16, 8, 6, 4, 3, 2):
+            raise field_error(source, f"{prefix}.io_bits", self.io_bits, "must be a valid bit-width")
+
+
+@dataclass(frozen=True)
+class Study:
+    """A parsed study file. Build it with :meth:`from_yaml`."""
+
+    name: str
+    path: Path
+    output: Path
+    seed: int
+    dataset: DatasetSpec
+    space_path: Path
+    train: TrainSpec = field(default_factory=TrainSpec)
+    evaluation: EvalSpec = field(default_factory=EvalSpec)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    TOP_KEYS = ("name", "output", "seed", "dataset", "search_space", "train", "evaluate")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Study:
+        path = Path(path)
+        data = load_yaml(path)
+        src, base = str(path), path.resolve().parent
+        check_keys(data, cls.TOP_KEYS, source=src, prefix="")
+        name = want(data.get("name", path.stem), str, src, "name")
+        if not name or any(c in name for c in "/\\ "):
+            raise field_error(src, "name", name, "must be a non-empty word without spaces")
+        out = Path(want(data.get("output", f"../runs/{name}"), str, src, "output"))
+        out = out if out.is_absolute() else base / out
+        if "search_space" not in data:
+            raise field_error(src, "search_space", None, "is required (a search space YAML)")
+        space_path = Path(want(data["search_space"], str, src, "search_space"))
+        space_path = space_path if space_path.is_absolute() else base / space_path
+        dataset = _section(DatasetSpec, data.get("dataset"), source=src, prefix="dataset",
+                           paths=("root",), base=base)
+        study = cls(
+            name=name, path=path, output=out.resolve(), seed=want(data.get("seed", 0), int, src,
+                                                                  "seed"),
+            dataset=dataset, space_path=space_path,
+            train=_section(TrainSpec, data.get("train"), source=src, prefix="train"),
+            evaluation=_section(EvalSpec, data.get("evaluate"), source=src, prefix="evaluate"),
+        )
+        space = study.space  # parse now so a bad space fails before any work
+        if space.supernet.img_size != dataset.image_size:
+            raise field_error(src, "dataset.image_size", dataset.image_size,
+                              f"must equal the search space's supernet.img_size "
+                              f"{space.supernet.img_size} ({space_path})")
+        return study
+
+    # ---- derived ------------------------------------------------------------------------
+    @cached_property
+    def space(self) -> SearchSpace:
+        if not self.space_path.is_file():
+            raise field_error(self.path, "search_space", str(self.space_path), "file not found")
+        return SearchSpace.from_yaml(self.space_path)
+
+    @property
+    def data_root(self) -> Path:
+        if self.dataset.root is not None:
+            return self.dataset.root.resolve()
+        return self.output / "data"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.output / "supernet.safetensors"
+
+    @property
+    def train_state(self) -> Path:
+        return self.output / "train_state.pt"
+
+    def data(self):  # type: ignore[no-untyped-def]
+        """The dataset splits (generated first for a synthetic dataset)."""
+        from jointopt.data import load_study_data
+
+        return load_study_data(self)
+
+    def load_supernet(self):  # type: ignore[no-untyped-def]
+        """The trained supernet, or a clear error naming the command that trains it."""
+        from jointopt.supernet import ViTSupernet
+
+        if not self.checkpoint.is_file():
+            raise UserError(f"{self.path}: supernet not trained yet ({self.checkpoint} missing); "
+                            f"run: jointopt train {self.path}")
+        return ViTSupernet.load(self.checkpoint)

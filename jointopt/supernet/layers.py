@@ -1,0 +1,163 @@
+"""Layers of the weight-sharing supernet and the ViT block both it and its subnets run.
+
+Dynamic layers (AutoFormer, arXiv 2107.00651, weight entanglement) own the largest weights and
+compute with their leading slice; ``export()`` returns a plain ``nn.Module`` holding a copy of that
+slice. The :class:`Block` is written once and runs with either kind of layer, so the supernet's
+active path and an extracted subnet execute the same code.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from timm.layers import trunc_normal_
+from torch import Tensor, nn
+
+from jointopt import tokens
+
+__all__ = ["DynLinear", "DynQKV", "DynLayerNorm", "PatchEmbed", "Block"]
+
+
+class DynLinear(nn.Module):
+    """Linear layer computing with ``weight[:out, :in]`` of its largest weight."""
+
+    def __init__(self, in_max: int, out_max: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_max, in_max))
+        self.bias = nn.Parameter(torch.zeros(out_max))
+        trunc_normal_(self.weight, std=0.02)
+        self.active_in, self.active_out = in_max, out_max
+
+    def set_active(self, in_features: int, out_features: int) -> None:
+        self.active_in, self.active_out = in_features, out_features
+
+    def sliced(self) -> tuple[Tensor, Tensor]:
+        return self.weight[: self.active_out, : self.active_in], self.bias[: self.active_out]
+
+    def forward(self, x: Tensor) -> Tensor:
+        w, b = self.sliced()
+        return F.linear(x, w, b)
+
+    def export(self) -> nn.Linear:
+        w, b = self.sliced()
+        out = nn.Linear(w.shape[1], w.shape[0])
+        with torch.no_grad():
+            out.weight.copy_(w)
+            out.bias.copy_(b)
+        return out
+
+
+class DynQKV(DynLinear):
+    """Fused q, k, v projection; a subnet keeps the first heads' rows of each of q, k and v."""
+
+    def __init__(self, in_max: int, heads_max: int, head_dim: int) -> None:
+        super().__init__(in_max, 3 * heads_max * head_dim)
+        self.heads_max, self.head_dim = heads_max, head_dim
+        self.active_heads = heads_max
+
+    def set_heads(self, in_features: int, heads: int) -> None:
+        self.active_in, self.active_heads = in_features, heads
+        self.active_out = 3 * heads * self.head_dim
+
+    def sliced(self) -> tuple[Tensor, Tensor]:
+        width = self.active_heads * self.head_dim
+        w = self.weight.view(3, self.heads_max * self.head_dim, -1)[:, :width, : self.active_in]
+        b = self.bias.view(3, -1)[:, :width]
+        return w.reshape(3 * width, self.active_in), b.reshape(3 * width)
+
+
+class DynLayerNorm(nn.Module):
+    """LayerNorm over the leading ``active`` channels."""
+
+    def __init__(self, dim_max: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim_max))
+        self.bias = nn.Parameter(torch.zeros(dim_max))
+        self.eps = eps
+        self.active = dim_max
+
+    def forward(self, x: Tensor) -> Tensor:
+        d = self.active
+        return F.layer_norm(x, (d,), self.weight[:d], self.bias[:d], self.eps)
+
+    def export(self) -> nn.LayerNorm:
+        d = self.active
+        out = nn.LayerNorm(d, eps=self.eps)
+        with torch.no_grad():
+            out.weight.copy_(self.weight[:d])
+            out.bias.copy_(self.bias[:d])
+        return out
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches flattened and projected by a Linear.
+
+    A Linear over unfolded patches equals a stride-``patch`` convolution; keeping it a Linear lets
+    quantization and the ONNX export treat it like every other matrix product.
+    """
+
+    def __init__(self, patch_size: int, proj: nn.Module) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = proj
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        p = self.patch_size
+        x = x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5)
+        return self.proj(x.reshape(b, (h // p) * (w // p), c * p * p))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with optional token merging between attention and MLP.
+
+    Args:
+        norm1, qkv, proj, norm2, fc1, fc2: the block's layers (dynamic or plain).
+        num_heads: heads in use; each has ``head_dim`` channels.
+        head_dim: channels per head (fixed across the supernet).
+    """
+
+    def __init__(self, norm1: nn.Module, qkv: nn.Module, proj: nn.Module, norm2: nn.Module,
+                 fc1: nn.Module, fc2: nn.Module, *, num_heads: int, head_dim: int) -> None:
+        super().__init__()
+        self.norm1, self.qkv, self.proj = norm1, qkv, proj
+        self.norm2, self.fc1, self.fc2 = norm2, fc1, fc2
+        self.act = nn.GELU()
+        self.num_heads, self.head_dim = num_heads, head_dim
+
+    def attention(self, x: Tensor, size: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Multi-head attention; returns the output and the keys averaged over heads."""
+        b, n, _ = x.shape
+        h, d = self.num_heads, self.head_dim
+        qkv = self.qkv(x).reshape(b, n, 3, h, d).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        logits = (q * d**-0.5) @ k.transpose(-2, -1)
+        if size is not None:
+            # Proportional attention (ToMe, arXiv 2210.09461, eq. 1): a token standing for s
+            # patches gets log(s) added to its logits, so merging keeps its attention mass.
+            logits = logits + tokens.proportional_bias(size)
+        out = (logits.softmax(dim=-1) @ v).transpose(1, 2).reshape(b, n, h * d)
+        return self.proj(out), k.mean(dim=1)
+
+    def forward(self, x: Tensor, size: Tensor | None = None, r: int = 0,
+                source: Tensor | None = None, prop_attn: bool = True
+                ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Args:
+            x: tokens [B, N, C], cls first.
+            size: patches per token [B, N, 1], or None while no token has been merged.
+            r: tokens to merge in this block.
+            source: optional [B, N, N0] map of original tokens held by each token.
+        Returns:
+            x [B, N - r, C], size and source after merging.
+        """
+        attn, metric = self.attention(self.norm1(x), size if prop_attn else None)
+        x = x + attn
+        if r > 0:
+            if size is None:
+                size = torch.ones_like(x[..., :1])
+            merge = tokens.bipartite_soft_matching(metric, r, class_token=True)
+            if source is not None:
+                source = tokens.merge_source(merge, x, source)
+            x, size = tokens.merge_wavg(merge, x, size)
+        x = x + self.fc2(self.act(self.fc1(self.norm2(x))))
+        return x, size, source

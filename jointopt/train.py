@@ -1,0 +1,243 @@
+"""Supernet training: AutoFormer's single-path sampling with the sandwich rule.
+
+Each step trains the largest subnet on the labels, then the smallest and one random subnet on
+the largest one's soft predictions (in-place distillation, as in BigNAS / once-for-all), and
+takes one AdamW step on the summed gradients. Shared weights therefore learn to serve every
+subnet, so candidates are evaluated later without retraining.
+
+Runs are resumable: after each epoch the weights (safetensors) and the optimizer state (a
+tensors-only state dict, loaded with ``weights_only=True``) are written atomically. Every
+random draw of an epoch comes from a generator seeded by (seed, epoch), so a resumed run gives
+the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from jointopt.space import JointConfig, SearchSpace
+from jointopt.study import Study, TrainSpec
+from jointopt.supernet import ViTSupernet
+
+__all__ = ["train_supernet", "train_model", "normalize", "augment", "accuracy", "TrainResult",
+           "set_threads"]
+
+
+def set_threads(n: int = 0) -> int:
+    """Use ``n`` intra-op threads (0 = all cores) and return the number set."""
+    n = n or (os.cpu_count() or 1)
+    torch.set_num_threads(n)
+    return n
+
+
+def normalize(x: Tensor) -> Tensor:
+    """uint8 images to floats in [-1, 1]."""
+    return x.float().div_(127.5).sub_(1.0)
+
+
+def augment(x: Tensor, rng: np.random.Generator, spec: TrainSpec) -> Tensor:
+    """Flips, quarter turns and small shifts. No colour jitter: it could erase a faint defect."""
+    b, _, h, w = x.shape
+    if spec.hflip:
+        m = torch.from_numpy(rng.random(b) < 0.5)
+        x = torch.where(m[:, None, None, None], x.flip(-1), x)
+    if spec.vflip:
+        m = torch.from_numpy(rng.random(b) < 0.5)
+        x = torch.where(m[:, None, None, None], x.flip(-2), x)
+    if spec.rot90 and h == w:
+        k = rng.integers(0, 4, size=b)
+        x = torch.stack([torch.rot90(xi, int(ki), dims=(-2, -1)) for xi, ki in zip(x, k,
+                                                                                   strict=True)])
+    if spec.shift:
+        s = spec.shift
+        # Replicate padding: zero borders would be a fake edge the model could learn from.
+        pad = F.pad(x.float(), (s, s, s, s), mode="replicate").to(x.dtype)
+        dx, dy = rng.integers(0, 2 * s + 1, size=(2, b))
+        x = torch.stack([pad[i, :, dy[i]: dy[i] + h, dx[i]: dx[i] + w] for i in range(b)])
+    return x
+
+
+def _batches(n: int, batch: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    order = rng.permutation(n)
+    for i in range(0, n - batch + 1 if n >= batch else 1, batch):
+        yield order[i: i + batch]
+
+
+def _lr_at(step: int, total: int, warmup: int, spec: TrainSpec) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr``."""
+    if step < warmup:
+        return spec.lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return spec.min_lr + 0.5 * (spec.lr - spec.min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module | Callable[[Tensor], Tensor], images: Tensor, labels: Tensor,
+             batch: int = 256) -> float:
+    """Top-1 accuracy of ``model`` on uint8 images."""
+    if isinstance(model, nn.Module):
+        model.eval()
+    correct = 0
+    for i in range(0, len(images), batch):
+        logits = model(normalize(images[i: i + batch]))
+        correct += int((logits.argmax(-1) == labels[i: i + batch]).sum())
+    return correct / max(1, len(images))
+
+
+@dataclass
+class TrainResult:
+    epochs_run: int
+    seconds: float
+    history: list[dict[str, float]]
+
+
+def _kd_loss(student: Tensor, teacher: Tensor) -> Tensor:
+    return F.kl_div(F.log_softmax(student, -1), F.softmax(teacher, -1), reduction="batchmean")
+
+
+def train_model(
+    model: nn.Module, data: tuple[Tensor, Tensor], spec: TrainSpec, *, seed: int,
+    state_path: Path | None = None, save: Callable[[int, list[dict[str, float]]], None] | None
+    = None, evaluate: Callable[[], dict[str, float]] | None = None,
+    subnets: Callable[[np.random.Generator], list[JointConfig]] | None = None,
+    set_active: Callable[[JointConfig], None] | None = None, progress: bool = True,
+    desc: str = "train",
+) -> TrainResult:
+    """Train ``model`` (a supernet with ``subnets``, or any fixed classifier without).
+
+    Args:
+        model: the network; for a supernet, ``subnets(rng)`` lists the configs of one step (the
+            first is the teacher) and ``set_active`` switches between them.
+        data: uint8 train images and labels.
+        spec: optimizer, schedule and augmentation settings.
+        seed: fixes every random draw; an epoch's draws depend on (seed, epoch) only.
+        state_path: optimizer state for resuming; ``save(epoch, history)`` writes the weights.
+        evaluate: called after each epoch; its numbers go into the history and progress bar.
+    """
+    set_threads(spec.threads)
+    images, labels = data
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "pos_embed" not in n]
+    other = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "pos_embed" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": spec.weight_decay},
+                             {"params": other, "weight_decay": 0.0}], lr=spec.lr)
+    steps_per_epoch = max(1, len(images) // spec.batch_size)
+    total = steps_per_epoch * spec.epochs
+    warmup = steps_per_epoch * spec.warmup_epochs
+    start, history = 0, []
+    if state_path is not None and state_path.is_file():
+        state = torch.load(state_path, weights_only=True)
+        opt.load_state_dict(state["optimizer"])
+        start = int(state["epoch"])
+        history = [dict(zip(state["history_keys"], row, strict=True))
+                   for row in state["history"].tolist()]
+    t0 = time.perf_counter()
+    for epoch in range(start, spec.epochs):
+        rng = np.random.default_rng([seed, epoch])
+        model.train()
+        bar = tqdm(list(_batches(len(images), spec.batch_size, rng)), disable=not progress,
+                   desc=f"{desc} {epoch + 1}/{spec.epochs}", leave=False, unit="step")
+        seen, t_epoch, losses = 0, time.perf_counter(), []
+        for step, idx in enumerate(bar, start=epoch * steps_per_epoch):
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, total, warmup, spec)
+            x = normalize(augment(images[idx], rng, spec))
+            y = labels[idx]
+            opt.zero_grad(set_to_none=True)
+            configs = subnets(rng) if subnets is not None else [None]
+            teacher: Tensor | None = None
+            loss_sum = 0.0
+            for i, cfg in enumerate(configs):
+                if cfg is not None and set_active is not None:
+                    set_active(cfg)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=spec.bf16):
+                    out = model(x).float()
+                if i == 0 or not spec.distill:
+                    loss = F.cross_entropy(out, y, label_smoothing=spec.label_smoothing)
+                    teacher = out.detach()
+                else:
+                    assert teacher is not None
+                    loss = _kd_loss(out, teacher)
+                loss.backward()
+                loss_sum += loss.item()
+            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            seen += len(idx)
+            losses.append(loss_sum)
+            bar.set_postfix(loss=f"{loss_sum:.3f}",
+                            img_s=f"{seen / (time.perf_counter() - t_epoch):.0f}")
+        row = {"epoch": float(epoch + 1), "loss": float(np.mean(losses)) if losses else 0.0}
+        if evaluate is not None:
+            row.update(evaluate())
+        history.append(row)
+        if progress:
+            tqdm.write(f"{desc} epoch {epoch + 1}/{spec.epochs} " +
+                       " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
+        if save is not None:
+            save(epoch + 1, history)
+        if state_path is not None:
+            keys = list(history[0])
+            state = {"optimizer": opt.state_dict(), "epoch": epoch + 1, "history_keys": keys,
+                     "history": torch.tensor([[r[k] for k in keys] for r in history],
+                                             dtype=torch.float64)}
+            tmp = state_path.with_suffix(".tmp")
+            torch.save(state, tmp)
+            tmp.replace(state_path)
+    return TrainResult(spec.epochs - start, time.perf_counter() - t0, history)
+
+
+def sandwich(space: SearchSpace, spec: TrainSpec) -> Callable[[np.random.Generator],
+                                                              list[JointConfig]]:
+    """Configs of one step: largest first (the teacher), then smallest and one random."""
+    arch = ("depth", "embed_dim", "num_heads", "mlp_ratio")
+    largest = space.max_config
+    smallest = JointConfig(**{**space.max_config.__dict__,
+                              **{k: getattr(space.min_config, k) for k in arch}})
+
+    def draw(rng: np.random.Generator) -> list[JointConfig]:
+        rand = space.sample(rng, axes=arch)
+        return [largest, smallest, rand] if spec.sandwich else [rand]
+
+    return draw
+
+
+def train_supernet(study: Study, *, progress: bool = True) -> tuple[ViTSupernet, TrainResult]:
+    """Train (or resume) the study's supernet and write its checkpoint."""
+    data = study.data()
+    space = study.space
+    torch.manual_seed(study.seed)
+    net = ViTSupernet(space.supernet, in_chans=study.dataset.channels,
+                      num_classes=len(data.classes), space=space)
+    study.output.mkdir(parents=True, exist_ok=True)
+    if study.checkpoint.is_file() and study.train_state.is_file():
+        net = ViTSupernet.load(study.checkpoint)
+    elif study.train_state.exists():
+        study.train_state.unlink()  # optimizer state without weights cannot resume anything
+    draw = sandwich(space, study.train)
+    largest = space.max_config
+    smallest = draw(np.random.default_rng(0))[1]
+    val = data.val
+
+    def evaluate() -> dict[str, float]:
+        out = {}
+        for name, cfg in (("val_largest", largest), ("val_smallest", smallest)):
+            net.set_active(cfg)
+            out[name] = accuracy(net, *val)
+        return out
+
+    result = train_model(net, data.train, study.train, seed=study.seed,
+                         state_path=study.train_state, save=lambda e, h: net.save(study.checkpoint),
+                         evaluate=evaluate, subnets=draw, set_active=net.set_active,
+                         progress=progress, desc=study.name)
+    net.set_active(net.max_config)
+    return net.eval(), result
