@@ -9,7 +9,8 @@ graph runs ``MatMulIntegerToFloat`` (uint8 x int8 MLAS kernels) instead of float
 
 * a weight ``int8 initializer -> Clip -> DequantizeLinear(axis 0) -> Transpose`` becomes
   ``int8 initializer (already transposed and clipped) -> DequantizeLinear(axis 1)``;
-* a ``Gemm`` (Linear on 2-D input, e.g. the head) becomes ``MatMul`` + ``Add``;
+* a ``Gemm`` (Linear on 2-D input, e.g. the head) gets its float bias as an int32 initializer
+  + ``DequantizeLinear`` with scale ``input_scale * weight_scale`` (ORT fuses QGemm);
 * an activation ``QuantizeLinear -> Clip -> DequantizeLinear`` (bits < 8) becomes
   ``float Clip -> QuantizeLinear -> DequantizeLinear`` (same values, no node between Q and DQ);
 * a dequantized int32 bias, or a weight whose MatMul input is not quantized (weight-only
@@ -243,34 +244,35 @@ def _integerize(proto: onnx.ModelProto) -> onnx.ModelProto:
             w = np.clip(raw, const(clip.input[1]), const(clip.input[2])) if clip else raw
             axis = int(attr(dq, "axis", 1))
             outs = users(dq.output[0])
+            if w.dtype == np.int32 and all(u.op_type == "Gemm" for u in outs):
+                continue  # an Int32Bias already in the form QGemm fuses
             if w.dtype == np.int32 or w.ndim != 2 or len(outs) != 1:  # bias or odd: fold to float
-                f = _dequantize(w, scale, zp, axis)
-                rename_input(dq.output[0], add_init(f, dq.output[0] + "_f"))
+                rename_input(dq.output[0], add_init(_dequantize(w, scale, zp, axis), dq.output[0]))
                 continue
             user = outs[0]
             if user.op_type == "Transpose" and list(attr(user, "perm", [1, 0])) == [1, 0]:
                 w, axis, tr = w.T, 1 - axis, user
                 rename_input(tr.output[0], dq.output[0])
                 user = next(n for n in users(dq.output[0]) if n is not tr)
-            if user.op_type == "Gemm" and user.input[1] == dq.output[0] and not attr(
-                    user, "transA", 0) and attr(user, "alpha", 1.0) == attr(user, "beta", 1.0) == 1:
-                if attr(user, "transB", 0):
-                    w, axis = w.T, 1 - axis
-                out, mm_out = user.output[0], user.output[0] + "_mm"
-                has_bias = len(user.input) > 2 and user.input[2]
-                user.op_type = "MatMul"
-                del user.attribute[:]
-                bias = user.input[2] if has_bias else None
-                del user.input[2:]
-                if bias:
-                    user.output[0] = mm_out
-                    extra.append(helper.make_node("Add", [mm_out, bias], [out]))
+            act = prod.get(user.input[0])
+            int_act = act is not None and act.op_type == "DequantizeLinear"
+            gemm = user.op_type == "Gemm" and not attr(user, "transA", 0) and attr(
+                user, "alpha", 1.0) == attr(user, "beta", 1.0) == 1
+            if not (int_act and user.input[1] == dq.output[0] and (user.op_type == "MatMul" or gemm)):
+                # weight-only (float activation) or unknown consumer: plain float weight
+                rename_input(dq.output[0], add_init(_dequantize(w, scale, zp, axis), dq.output[0]))
+                continue
             dq.input[0] = add_init(w, dq.output[0] + "_int")
             set_axis(dq, axis)
-            act = prod.get(user.input[0])
-            if user.op_type == "MatMul" and (act is None or act.op_type != "DequantizeLinear"):
-                f = _dequantize(w, scale, zp, axis)  # weight-only: float weight
-                rename_input(dq.output[0], add_init(f, dq.output[0] + "_f"))
+            bias = const(user.input[2]) if gemm and len(user.input) > 2 and user.input[2] else None
+            if bias is not None:  # Gemm (2-D input): int32 bias on the accumulator grid -> QGemm
+                bs = np.broadcast_to(const(act.input[1]) * scale, bias.shape).astype(np.float32)
+                name = dq.output[0] + "_bias"
+                extra.append(helper.make_node("DequantizeLinear", [
+                    add_init(np.round(bias / bs).astype(np.int32), name + "_int"),
+                    add_init(bs, name + "_scale"),
+                    add_init(np.zeros(bias.shape, np.int32), name + "_zp")], [name], axis=0))
+                user.input[2] = name
         elif clip is not None and src is not None:  # activation Q -> Clip -> DQ
             q = prod.get(clip.input[0])
             if q is None or q.op_type != "QuantizeLinear":

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from jointopt import Study
+from jointopt.errors import UserError
+from jointopt.train import train_supernet
+from tests.conftest import ROOT, write_tiny_study
+
+
+def test_quickstart_and_wm811k_studies_parse() -> None:
+    q = Study.from_yaml(ROOT / "studies" / "quickstart.yaml")
+    assert q.space.max_config.embed_dim == 192 and q.dataset.kind == "synthetic"
+    w = Study.from_yaml(ROOT / "studies" / "wm811k.yaml")
+    # relative paths resolve against the YAML file's folder
+    assert w.data_root == (ROOT.parent / "shared" / "data" / "wm811k" / "images").resolve()
+    assert w.dataset.channels == 3
+
+
+@pytest.mark.parametrize(
+    ("patch", "needle"),
+    [
+        ({"colour": 1}, "unknown key 'colour'"),
+        ({"train": {"epochs": "many"}}, "train.epochs='many'"),
+        ({"train": {"epochs": 0}}, "train.epochs=0"),
+        ({"dataset": {"kind": "lmdb"}}, "dataset.kind='lmdb'"),
+        ({"dataset": {"image_size": 48}}, "dataset.image_size=48"),
+        ({"search_space": "nope.yaml"}, "nope.yaml"),
+    ],
+)
+def test_study_errors_name_file_key_value(tmp_path: Path, patch: dict, needle: str) -> None:
+    path = write_tiny_study(tmp_path, **patch)
+    with pytest.raises(UserError) as info:
+        Study.from_yaml(path)
+    msg = str(info.value)
+    assert needle in msg and "study.yaml" in msg and "\n" not in msg
+
+
+def test_load_supernet_before_training_is_a_clear_error(tiny_study_path: Path) -> None:
+    with pytest.raises(UserError, match="not trained yet.*jointopt train"):
+        Study.from_yaml(tiny_study_path).load_supernet()
+
+
+def test_training_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    a = tmp_path / "a"
+    a.mkdir()
+    study = Study.from_yaml(write_tiny_study(a))
+    net_full, res = train_supernet(study, progress=False)
+    assert res.epochs_run == 2 and len(res.history) == 2
+    # Same seed, interrupted after one epoch, then resumed: identical weights.
+    b = tmp_path / "b"
+    b.mkdir()
+    one = write_tiny_study(b, train={"epochs": 1, "batch_size": 16, "warmup_epochs": 1,
+                                     "bf16": False})
+    train_supernet(Study.from_yaml(one), progress=False)
+    two = write_tiny_study(b)  # same study, now asking for 2 epochs
+    net_resumed, res2 = train_supernet(Study.from_yaml(two), progress=False)
+    assert res2.epochs_run == 1
+    sa, sb = net_full.state_dict(), net_resumed.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    # A finished run started again trains nothing more.
+    _, res3 = train_supernet(Study.from_yaml(two), progress=False)
+    assert res3.epochs_run == 0
+
+
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "jointopt", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=120)
+
+
+def test_cli_train_prints_summary(tiny_study_path: Path) -> None:
+    r = _cli("train", str(tiny_study_path), "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "largest" in r.stdout and "smallest" in r.stdout and "MACs" in r.stdout
+    assert (tiny_study_path.parent / "out" / "supernet.safetensors").is_file()
+
+
+def test_cli_bad_study_is_one_line_exit_2(tmp_path: Path) -> None:
+    path = write_tiny_study(tmp_path, train={"lr": -1})
+    r = _cli("train", str(path))
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "train.lr=-1" in r.stderr
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_cli_data_synth(tmp_path: Path) -> None:
+    r = _cli("data", "synth", "--out", str(tmp_path / "ds"), "--per-class", "3", "--size", "32")
+    assert r.returncode == 0, r.stderr
+    assert len(list((tmp_path / "ds").glob("*/*.png"))) == 18
+    r = _cli("data", "synth", "--out", str(tmp_path / "x"), "--size", "4")
+    assert r.returncode == 2 and "--size=4" in r.stderr
