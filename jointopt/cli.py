@@ -87,6 +87,45 @@ def summary(study_file: str, as_json: bool) -> None:
         click.echo(subnet_table(study, net))
 
 
+def _parse_config(text: str):  # type: ignore[no-untyped-def]
+    from jointopt.space import JointConfig
+
+    src = "--config"
+    if text.startswith("@"):
+        path = Path(text[1:])
+        if not path.is_file():
+            raise UserError(f"--config={text!r}: file not found")
+        src, text = str(path), path.read_text()
+    try:
+        import yaml
+
+        data = yaml.safe_load(text)  # JSON is YAML; a file may be either
+    except Exception as e:  # noqa: BLE001  (any parse failure is the user's input)
+        raise UserError(f"{src}: not valid JSON/YAML: {str(e).splitlines()[0]}") from e
+    return JointConfig.from_dict(data, source=src)
+
+
+@cli.command()
+@click.argument("study_file", metavar="STUDY")
+@click.option("--config", "config_text", required=True,
+              help="The joint config as JSON (or @file.json / @file.yaml).")
+@click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+def evaluate(study_file: str, config_text: str, split: str, as_json: bool) -> None:
+    """Evaluate one joint config: accuracy, size, measured latency and energy."""
+    from jointopt.evaluate import evaluate as run_eval
+
+    study = _study(study_file)
+    cfg = _parse_config(config_text)
+    study.space.validate(cfg, source="--config")
+    metrics = run_eval(study, cfg, split=split).to_dict()
+    if as_json:
+        click.echo(json.dumps({"config": cfg.to_dict(), **metrics}, indent=2))
+    else:
+        for k, v in metrics.items():
+            click.echo(f"{k:>16}: {v:,.6g}" if isinstance(v, float) else f"{k:>16}: {v}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning user errors into one line and exit status 2."""
     try:

@@ -247,7 +247,7 @@ def _integerize(proto: onnx.ModelProto) -> onnx.ModelProto:
             if w.dtype == np.int32 and all(u.op_type == "Gemm" for u in outs):
                 continue  # an Int32Bias already in the form QGemm fuses
             if w.dtype == np.int32 or w.ndim != 2 or len(outs) != 1:  # bias or odd: fold to float
-                rename_input(dq.output[0], add_init(_dequantize(w, scale, zp, axis), dq.output[0]))
+                rename_input(dq.output[0], add_init(_dequantize(w, scale, zp, axis), dq.output[0] + "_f"))
                 continue
             user = outs[0]
             if user.op_type == "Transpose" and list(attr(user, "perm", [1, 0])) == [1, 0]:
@@ -260,7 +260,7 @@ def _integerize(proto: onnx.ModelProto) -> onnx.ModelProto:
                 user, "alpha", 1.0) == attr(user, "beta", 1.0) == 1
             if not (int_act and user.input[1] == dq.output[0] and (user.op_type == "MatMul" or gemm)):
                 # weight-only (float activation) or unknown consumer: plain float weight
-                rename_input(dq.output[0], add_init(_dequantize(w, scale, zp, axis), dq.output[0]))
+                rename_input(dq.output[0], add_init(_dequantize(w, scale, zp, axis), dq.output[0] + "_f"))
                 continue
             dq.input[0] = add_init(w, dq.output[0] + "_int")
             set_axis(dq, axis)

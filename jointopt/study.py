@@ -126,6 +126,8 @@ class EvalSpec:
     warmup_runs: int = 5
     threads: int = 0
     proportional_attention: bool = True
+    latency: str = "onnxruntime"  # a registered latency cost model
+    energy: str = "auto"  # rapl where readable, else the horowitz45 model
 
     def check(self, source: str, prefix: str) -> None:
         _positive(source, prefix, self, "calib_batches", "batch_size", "latency_runs")

@@ -12,9 +12,9 @@ all of them aligned.
 
 Export: everything is Slice / MatMul / ReduceMax / compare / TopK (argsort) / GatherElements /
 ScatterElements(reduction="add") / Concat, with ``r`` a Python int fixed at trace time and no
-data-dependent Python control flow; the batch dimension is never read as a Python int, so it
-stays symbolic under ``dynamic_axes``. Needs ONNX opset >= 16 for ScatterElements with a
-reduction; exported and tested at opset 18 (see ``ONNX_OPSET``).
+data-dependent Python control flow; matching and merging never read the batch size as a
+Python int, so it stays symbolic under ``dynamic_axes`` (tested with both exporters). Needs
+ONNX opset >= 16 for ScatterElements with a reduction; tested at opset 18 (``ONNX_OPSET``).
 """
 
 from __future__ import annotations

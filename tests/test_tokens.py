@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import pytest
 import torch
@@ -36,8 +37,10 @@ def _reference(metric: Tensor, x: Tensor, size: Tensor, r: int):
         a_idx, b_idx = list(range(0, n, 2)), list(range(1, n, 2))
         best = {}
         for i in a_idx[1:]:  # a_idx[0] is cls: never a candidate
-            sims = [F.cosine_similarity(metric[b, i].double(), metric[b, j].double(), dim=0)
-                    for j in b_idx]
+            sims = [
+                F.cosine_similarity(metric[b, i].double(), metric[b, j].double(), dim=0)
+                for j in b_idx
+            ]
             k = max(range(len(b_idx)), key=lambda t: float(sims[t]))
             best[i] = (float(sims[k]), b_idx[k])
         merged = sorted(best, key=lambda i: -best[i][0])[:r]
@@ -45,10 +48,13 @@ def _reference(metric: Tensor, x: Tensor, size: Tensor, r: int):
         for i in merged:
             members[best[i][1]].append(i)
         rows = [[i] for i in a_idx if i not in merged] + [members[j] for j in b_idx]
-        out_x, out_s = [], []
+        out_x: list[Tensor] = []
+        out_s: list[Tensor] = []
         for g in rows:
-            s = sum(size[b, k].double() for k in g)
-            out_x.append(sum(x[b, k].double() * size[b, k].double() for k in g) / s)
+            s = torch.stack([size[b, k].double() for k in g]).sum(0)
+            out_x.append(
+                torch.stack([x[b, k].double() * size[b, k].double() for k in g]).sum(0) / s
+            )
             out_s.append(s)
         xs.append(torch.stack(out_x))
         ss.append(torch.stack(out_s))
@@ -201,13 +207,21 @@ def test_onnx_export_dynamic_batch(tmp_path, dynamo: bool):
     example = (torch.randn(2, 65, 16),)  # batch 2: a batch-1 example can get specialised
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        kw: dict[str, Any]
         if dynamo:
             kw = {"dynamic_shapes": ({0: torch.export.Dim("batch")},), "verbose": False}
         else:
-            kw = {"dynamic_axes": {"x": {0: "batch"}, "x_out": {0: "batch"},
-                                   "size": {0: "batch"}}}
-        torch.onnx.export(net, example, str(path), dynamo=dynamo, opset_version=ONNX_OPSET,
-                          input_names=["x"], output_names=["x_out", "size"], **kw)
+            kw = {"dynamic_axes": {"x": {0: "batch"}, "x_out": {0: "batch"}, "size": {0: "batch"}}}
+        torch.onnx.export(
+            net,
+            example,
+            str(path),
+            dynamo=dynamo,
+            opset_version=ONNX_OPSET,
+            input_names=["x"],
+            output_names=["x_out", "size"],
+            **kw,
+        )
     import onnx
 
     assert onnx.load(str(path)).opset_import[0].version == ONNX_OPSET

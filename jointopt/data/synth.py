@@ -29,6 +29,20 @@ CLASSES: tuple[str, ...] = ("good", "void", "bridge", "missing_ball", "crack", "
 
 _SS = 4  # supersampling factor
 _NOMINAL = 64.0  # geometry below is written in pixels of a 64x64 image and scaled to `size`
+_SHIFT = 2.0  # package position jitter, nominal pixels
+
+# Package designs: (columns, rows, pitch, ball radius / pitch, die size / grid size,
+# depopulated centre). Pitches keep every grid inside the frame at the largest jitter.
+_DESIGNS: tuple[tuple[int, int, float, float, float, bool], ...] = (
+    (4, 4, 11.5, 0.36, 0.55, False),
+    (5, 5, 10.0, 0.34, 0.50, False),
+    (6, 6, 8.8, 0.35, 0.60, True),
+    (6, 5, 9.0, 0.35, 0.45, False),
+    (5, 4, 10.5, 0.37, 0.60, True),
+    (6, 6, 9.0, 0.36, 0.40, False),
+    (5, 5, 10.5, 0.33, 0.65, True),
+    (4, 5, 11.0, 0.35, 0.50, False),
+)
 
 
 def _patch(shape: tuple[int, int], cx: float, cy: float, rad: float):
@@ -108,23 +122,23 @@ def render(class_name: str, rng: np.random.Generator, size: int = 64) -> np.ndar
     shape = (S, S)
 
     # --- layout, in nominal 64-px units -------------------------------------------------
-    cols = int(rng.integers(4, 7))
-    rows = int(np.clip(cols + rng.integers(-1, 2), 4, 6))
-    pitch = rng.uniform(8.5, min(12.0, 48.0 / (max(rows, cols) - 1)))
-    r = pitch * rng.uniform(0.30, 0.40)
-    r_pad = min(r * rng.uniform(1.15, 1.35), 0.47 * pitch)
+    # A few package designs, each varied continuously around its nominal geometry, like a
+    # production line that runs several products through one inspection station.
+    cols, rows, pitch0, ball_frac, die_frac, depop = _DESIGNS[int(rng.integers(len(_DESIGNS)))]
+    pitch = pitch0 * rng.uniform(0.96, 1.04)
+    r = pitch * ball_frac * rng.uniform(0.93, 1.07)
+    r_pad = min(r * rng.uniform(1.18, 1.32), 0.47 * pitch)
     half = np.array([(cols - 1) * pitch / 2 + r, (rows - 1) * pitch / 2 + r])
-    pkg_half = half + rng.uniform(2.5, 6.0, 2)
-    slack = np.maximum(_NOMINAL / 2 - pkg_half + 2.0, 0.0)
-    centre = _NOMINAL / 2 + rng.uniform(-1, 1, 2) * np.minimum(slack, 7.0)
-    die_half = half * rng.uniform(0.35, 0.7, 2)
-    die_c = centre + rng.uniform(-1.5, 1.5, 2)
+    pkg_half = half + rng.uniform(3.0, 5.0, 2)
+    centre = _NOMINAL / 2 + rng.uniform(-_SHIFT, _SHIFT, 2)
+    die_half = half * die_frac * rng.uniform(0.9, 1.1, 2)
+    die_c = centre + rng.uniform(-1.0, 1.0, 2)
 
     gx, gy = np.meshgrid((np.arange(cols) - (cols - 1) / 2) * pitch,
                          (np.arange(rows) - (rows - 1) / 2) * pitch)
     pads = np.stack([gx.ravel(), gy.ravel()], 1) + centre
     present = np.ones(rows * cols, bool)
-    if rows >= 4 and cols >= 4 and rng.random() < 0.3:
+    if depop:
         # Depopulated centre (by design: no pad either), so "a hole in the grid" alone
         # does not mean missing_ball.
         inner = (np.abs(gx) < (cols - 2) / 2 * pitch - 1e-6) & (np.abs(gy) < (rows - 2) / 2 * pitch - 1e-6)
