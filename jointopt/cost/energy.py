@@ -46,7 +46,7 @@ def mac_energy_pj(w_bits: int, a_bits: int) -> float:
     t = HOROWITZ_45NM_PJ
     if w_bits >= 16 or a_bits >= 16:
         # A float operand makes the product float (weight-only quantization dequantizes).
-        kind = _float_bits(min(max(w_bits, 16), max(a_bits, 16)))
+        kind = _float_bits(min(b for b in (w_bits, a_bits) if b >= 16))
         return t["mult"][kind] + t["add"][kind]
     mult = t["mult"]["int8"] * (w_bits * a_bits) / 64.0
     return mult + t["add"]["int32"]

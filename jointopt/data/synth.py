@@ -29,7 +29,7 @@ CLASSES: tuple[str, ...] = ("good", "void", "bridge", "missing_ball", "crack", "
 
 _SS = 4  # supersampling factor
 _NOMINAL = 64.0  # geometry below is written in pixels of a 64x64 image and scaled to `size`
-_SHIFT = 2.0  # package position jitter, nominal pixels
+_SHIFT = 1.5  # package position jitter, nominal pixels
 
 # Package designs: (columns, rows, pitch, ball radius / pitch, die size / grid size,
 # depopulated centre). Pitches keep every grid inside the frame at the largest jitter.
@@ -202,7 +202,7 @@ def render(class_name: str, rng: np.random.Generator, size: int = 64) -> np.ndar
     # Wire bonds: die-edge pad -> bond finger a few pixels outside the die.
     wires = Image.new("L", shape, 0)
     draw = ImageDraw.Draw(wires)
-    ww = max(1, round(0.5 * k))
+    ww = max(1, round(0.7 * k))
     for side in range(4):
         axis, sgn = side % 2, (1 if side < 2 else -1)
         n_w = int(rng.integers(0, 5))
@@ -222,13 +222,13 @@ def render(class_name: str, rng: np.random.Generator, size: int = 64) -> np.ndar
     if class_name == "crack":
         crack = Image.new("L", shape, 0)
         cd = ImageDraw.Draw(crack)
-        if rng.random() < 0.7:  # through the die, starting at one of its edges
+        if rng.random() < 0.8:  # through the die, starting at one of its edges
             side = int(rng.integers(0, 4))
             axis, sgn = side % 2, (1 if side < 2 else -1)
             start = die_c.copy()
             start[axis] -= sgn * die_half[axis] * rng.uniform(0.8, 1.0)
             start[1 - axis] += rng.uniform(-0.8, 0.8) * die_half[1 - axis]
-            length = 2 * die_half[axis] * rng.uniform(0.7, 1.1)
+            length = 2 * die_half[axis] * rng.uniform(0.8, 1.2)
         else:  # through the package substrate, from its edge
             side = int(rng.integers(0, 4))
             axis, sgn = side % 2, (1 if side < 2 else -1)
@@ -239,7 +239,7 @@ def render(class_name: str, rng: np.random.Generator, size: int = 64) -> np.ndar
         base = (0.0 if axis == 0 else math.pi / 2) + (0.0 if sgn > 0 else math.pi)
         pts = _wander(rng, start * k, base + rng.normal(0, 0.35), length * k,
                       int(rng.integers(5, 10)), 0.35)
-        cw = max(2, round(rng.uniform(1.1, 1.6) * k))
+        cw = max(2, round(rng.uniform(1.3, 1.8) * k))
         cd.line(pts, fill=255, width=cw)
         if rng.random() < 0.4:
             b0 = np.array(pts[len(pts) // 2])

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from jointopt import JointConfig, SearchSpace, ViTSupernet
+from jointopt.cost import get_cost_model, register_cost_model
+from jointopt.cost.energy import mac_energy_pj
+from jointopt.cost.latency import MeasureCache, runtime_for
+from jointopt.cost.registry import EvalContext
+from jointopt.cost.size import size_costs
+from jointopt.errors import UserError
+from tests.conftest import ROOT
+
+SPACE = SearchSpace.from_yaml(ROOT / "search_spaces" / "quickstart.yaml")
+
+
+def _cost(cfg: JointConfig) -> dict[str, int]:
+    return size_costs(cfg, SPACE.supernet, in_chans=1, num_classes=6, io_bits=8)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_macs_match_flop_counter_at_r0(seed: int) -> None:
+    torch.manual_seed(seed)
+    net = ViTSupernet(SPACE.supernet, in_chans=1, num_classes=6, space=SPACE).eval()
+    cfg = dataclasses.replace(SPACE.sample(np.random.default_rng(seed)), tome_r=0, w_bits=32,
+                              a_bits=32)
+    sub = net.extract(cfg)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        sub(torch.randn(1, 1, 64, 64))
+    counted = counter.get_total_flops() / 2
+    assert abs(counted - _cost(cfg)["macs"]) / counted < 0.02
+    assert _cost(cfg)["params"] == sum(p.numel() for p in sub.parameters())
+
+
+def _reductions(cfg: JointConfig) -> list[tuple[str, JointConfig]]:
+    out = []
+    if cfg.depth > 2:
+        out.append(("depth", dataclasses.replace(
+            cfg, depth=cfg.depth - 1, num_heads=cfg.heads[:-1], mlp_ratio=cfg.ratios[:-1],
+            tome_r=cfg.merges[:-1])))
+    if cfg.embed_dim > 64:
+        out.append(("embed_dim", dataclasses.replace(cfg, embed_dim=cfg.embed_dim - 32)))
+    if max(cfg.heads) > 1:
+        out.append(("num_heads", dataclasses.replace(
+            cfg, num_heads=tuple(max(1, h - 1) for h in cfg.heads))))
+    if max(cfg.ratios) > 2:
+        out.append(("mlp_ratio", dataclasses.replace(
+            cfg, mlp_ratio=tuple(max(2.0, m - 1) for m in cfg.ratios))))
+    out.append(("tome_r", dataclasses.replace(cfg, tome_r=tuple(r + 2 for r in cfg.merges))))
+    return out
+
+
+BIT_CHAIN = [(32, 32), (16, 32), (16, 16), (8, 16), (8, 8), (6, 8), (6, 6), (4, 6), (4, 4),
+             (3, 3), (2, 3), (2, 2)]
+
+
+def test_costs_never_increase_when_an_axis_is_lowered() -> None:
+    rng = np.random.default_rng(0)
+    starts = [SPACE.max_config] + [SPACE.sample(rng) for _ in range(25)]
+    checked = 0
+    for cfg in starts:
+        base = _cost(cfg)
+        for axis, lower in _reductions(cfg):
+            c = _cost(lower)
+            for k in ("macs", "bitops", "model_bytes"):
+                assert c[k] <= base[k], (axis, k, cfg, lower)
+            checked += 1
+        for (w0, a0), (w1, a1) in zip(BIT_CHAIN, BIT_CHAIN[1:], strict=False):
+            hi = _cost(dataclasses.replace(cfg, w_bits=w0, a_bits=a0))
+            lo = _cost(dataclasses.replace(cfg, w_bits=w1, a_bits=a1))
+            for k in ("macs", "bitops", "model_bytes"):
+                assert lo[k] <= hi[k], ((w0, a0), (w1, a1), k)
+            assert lo["bitops"] < hi["bitops"]
+    assert checked > 50
+
+
+def test_merging_reduces_macs_but_not_params() -> None:
+    cfg = SPACE.max_config
+    merged = dataclasses.replace(cfg, tome_r=8)
+    assert _cost(merged)["macs"] < 0.7 * _cost(cfg)["macs"]
+    assert _cost(merged)["params"] == _cost(cfg)["params"]
+
+
+def test_horowitz_table_and_scaling() -> None:
+    assert mac_energy_pj(32, 32) == pytest.approx(3.7 + 0.9)
+    assert mac_energy_pj(16, 16) == pytest.approx(1.1 + 0.4)
+    assert mac_energy_pj(8, 8) == pytest.approx(0.2 + 0.1)  # int32 accumulation
+    assert mac_energy_pj(4, 4) == pytest.approx(0.2 / 4 + 0.1)  # square of the bit-width
+    assert mac_energy_pj(4, 32) == pytest.approx(3.7 + 0.9)  # weight-only: float product
+
+
+def test_runtime_names_say_when_precision_is_substituted() -> None:
+    cfg = SPACE.max_config
+    assert runtime_for(cfg) == ("onnxruntime-fp32", "onnxruntime-fp32")
+    assert runtime_for(dataclasses.replace(cfg, w_bits=8, a_bits=8))[1] == "onnxruntime-int8"
+    name = runtime_for(dataclasses.replace(cfg, w_bits=3, a_bits=4))[1]
+    assert name.startswith("onnxruntime-int8") and "nearest to w3a4" in name
+    assert "nearest to fp16" in runtime_for(dataclasses.replace(cfg, w_bits=16, a_bits=16))[1]
+
+
+def test_user_cost_model_registry() -> None:
+    @register_cost_model("latency", "test-device")
+    class Fixed:
+        def __call__(self, ctx: EvalContext) -> dict:
+            return {"latency_ms": ctx.cfg.depth * 1.0, "throughput_ips": 1.0,
+                    "latency_runtime": "test-device"}
+
+    model = get_cost_model("latency", "test-device")
+    ctx = EvalContext(cfg=SPACE.max_config, shape=SPACE.supernet, in_chans=1, num_classes=6,
+                      io_bits=8, batch_size=4)
+    assert model(ctx)["latency_ms"] == 6.0
+    with pytest.raises(UserError, match="evaluate.latency='nope'"):
+        get_cost_model("latency", "nope")
+
+
+def test_measure_cache_is_shared_across_instances(tmp_path) -> None:
+    a = MeasureCache(tmp_path / "c.sqlite")
+    a.put("k", {"latency_ms": 1.5})
+    assert MeasureCache(tmp_path / "c.sqlite").get("k") == {"latency_ms": 1.5}
+    assert a.get("missing") is None
