@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -31,6 +32,7 @@ from jointopt.train import accuracy, normalize
 __all__ = ["Metrics", "evaluate", "build_deployable", "METRIC_KEYS"]
 
 log = logging.getLogger(__name__)
+_EXTRACT_LOCK = threading.Lock()
 
 METRIC_KEYS: tuple[str, ...] = (
     "accuracy", "params", "macs", "bitops", "model_bytes", "latency_ms", "throughput_ips",
@@ -96,7 +98,8 @@ def build_deployable(study: Study, cfg: JointConfig, net: ViTSupernet
     from jointopt import quant
 
     float_cfg = dataclasses.replace(cfg, w_bits=32, a_bits=32)
-    sub = net.extract(float_cfg).eval()
+    with _EXTRACT_LOCK:  # extract() switches the shared supernet's active path for a moment
+        sub = net.extract(float_cfg).eval()
     sub.prop_attn = study.evaluation.proportional_attention
     if cfg.w_bits >= 16:
         return sub, None

@@ -10,7 +10,8 @@ graph runs ``MatMulIntegerToFloat`` (uint8 x int8 MLAS kernels) instead of float
 * a weight ``int8 initializer -> Clip -> DequantizeLinear(axis 0) -> Transpose`` becomes
   ``int8 initializer (already transposed and clipped) -> DequantizeLinear(axis 1)``;
 * a ``Gemm`` (Linear on 2-D input, e.g. the head) gets its float bias as an int32 initializer
-  + ``DequantizeLinear`` with scale ``input_scale * weight_scale`` (ORT fuses QGemm);
+  + ``DequantizeLinear`` with scale ``input_scale * weight_scale`` (ORT fuses QGemm), and the
+  rounding remainder of the bias as a float ``Add`` after it;
 * an activation ``QuantizeLinear -> Clip -> DequantizeLinear`` (bits < 8) becomes
   ``float Clip -> QuantizeLinear -> DequantizeLinear`` (same values, no node between Q and DQ);
 * a dequantized int32 bias, or a weight whose MatMul input is not quantized (weight-only
@@ -267,12 +268,15 @@ def _integerize(proto: onnx.ModelProto) -> onnx.ModelProto:
             bias = const(user.input[2]) if gemm and len(user.input) > 2 and user.input[2] else None
             if bias is not None:  # Gemm (2-D input): int32 bias on the accumulator grid -> QGemm
                 bs = np.broadcast_to(const(act.input[1]) * scale, bias.shape).astype(np.float32)
-                name = dq.output[0] + "_bias"
+                b_int = np.round(bias / bs).astype(np.int32)
+                name, out = dq.output[0] + "_bias", user.output[0]
                 extra.append(helper.make_node("DequantizeLinear", [
-                    add_init(np.round(bias / bs).astype(np.int32), name + "_int"),
-                    add_init(bs, name + "_scale"),
+                    add_init(b_int, name + "_int"), add_init(bs, name + "_scale"),
                     add_init(np.zeros(bias.shape, np.int32), name + "_zp")], [name], axis=0))
-                user.input[2] = name
+                user.input[2], user.output[0] = name, out + "_qgemm"
+                rest = (bias - b_int.astype(np.float32) * bs).astype(np.float32)  # keeps bias exact
+                extra.append(helper.make_node(
+                    "Add", [user.output[0], add_init(rest, name + "_rest")], [out]))
         elif clip is not None and src is not None:  # activation Q -> Clip -> DQ
             q = prod.get(clip.input[0])
             if q is None or q.op_type != "QuantizeLinear":

@@ -148,9 +148,10 @@ class Study:
     space_path: Path
     train: TrainSpec = field(default_factory=TrainSpec)
     evaluation: EvalSpec = field(default_factory=EvalSpec)
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    search: Any = None  # jointopt.controllers.spec.SearchSpec
 
-    TOP_KEYS = ("name", "output", "seed", "dataset", "search_space", "train", "evaluate")
+    TOP_KEYS = ("name", "output", "seed", "dataset", "search_space", "train", "evaluate",
+                "search")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Study:
@@ -169,9 +170,12 @@ class Study:
         space_path = space_path if space_path.is_absolute() else base / space_path
         dataset = _section(DatasetSpec, data.get("dataset"), source=src, prefix="dataset",
                            paths=("root",), base=base)
+        from jointopt.controllers.spec import parse_search
+
+        seed = want(data.get("seed", 0), int, src, "seed")
         study = cls(
-            name=name, path=path, output=out.resolve(), seed=want(data.get("seed", 0), int, src,
-                                                                  "seed"),
+            search=parse_search(data.get("search"), source=src, default_name=name, seed=seed),
+            name=name, path=path, output=out.resolve(), seed=seed,
             dataset=dataset, space_path=space_path,
             train=_section(TrainSpec, data.get("train"), source=src, prefix="train"),
             evaluation=_section(EvalSpec, data.get("evaluate"), source=src, prefix="evaluate"),
@@ -195,6 +199,13 @@ class Study:
         if self.dataset.root is not None:
             return self.dataset.root.resolve()
         return self.output / "data"
+
+    @property
+    def storage_url(self) -> str:
+        """The Optuna storage: the study's ``search.storage`` or a SQLite file in ``output``."""
+        if self.search.storage:
+            return str(self.search.storage)
+        return f"sqlite:///{self.output / 'optuna.db'}"
 
     @property
     def checkpoint(self) -> Path:

@@ -1,0 +1,17 @@
+"""Search controllers: the Optuna and Ray Tune backends, their storage and samplers."""
+
+from jointopt.controllers.samplers import make_sampler, register_sampler, sampler_names
+
+__all__ = ["register_sampler", "make_sampler", "sampler_names", "run_search"]
+
+
+def run_search(study, *, backend=None, n_trials=None, progress=True):  # type: ignore[no-untyped-def]
+    """Run or resume the study's search on its backend (``optuna`` or ``ray``)."""
+    backend = backend or study.search.backend
+    if backend == "ray":
+        from jointopt.controllers.ray_backend import run_ray
+
+        return run_ray(study, n_trials=n_trials, progress=progress)
+    from jointopt.controllers.optuna_backend import run_optuna
+
+    return run_optuna(study, n_trials=n_trials, progress=progress)

@@ -1,0 +1,172 @@
+"""The ``search:`` section of a study: objectives, constraints, sampler, budget, backend, storage.
+
+Constraint expressions are parsed by a regular expression (``metric <= number``); nothing the
+user writes is ever passed to ``eval``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from jointopt._yaml import check_keys, want
+from jointopt.errors import UserError, field_error
+
+__all__ = ["SearchSpec", "Constraint", "ObjectiveSpec", "NUMERIC_METRICS", "parse_search"]
+
+#: Metric keys an objective or a constraint may name.
+NUMERIC_METRICS: tuple[str, ...] = ("accuracy", "params", "macs", "bitops", "model_bytes",
+                                    "latency_ms", "throughput_ips", "energy_mj")
+DEFAULT_OBJECTIVES = (("accuracy", "maximize"), ("latency_ms", "minimize"),
+                      ("energy_mj", "minimize"))
+
+_CONSTRAINT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|<|>)\s*"
+                         r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    key: str
+    direction: str
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """``key op bound``; :meth:`violation` is <= 0 when satisfied (Optuna's convention)."""
+
+    key: str
+    op: str
+    bound: float
+    text: str
+
+    def violation(self, metrics: Mapping[str, Any]) -> float:
+        v = float(metrics[self.key])
+        return v - self.bound if self.op in ("<=", "<") else self.bound - v
+
+    @property
+    def name(self) -> str:
+        return f"{self.key}{self.op}{self.bound:g}"
+
+    @classmethod
+    def parse(cls, text: Any, *, source: str, where: str) -> Constraint:
+        m = _CONSTRAINT.match(text) if isinstance(text, str) else None
+        if m is None:
+            raise field_error(source, where, text,
+                              "must read 'metric <= number' (or >=, <, >), e.g. 'accuracy >= 0.9'")
+        key, op, bound = m.group(1), m.group(2), float(m.group(3))
+        if key not in NUMERIC_METRICS:
+            raise field_error(source, where, text, f"constrains unknown metric {key!r} "
+                              f"(metrics: {', '.join(NUMERIC_METRICS)})")
+        return cls(key, op, bound, text)
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """How the study searches. Defaults give the quickstart's NSGA-II search."""
+
+    study_name: str = ""
+    storage: str | None = None
+    objectives: tuple[ObjectiveSpec, ...] = tuple(ObjectiveSpec(k, d)
+                                                   for k, d in DEFAULT_OBJECTIVES)
+    constraints: tuple[Constraint, ...] = ()
+    sampler: str = "nsga2"
+    sampler_options: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    n_trials: int = 40
+    timeout: float | None = None
+    backend: str = "optuna"
+    n_jobs: int = 1
+    heartbeat_interval: int = 10
+    grace_period: int = 30
+    max_retry: int = 3
+    storage_retry_seconds: float = 60.0
+    ray_address: str | None = None
+    max_concurrent_trials: int = 2
+    cpus_per_trial: float = 1.0
+    max_failures: int = 2
+
+
+_TOP = ("study_name", "storage", "objectives", "constraints", "sampler", "n_trials", "timeout",
+        "backend", "n_jobs", "heartbeat_interval", "grace_period", "max_retry",
+        "storage_retry_seconds", "ray")
+_RAY = ("address", "max_concurrent_trials", "cpus_per_trial", "max_failures")
+
+
+def parse_search(data: Any, *, source: str, default_name: str, seed: int) -> SearchSpec:
+    """Parse the ``search:`` mapping; every error names the file, the key and the value."""
+    from jointopt.controllers.samplers import sampler_names
+
+    data = {} if data is None else data
+    check_keys(data, _TOP, source=source, prefix="search")
+    kw: dict[str, Any] = {"study_name": default_name, "seed": seed}
+    if "study_name" in data:
+        kw["study_name"] = want(data["study_name"], str, source, "search.study_name")
+    if data.get("storage") is not None:
+        kw["storage"] = want(data["storage"], str, source, "search.storage")
+    if "objectives" in data:
+        objs = data["objectives"]
+        if not isinstance(objs, Mapping) or not objs:
+            raise field_error(source, "search.objectives", objs,
+                              "must map metric keys to maximize/minimize")
+        parsed = []
+        for k, d in objs.items():
+            if k not in NUMERIC_METRICS:
+                raise field_error(source, f"search.objectives.{k}", d,
+                                  f"unknown metric {k!r} (metrics: {', '.join(NUMERIC_METRICS)})")
+            if d not in ("maximize", "minimize"):
+                raise field_error(source, f"search.objectives.{k}", d,
+                                  "direction must be maximize or minimize")
+            parsed.append(ObjectiveSpec(k, d))
+        kw["objectives"] = tuple(parsed)
+    cons = data.get("constraints") or []
+    if not isinstance(cons, list):
+        raise field_error(source, "search.constraints", cons, "must be a list of expressions")
+    kw["constraints"] = tuple(Constraint.parse(c, source=source, where=f"search.constraints[{i}]")
+                              for i, c in enumerate(cons))
+    sampler = data.get("sampler", {"name": "nsga2"})
+    if isinstance(sampler, str):
+        sampler = {"name": sampler}
+    if not isinstance(sampler, Mapping) or "name" not in sampler:
+        raise field_error(source, "search.sampler", sampler, "must be a name or {name: ...}")
+    name = want(sampler["name"], str, source, "search.sampler.name")
+    if name not in sampler_names():
+        raise field_error(source, "search.sampler.name", name,
+                          f"unknown sampler (registered: {', '.join(sampler_names())})")
+    kw["sampler"] = name
+    opts = {k: v for k, v in sampler.items() if k not in ("name", "seed")}
+    kw["sampler_options"] = opts
+    if "seed" in sampler:
+        kw["seed"] = want(sampler["seed"], int, source, "search.sampler.seed")
+    for key, typ in (("n_trials", int), ("n_jobs", int), ("heartbeat_interval", int),
+                     ("grace_period", int), ("max_retry", int),
+                     ("storage_retry_seconds", float)):
+        if key in data:
+            v = want(data[key], typ, source, f"search.{key}")
+            if v <= 0 and key != "max_retry":
+                raise field_error(source, f"search.{key}", v, "must be > 0")
+            kw[key] = v
+    if data.get("timeout") is not None:
+        kw["timeout"] = want(data["timeout"], float, source, "search.timeout")
+    if "backend" in data:
+        b = want(data["backend"], str, source, "search.backend")
+        if b not in ("optuna", "ray"):
+            raise field_error(source, "search.backend", b, "must be optuna or ray")
+        kw["backend"] = b
+    ray = data.get("ray") or {}
+    check_keys(ray, _RAY, source=source, prefix="search.ray")
+    if ray.get("address") is not None:
+        kw["ray_address"] = want(ray["address"], str, source, "search.ray.address")
+    for key, typ in (("max_concurrent_trials", int), ("cpus_per_trial", float),
+                     ("max_failures", int)):
+        if key in ray:
+            kw[key] = want(ray[key], typ, source, f"search.ray.{key}")
+    spec = SearchSpec(**kw)
+    try:
+        from jointopt.controllers.samplers import make_sampler
+
+        make_sampler(spec, n_objectives=len(spec.objectives))
+    except TypeError as e:
+        raise UserError(f"{source}: search.sampler={dict(sampler)!r}: {e}") from e
+    return spec

@@ -1,0 +1,160 @@
+"""Optuna storages and studies: open, check, and recover trials orphaned by a killed process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from jointopt.errors import UserError
+from jointopt.study import Study
+
+__all__ = ["open_storage", "open_study", "recover_orphans", "worker_id", "WORKER_ATTR",
+           "storage_description"]
+
+log = logging.getLogger(__name__)
+WORKER_ATTR = "jointopt:worker"
+
+
+def _proc_start(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "?"
+
+
+def worker_id() -> str:
+    """host:pid:start-time of this process (the start time guards against pid reuse)."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_proc_start(pid)}"
+
+
+def _alive(worker: str) -> bool | None:
+    """Whether the process named by ``worker`` runs; None when it is on another host."""
+    try:
+        host, pid_s, start = worker.rsplit(":", 2)
+        pid = int(pid_s)
+    except ValueError:
+        return False
+    if host != socket.gethostname():
+        return None
+    if not Path(f"/proc/{pid}").exists():
+        return False
+    return _proc_start(pid) == start
+
+
+def storage_description(url: str) -> str:
+    """The URL without a password, for messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+def open_storage(study: Study, *, url: str | None = None) -> BaseStorage:
+    """The study's storage, with heartbeats on SQL; unreachable storage is a one-line error."""
+    url = url or study.storage_url
+    spec = study.search
+    try:
+        if url.startswith("journal:"):
+            from optuna.storages import JournalStorage
+            from optuna.storages.journal import JournalFileBackend
+
+            path = Path(url[len("journal:"):])
+            if not path.parent.is_dir():
+                raise FileNotFoundError(f"folder {path.parent} does not exist")
+            return JournalStorage(JournalFileBackend(str(path)))
+        if url.startswith("sqlite:///"):
+            folder = Path(url[len("sqlite:///"):]).parent
+            if folder == study.output:
+                folder.mkdir(parents=True, exist_ok=True)
+            elif not folder.is_dir():
+                raise FileNotFoundError(f"folder {folder} does not exist")
+        engine: dict[str, Any] = {"pool_pre_ping": True}
+        if url.startswith("postgresql"):
+            engine["connect_args"] = {"connect_timeout": 5}
+        return RDBStorage(
+            url, engine_kwargs=engine, heartbeat_interval=spec.heartbeat_interval,
+            grace_period=spec.grace_period,
+            failed_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=spec.max_retry))
+    except Exception as e:  # noqa: BLE001  (driver errors vary; all mean "cannot use it")
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"{study.path}: search.storage={storage_description(url)!r}: "
+                        f"cannot open storage: {first}") from e
+
+
+def _directions(study: Study) -> list[str]:
+    return [o.direction for o in study.search.objectives]
+
+
+def _keys(study: Study) -> list[str]:
+    return [o.key for o in study.search.objectives]
+
+
+def open_study(study: Study, storage: BaseStorage, *, create: bool = True,
+               sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+    """Load the Optuna study, or create it (with the baseline queued as its first trial).
+
+    A stored study with the same name but other objectives is an error, and is left untouched.
+    """
+    name = study.search.study_name
+    try:
+        ostudy = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+    except KeyError:
+        if not create:
+            raise UserError(f"{study.path}: search.study_name={name!r}: no such study in "
+                            f"{storage_description(study.storage_url)}; run jointopt search "
+                            "first") from None
+        try:
+            ostudy = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
+                                         directions=_directions(study))
+        except optuna.exceptions.DuplicatedStudyError:
+            return open_study(study, storage, create=False, sampler=sampler)
+        ostudy.set_user_attr("objectives", _keys(study))
+        ostudy.set_user_attr("study_file", str(study.path))
+        ostudy.enqueue_trial(study.space.params_from_config(study.space.max_config),
+                             user_attrs={"baseline": True})
+        return ostudy
+    stored = ostudy.user_attrs.get("objectives")
+    dirs = [d.name.lower() for d in ostudy.directions]
+    if stored != _keys(study) or dirs != _directions(study):
+        raise UserError(
+            f"{study.path}: search.study_name={name!r}: exists in the storage with objectives "
+            f"{list(zip(stored or [], dirs, strict=False))}, this study asks for "
+            f"{list(zip(_keys(study), _directions(study), strict=True))}; use another study_name")
+    return ostudy
+
+
+def recover_orphans(ostudy: optuna.Study) -> list[int]:
+    """Fail and re-queue RUNNING trials whose process is gone; returns their numbers.
+
+    Heartbeats (SQL storage, inside ``optimize``) catch stale trials after a grace period and
+    on any host; this catches, at once and on every storage, trials of a dead process on this
+    host, so a restarted search never waits for them.
+    """
+    recovered = []
+    storage = ostudy._storage
+    for t in ostudy.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = t.system_attrs.get(WORKER_ATTR)
+        alive = _alive(owner) if isinstance(owner, str) else False
+        if alive is None or alive:
+            continue
+        try:
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        except RuntimeError:  # finished meanwhile
+            continue
+        user_attrs = {k: v for k, v in t.user_attrs.items() if k in ("baseline",)}
+        user_attrs["retry_of"] = t.user_attrs.get("retry_of", t.number)
+        ostudy.enqueue_trial(t.params, user_attrs=user_attrs, skip_if_exists=False)
+        recovered.append(t.number)
+        log.warning("trial %d was left RUNNING by a dead process; failed and queued again",
+                    t.number)
+    return recovered
