@@ -126,6 +126,46 @@ def evaluate(study_file: str, config_text: str, split: str, as_json: bool) -> No
             click.echo(f"{k:>16}: {v:,.6g}" if isinstance(v, float) else f"{k:>16}: {v}")
 
 
+@cli.command()
+@click.argument("study_file", metavar="STUDY")
+@click.option("--backend", type=click.Choice(["optuna", "ray"]), default=None,
+              help="Override the study's search.backend.")
+@click.option("--n-trials", type=click.IntRange(min=1), default=None,
+              help="Complete this many trials in all (default: search.n_trials).")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def search(study_file: str, backend: str | None, n_trials: int | None, quiet: bool) -> None:
+    """Run or resume the study's multi-objective search."""
+    import optuna
+
+    from jointopt.controllers import run_search
+    from jointopt.controllers.optuna_backend import summary
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = _study(study_file)
+    ostudy = run_search(study, backend=backend, n_trials=n_trials, progress=not quiet)
+    click.echo(f"study {study.search.study_name!r}: {summary(ostudy)} "
+               f"({study.storage_url if '@' not in study.storage_url else 'storage'})")
+
+
+@cli.command()
+@click.argument("study_file", metavar="STUDY")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; anything but loopback exposes the study to the network.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+def dashboard(study_file: str, host: str, port: int) -> None:
+    """Serve optuna-dashboard on the study's storage (bound to 127.0.0.1 by default)."""
+    import optuna_dashboard
+
+    from jointopt.controllers.storage import open_storage
+
+    study = _study(study_file)
+    storage = open_storage(study)
+    click.echo(f"optuna-dashboard for study {study.search.study_name!r}: "
+               f"http://{host}:{port}/dashboard/", err=False)
+    sys.stdout.flush()
+    optuna_dashboard.run_server(storage, host=host, port=port)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning user errors into one line and exit status 2."""
     try:

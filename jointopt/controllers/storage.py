@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -78,13 +79,15 @@ def open_storage(study: Study, *, url: str | None = None) -> BaseStorage:
                 folder.mkdir(parents=True, exist_ok=True)
             elif not folder.is_dir():
                 raise FileNotFoundError(f"folder {folder} does not exist")
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         engine: dict[str, Any] = {"pool_pre_ping": True}
         if url.startswith("postgresql"):
             engine["connect_args"] = {"connect_timeout": 5}
         return RDBStorage(
             url, engine_kwargs=engine, heartbeat_interval=spec.heartbeat_interval,
             grace_period=spec.grace_period,
-            failed_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=spec.max_retry))
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                max_retry=spec.max_retry))
     except Exception as e:  # noqa: BLE001  (driver errors vary; all mean "cannot use it")
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UserError(f"{study.path}: search.storage={storage_description(url)!r}: "

@@ -38,7 +38,8 @@ _CSS = """
 body { font-family: system-ui, sans-serif; margin: 1.5rem auto; max-width: 1200px; color: #222; }
 h1 { font-size: 1.5rem; } h2 { font-size: 1.15rem; margin-top: 2rem; }
 .note { background: #fff6e0; border-left: 4px solid #ff9f1c; padding: .5rem .8rem; }
-.grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(380px, 1fr)); gap: 1rem; }
+.grid { display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 1rem; }
+.grid > div { min-width: 0; }
 table.front { border-collapse: collapse; font-size: .8rem; }
 table.front th, table.front td { padding: .2rem .45rem; border-bottom: 1px solid #ddd;
   text-align: right; white-space: nowrap; }
@@ -77,7 +78,7 @@ def write_report(records: Sequence[Record], objectives: Sequence[Objective], bas
     objs = ", ".join(f"{o.key} ({o.direction})" for o in objectives)
     table = front_table(front, objectives, baseline).to_html(
         index=False, classes="front", border=0, na_rep="-", float_format=lambda v: f"{v:.4g}")
-    n_pairs = len(figures) - 2
+    n_pairs = len(figures) - 2  # the front figures: 2-D pairs, then the 3-D one if any
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <script type="text/javascript">{get_plotlyjs()}</script>
@@ -138,16 +139,15 @@ def _front_figures(records: Sequence[Record], front: Sequence[Record], knee: Rec
         ("Pareto front", list(front), {"color": _FRONT, "size": 10,
                                         "line": {"color": "white", "width": 1}}),
         ("knee point", [knee] if knee is not None else [],
-         {"color": "rgba(0,0,0,0)", "size": 16, "symbol": "diamond-open",
-          "line": {"color": _KNEE, "width": 3}}),
+         {"color": _KNEE, "size": 16, "symbol": "diamond-open", "line": {"width": 3}}),
         ("baseline", [baseline], {"color": _BASELINE, "symbol": "star", "size": 16,
                                   "line": {"color": "black", "width": 1}}),
     )
     axes: list[tuple[Objective, ...]] = list(itertools.combinations(objectives, 2))
     figures: list[tuple[str, Any]] = []
     for pair in axes or [(objectives[0],)]:
-        fig = go.Figure(layout={"template": _TEMPLATE, "margin": {"l": 60, "r": 20, "t": 40},
-                                "legend": {"orientation": "h", "y": -0.2}})
+        fig = go.Figure(layout={"template": _TEMPLATE, "margin": {"l": 60, "r": 10, "t": 30},
+                                "legend": {"font": {"size": 10}}})
         for name, group, marker in groups:
             pts = [(_xy(r, pair), _hover(r)) for r in group]
             pts = [(xy, h) for xy, h in pts if all(math.isfinite(v) for v in xy)]
@@ -155,19 +155,19 @@ def _front_figures(records: Sequence[Record], front: Sequence[Record], knee: Rec
                                      text=[h for _, h in pts], mode="markers", name=name,
                                      marker=marker, hovertemplate="%{text}<extra></extra>"))
         x_title = "trial" if len(pair) == 1 else _axis_title(pair[0])
-        fig.update_layout(title=" vs ".join(o.key for o in pair[::-1]),
-                          xaxis_title=x_title, yaxis_title=_axis_title(pair[-1]))
+        fig.update_layout(xaxis_title=x_title, yaxis_title=_axis_title(pair[-1]))
         figures.append(("front-" + "-".join(o.key for o in pair), fig))
     if len(objectives) >= 3:
         first3 = list(objectives[:3])
-        fig = go.Figure(layout={"template": _TEMPLATE, "margin": {"l": 0, "r": 0, "t": 40},
-                                "title": "first three objectives"})
+        fig = go.Figure(layout={"template": _TEMPLATE, "margin": {"l": 0, "r": 0, "t": 30},
+                                "legend": {"x": 0, "y": 1}})
         for name, group, marker in groups:
             group = [r for r in group if all(math.isfinite(objective_value(r, o.key))
                                              for o in first3)]
-            marker = {k: v for k, v in marker.items() if k not in ("line", "opacity")}
-            if marker.get("symbol") not in (None, "x", "diamond-open", "diamond"):
-                marker["symbol"] = "diamond"  # scatter3d has no star
+            # scatter3d sizes read larger than 2-D ones, and it has no star symbol.
+            marker = {**marker, "size": marker["size"] // 2, "opacity": 1.0}
+            if marker.get("symbol") == "star":
+                marker["symbol"] = "diamond"
             vals = [[objective_value(r, o.key) for r in group] for o in first3]
             fig.add_trace(go.Scatter3d(x=vals[0], y=vals[1], z=vals[2], mode="markers",
                                        name=name, marker=marker, text=[_hover(r) for r in group],
@@ -193,6 +193,7 @@ def _history_figure(records: Sequence[Record], history: Sequence[float]) -> Any:
                                name="hypervolume"),
                     layout={"template": _TEMPLATE, "title": "normalised hypervolume",
                             "xaxis_title": "trial", "yaxis_title": "hypervolume",
+                            "yaxis_rangemode": "tozero",
                             "margin": {"l": 60, "r": 20, "t": 40}})
     return fig
 

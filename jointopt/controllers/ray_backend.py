@@ -1,0 +1,141 @@
+"""The Ray Tune backend: ``Tuner`` + ``OptunaSearch`` writing into the same Optuna study.
+
+Ray's ``OptunaSearch`` stores only objective values. :class:`JointOptunaSearch` adds what the
+Optuna backend stores (every metric as a user_attr, the constraints, the owning process), so a
+study reads the same whichever backend ran it. The supernet goes into Ray's object store once
+(``tune.with_parameters``); workers never reload it from disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from jointopt.controllers.objective import VALID_CONSTRAINT, find_repeat, run_trial
+from jointopt.controllers.optuna_backend import count_complete
+from jointopt.controllers.samplers import make_sampler
+from jointopt.controllers.storage import (
+    WORKER_ATTR,
+    open_storage,
+    open_study,
+    recover_orphans,
+    worker_id,
+)
+from jointopt.study import Study
+
+__all__ = ["run_ray", "init_ray"]
+
+log = logging.getLogger(__name__)
+_ATTRS = "jointopt_attrs"
+_CONS = "jointopt_constraints"
+
+
+def _searcher_class() -> type:
+    from ray.tune.search.optuna import OptunaSearch
+
+    class JointOptunaSearch(OptunaSearch):  # type: ignore[misc]
+        """OptunaSearch that also stores user_attrs and constraints on the Optuna trial."""
+
+        def __init__(self, *args: Any, owner: str, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._owner = owner
+
+        def suggest(self, trial_id: str) -> dict | None:
+            params = super().suggest(trial_id)
+            ot = self._ot_trials.get(trial_id)
+            if ot is not None:
+                ot.storage.set_trial_system_attr(ot._trial_id, WORKER_ATTR, self._owner)
+            return params
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                              error: bool = False) -> None:
+            ot = self._ot_trials.get(trial_id)
+            if ot is not None and result and _ATTRS in result:
+                for k, v in json.loads(result[_ATTRS]).items():
+                    ot.set_user_attr(k, v)
+                for k, v in json.loads(result[_CONS]).items():
+                    ot.set_constraint(k, v)
+            super().on_trial_complete(trial_id, result=result, error=error)
+
+    return JointOptunaSearch
+
+
+def init_ray(study: Study) -> None:
+    """Join ``search.ray.address`` / RAY_ADDRESS if set, else start Ray on this machine."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = study.search.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+
+
+def _trainable(config: dict[str, Any], study: Study, supernet: Any) -> None:
+    from ray import tune
+
+    ostudy = optuna.load_study(study_name=study.search.study_name,
+                               storage=open_storage(study))
+    out = run_trial(study, config, supernet=supernet, repeat=find_repeat(ostudy))
+    result = {o.key: v for o, v in zip(study.search.objectives, out.values, strict=True)}
+    result = {k: (v if math.isfinite(v) else 1e30) for k, v in result.items()}
+    result[_ATTRS] = json.dumps(out.user_attrs, default=float)
+    result[_CONS] = json.dumps(out.constraints)
+    result["valid"] = out.constraints.get(VALID_CONSTRAINT, 0.0) <= 0
+    tune.report(result)
+
+
+def run_ray(study: Study, *, n_trials: int | None = None, progress: bool = True
+            ) -> optuna.Study:
+    """Run or resume the study with Ray Tune until ``n_trials`` trials are complete."""
+    from ray import tune
+
+    spec = study.search
+    target = n_trials or spec.n_trials
+    supernet = study.load_supernet()
+    storage = open_storage(study)
+    sampler = make_sampler(spec, n_objectives=len(spec.objectives))
+    ostudy = open_study(study, storage, sampler=sampler)  # checks objectives, queues baseline
+    recover_orphans(ostudy)
+    remaining = target - count_complete(ostudy)
+    if remaining <= 0:
+        return ostudy
+    init_ray(study)
+    searcher = _searcher_class()(
+        space=_Define(study), metric=[o.key for o in spec.objectives],
+        mode=["max" if o.direction == "maximize" else "min" for o in spec.objectives],
+        sampler=sampler, storage=storage, study_name=spec.study_name, owner=worker_id())
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable, study=study, supernet=supernet),
+        {"cpu": spec.cpus_per_trial})
+    results = Path(study.output) / "ray_results"
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=remaining,
+                                    max_concurrent_trials=spec.max_concurrent_trials),
+        run_config=tune.RunConfig(
+            name=spec.study_name, storage_path=str(results), verbose=1 if progress else 0,
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures)),
+    )
+    tuner.fit()
+    return optuna.load_study(study_name=spec.study_name, storage=storage)
+
+
+class _Define:
+    """Define-by-run space for OptunaSearch (a class, not a closure: Ray pickles its searcher)."""
+
+    def __init__(self, study: Study) -> None:
+        self.study = study
+
+    def __call__(self, trial: optuna.Trial) -> None:
+        space = self.study.space
+        for p in space.param_names():
+            trial.suggest_categorical(p, list(space.param_choices(p)))
