@@ -166,6 +166,51 @@ def dashboard(study_file: str, host: str, port: int) -> None:
     optuna_dashboard.run_server(storage, host=host, port=port)
 
 
+@cli.command()
+@click.argument("study_file", metavar="STUDY")
+@click.option("--json", "as_json", is_flag=True, help="Print the front as JSON.")
+def pareto(study_file: str, as_json: bool) -> None:
+    """The Pareto front, its hypervolume, knee point and reductions against the baseline."""
+    from jointopt.report.front import format_summary, pareto_summary
+
+    s = pareto_summary(_study(study_file))
+    if as_json:
+        s = {k: v for k, v in s.items() if k != "table"}
+        click.echo(json.dumps(s, indent=2, default=float))
+    else:
+        click.echo(format_summary(s))
+
+
+@cli.command()
+@click.argument("study_file", metavar="STUDY")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path))
+@click.option("--trial", "trials", multiple=True, type=int,
+              help="Trial number to export (repeatable); default: every front member.")
+def export(study_file: str, out: Path, trials: tuple[int, ...]) -> None:
+    """Write pareto.yaml/.csv and, per trial, config.yaml, weights and model.onnx."""
+    from jointopt.export import export_study
+
+    s = export_study(_study(study_file), out, trials=list(trials) or None)
+    click.echo(f"front of {s['front']}; exported {len(s['exported'])} trial(s) to {out}")
+
+
+@cli.command()
+@click.argument("study_file", metavar="STUDY")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path))
+def report(study_file: str, out: Path) -> None:
+    """Write a self-contained plotly HTML report of the study."""
+    from jointopt.export import objectives_of, study_records
+    from jointopt.report.html import write_report
+
+    study = _study(study_file)
+    records, base, _ = study_records(study)
+    if base is None:
+        raise UserError(f"{study.path}: study has no evaluated baseline yet; run jointopt search")
+    write_report(records, objectives_of(study), base, out,
+                 title=f"jointopt: {study.search.study_name}")
+    click.echo(f"wrote {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning user errors into one line and exit status 2."""
     try:

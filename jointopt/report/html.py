@@ -172,8 +172,11 @@ def _front_figures(records: Sequence[Record], front: Sequence[Record], knee: Rec
             fig.add_trace(go.Scatter3d(x=vals[0], y=vals[1], z=vals[2], mode="markers",
                                        name=name, marker=marker, text=[_hover(r) for r in group],
                                        hovertemplate="%{text}<extra></extra>"))
+        # A closer, lower camera than plotly's default keeps the axis titles inside a grid cell.
         fig.update_layout(scene={"xaxis_title": first3[0].key, "yaxis_title": first3[1].key,
-                                 "zaxis_title": first3[2].key})
+                                 "zaxis_title": first3[2].key,
+                                 "camera": {"eye": {"x": 1.45, "y": 1.45, "z": 0.7}}},
+                          legend={"font": {"size": 10}})
         figures.append(("front-3d", fig))
     return figures
 

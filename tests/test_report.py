@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from jointopt.pareto import DEFAULT_OBJECTIVES, Objective
+from jointopt.report.html import write_report
+import _browser
+
+PLOTLY_BANNER = re.compile(r"\* plotly\.js v\d")
+PLOT_DIV = 'class="plotly-graph-div"'
+
+
+def _records(n: int = 24, energy_source: str = "model:horowitz45") -> list[dict[str, Any]]:
+    rng = np.random.default_rng(1)
+    out = []
+    for i in range(n):
+        depth = int(rng.choice([2, 3]))
+        bits = int(rng.choice([32, 8, 4]))
+        out.append({
+            "number": i,
+            "config": {"depth": depth, "embed_dim": int(rng.choice([32, 64])),
+                       "num_heads": [int(rng.choice([1, 2])) for _ in range(depth)],
+                       "mlp_ratio": 2.0, "tome_r": [int(rng.choice([0, 2]))] * depth,
+                       "w_bits": bits, "a_bits": bits},
+            "metrics": {"accuracy": float(rng.uniform(0.6, 0.95)), "params": 1e4 * depth,
+                        "macs": 1e6 * depth, "bitops": 1e6 * depth * bits * bits,
+                        "model_bytes": 1e4 * depth * bits / 8,
+                        "latency_ms": float(rng.uniform(0.2, 2.0)),
+                        "throughput_ips": float(rng.uniform(500, 5000)),
+                        "latency_runtime": "onnxruntime-int8" if bits == 8 else "torch-fp32",
+                        "energy_mj": float(rng.uniform(0.01, 0.2)),
+                        "energy_source": energy_source},
+            "feasible": i % 5 != 2,
+        })
+    return out
+
+
+def _baseline(energy_source: str = "model:horowitz45") -> dict[str, Any]:
+    return {"number": -1,
+            "config": {"depth": 3, "embed_dim": 64, "num_heads": 2, "mlp_ratio": 2.0,
+                       "tome_r": 0, "w_bits": 32, "a_bits": 32},
+            "metrics": {"accuracy": 0.95, "params": 3e4, "macs": 3e6, "bitops": 3e6 * 1024,
+                        "model_bytes": 1.2e5, "latency_ms": 2.2, "throughput_ips": 400.0,
+                        "latency_runtime": "torch-fp32", "energy_mj": 0.25,
+                        "energy_source": energy_source},
+            "feasible": True}
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "sub" / "report.html"
+    return write_report(_records(), DEFAULT_OBJECTIVES, _baseline(), out, title="tiny <study>")
+
+
+def test_report_is_one_offline_page(report: Path) -> None:
+    page = report.read_text(encoding="utf-8")
+    assert len(PLOTLY_BANNER.findall(page)) == 1  # plotly.js inlined exactly once
+    assert "<script src" not in page  # nothing fetched: the page works offline
+    # 3 objective pairs + the 3-D scatter + hypervolume history + parallel coordinates.
+    assert page.count(PLOT_DIV) == 6
+    assert page.count("Plotly.newPlot(") == 6
+    assert '"type":"scatter3d"' in page and '"type":"parcoords"' in page
+    assert "tiny &lt;study&gt;" in page
+    assert "<b>modelled</b>" in page and "horowitz45" in page
+    assert 'class="dataframe front"' in page and "latency_x" in page
+
+
+def test_report_two_objectives_and_measured_energy(tmp_path: Path) -> None:
+    objectives = [Objective("accuracy", "maximize"), Objective("throughput_ips", "maximize")]
+    page = write_report(_records(8, "rapl"), objectives, _baseline("rapl"),
+                        tmp_path / "r.html", title="t").read_text(encoding="utf-8")
+    assert page.count(PLOT_DIV) == 3  # one pair, no 3-D scatter
+    assert '"type":"scatter3d"' not in page
+    assert "modelled" not in page and "Energy measured with rapl" in page
+
+
+def test_report_with_no_records(tmp_path: Path) -> None:
+    page = write_report([], DEFAULT_OBJECTIVES, _baseline(), tmp_path / "r.html",
+                        title="empty").read_text(encoding="utf-8")
+    assert page.count(PLOT_DIV) == 6 and "0 trials" in page
+
+
+def _figure_markup(dom: str) -> dict[str, str]:
+    """The rendered markup of each figure div, by its id."""
+    ids = re.findall(r'<div id="(fig-[^"]+)" class="plotly-graph-div', dom)
+    starts = [dom.index(f'<div id="{i}"') for i in ids] + [len(dom)]
+    return {i: dom[a:b] for i, a, b in zip(ids, starts, starts[1:], strict=False)}
+
+
+@pytest.mark.slow
+def test_error_detector_catches_a_deliberate_error(report: Path, tmp_path: Path) -> None:
+    # Proves the check below can fail: the same page with one bad script and one bad promise.
+    broken = tmp_path / "broken.html"
+    broken.write_text(report.read_text(encoding="utf-8").replace(
+        "</body>", "<script>notDefinedAnywhere();</script>"
+                   "<script>Promise.reject(new Error('deliberate'));</script></body>"),
+        encoding="utf-8")
+    got = _browser.render(broken)
+    assert any("notDefinedAnywhere" in e for e in _browser.collected_errors(got.dom))
+    assert any("deliberate" in e for e in _browser.collected_errors(got.dom))
+    assert any(e.startswith("Uncaught ReferenceError") for e in _browser.console_errors(got.stderr))
+    # The plots before the error still rendered: errors, not a blank page, are what we detect.
+    assert "main-svg" in got.dom
+
+
+@pytest.mark.slow
+def test_report_renders_without_javascript_errors(report: Path) -> None:
+    got = _browser.render(report)
+    assert got.errors == [], got.errors
+    figures = _figure_markup(got.dom)
+    assert len(figures) == 6
+    for fig_id, markup in figures.items():
+        assert 'class="main-svg"' in markup, f"{fig_id} was not drawn"
+    # The WebGL traces drew onto canvases (headless Chromium runs WebGL on SwiftShader).
+    assert "<canvas" in figures["fig-front-3d"] and "<canvas" in figures["fig-axes"]
+    assert figures["fig-axes"].count('class="line"') >= 1  # parcoords drew its axes
