@@ -5,7 +5,9 @@ A *record* is one finished trial as a plain dict::
     {"number": 7, "config": {...JointConfig fields...}, "metrics": {...Metrics keys...},
      "feasible": True}
 
-and the *baseline* is a record of the same form for the study's `space.max_config`.
+and the *baseline* is a record of the same form for the study's `space.max_config`. A record
+is *eligible* for the front and the hypervolume when `feasible` is true and every objective has a
+finite value; a record without `feasible` counts as infeasible.
 
 Everything here compares records in one **minimisation space** (`normalize`): accuracy becomes
 error, every other objective becomes a ratio to the baseline. The reference point for the
@@ -110,10 +112,8 @@ def pareto_front(records: Sequence[Record], objectives: Sequence[Objective]) -> 
     # Compare in a pure minimisation space; the raw values suffice, no baseline is needed.
     signs = np.array([-1.0 if o.maximize else 1.0 for o in objectives])
     pts = np.array([[objective_value(r, o.key) for o in objectives] for r in candidates]) * signs
-    keep = []
-    for i, p in enumerate(pts):
-        dominated = np.any(np.all(pts <= p, axis=1) & np.any(pts < p, axis=1))
-        keep.append(not dominated)
+    # O(n^2) pairwise check: fronts here come from hundreds of trials, not millions.
+    keep = [not np.any(np.all(pts <= p, axis=1) & np.any(pts < p, axis=1)) for p in pts]
     return [r for r, k in zip(candidates, keep, strict=True) if k]
 
 

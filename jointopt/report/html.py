@@ -60,6 +60,8 @@ def write_report(records: Sequence[Record], objectives: Sequence[Objective], bas
         title: the page title and heading.
     """
     objectives = list(objectives)
+    if not objectives:
+        raise ValueError("write_report needs at least one objective.")
     front = pareto_front(records, objectives)
     knee = knee_point(front, objectives, baseline)
     history = hypervolume_history(records, objectives, baseline)
@@ -86,15 +88,15 @@ def write_report(records: Sequence[Record], objectives: Sequence[Objective], bas
 <body>
 <h1>{html.escape(title)}</h1>
 <p>{html.escape(summary)}</p>
-<p>Objectives: {html.escape(objs)}. Baseline: trial {html.escape(str(baseline.get("number")))}
-(the largest architecture at fp32, r = 0); reduction factors are baseline / subnet
-(throughput: subnet / baseline), so larger is better.</p>
+<p>Objectives: {html.escape(objs)}. The baseline (star) is the largest architecture at fp32 with
+r = 0; reduction factors are baseline / subnet (throughput: subnet / baseline), so larger is
+better.</p>
 {_measurement_note(records, baseline)}
 <h2>Pareto front</h2>
 <div class="grid">{"".join(divs[:n_pairs])}</div>
 <h2>Hypervolume over trials</h2>
-<p>Reference point: error 1 and every cost at the baseline's; only subnets cheaper than the
-baseline on every cost add volume.</p>
+<p>Objectives normalised to error (1 - accuracy) and ratios to the baseline; reference point:
+error 1 and every ratio 1, so only subnets better than the baseline on every cost add volume.</p>
 {divs[n_pairs]}
 <h2>Joint axes</h2>
 <p>One line per feasible trial, coloured by accuracy; num_heads and mlp_ratio are means over the
@@ -133,7 +135,7 @@ def _front_figures(records: Sequence[Record], front: Sequence[Record], knee: Rec
     and a 3-D scatter of the first three objectives when there are three or more."""
     feasible = [r for r in records if r.get("feasible")]
     infeasible = [r for r in records if not r.get("feasible")]
-    groups = (  # name, records, marker; later traces draw on top
+    groups: tuple[tuple[str, list[Record], dict[str, Any]], ...] = (  # later ones draw on top
         ("feasible trials", feasible, {"color": _GREY, "size": 7, "opacity": 0.7}),
         ("infeasible", infeasible, {"color": _INFEASIBLE, "symbol": "x", "size": 7}),
         ("Pareto front", list(front), {"color": _FRONT, "size": 10,

@@ -1,0 +1,186 @@
+"""Tests for jointopt.quant: Brevitas fake quantization and the int8 ONNX Runtime export."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from jointopt.errors import UserError
+from jointopt.quant import (
+    INTEGER_MATMUL_OPS,
+    QuantInputLinear,
+    calibrate,
+    export_int_onnx,
+    integer_ops,
+    quantize_module,
+)
+
+ort = pytest.importorskip("onnxruntime")
+
+DEPTH, DIM, CLASSES, IMG, PATCH = 2, 32, 4, 16, 4
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, heads: int = 2) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        qkv = self.qkv(self.norm1(x)).reshape(b, n, 3, self.heads, c // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        attn = (q @ k.transpose(-2, -1) * (c // self.heads) ** -0.5).softmax(-1)
+        x = x + self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
+        return x + self.fc2(self.act(self.fc1(self.norm2(x))))
+
+
+class TinyViT(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(1, DIM, PATCH, PATCH)
+        self.cls = nn.Parameter(torch.zeros(1, 1, DIM))
+        self.pos = nn.Parameter(torch.randn(1, (IMG // PATCH) ** 2 + 1, DIM) * 0.02)
+        self.blocks = nn.Sequential(*[Block(DIM) for _ in range(DEPTH)])
+        self.norm, self.head = nn.LayerNorm(DIM), nn.Linear(DIM, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], 1) + self.pos
+        return self.head(self.norm(self.blocks(x))[:, 0])
+
+
+def make_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise images with a bright square in one quadrant; the class is the quadrant."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, CLASSES, (n,), generator=g)
+    x = torch.randn(n, 1, IMG, IMG, generator=g) * 0.5
+    off = torch.randint(0, IMG // 2 - 4, (n, 2), generator=g)
+    for i in range(n):
+        r = (y[i] // 2) * IMG // 2 + off[i, 0]
+        c = (y[i] % 2) * IMG // 2 + off[i, 1]
+        x[i, 0, r:r + 4, c:c + 4] += 1.5
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def trained() -> TinyViT:
+    torch.manual_seed(0)
+    model = TinyViT()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    x, y = make_data(2048, seed=1)
+    for step in range(200):
+        i = torch.randint(0, len(x), (64,))
+        loss = nn.functional.cross_entropy(model(x[i]), y[i])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, torch.Tensor]:
+    calib, _ = make_data(128, seed=2)
+    test, labels = make_data(256, seed=3)
+    return {"calib": calib, "test": test, "labels": labels}
+
+
+def quantized(model: nn.Module, calib: torch.Tensor, w: int, a: int, **kw) -> nn.Module:
+    q = quantize_module(model, w_bits=w, a_bits=a, **kw)
+    calibrate(q, calib.split(32))
+    return q.eval()
+
+
+def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x)
+
+
+def run_ort(path, x: torch.Tensor) -> np.ndarray:
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+
+
+def test_float_model_learned_task(trained, data):
+    acc = (logits(trained, data["test"]).argmax(1) == data["labels"]).float().mean().item()
+    assert acc >= 0.95
+
+
+def test_w32_is_an_exact_copy(trained, data):
+    q = quantize_module(trained, w_bits=32, a_bits=32)
+    assert q is not trained
+    assert not any(isinstance(m, QuantInputLinear) for m in q.modules())
+    assert torch.equal(logits(q, data["test"]), logits(trained, data["test"]))
+
+
+def test_every_linear_is_swapped(trained):
+    q = quantize_module(trained, w_bits=4, a_bits=8, io_bits=8)
+    swapped = {n: m for n, m in q.named_modules() if isinstance(m, QuantInputLinear)}
+    assert len(swapped) == 4 * DEPTH + 1
+    assert not any(type(m) is nn.Linear for m in q.modules())
+    assert swapped["blocks.0.fc1"].w_bits == 4 and swapped["head"].w_bits == 8
+    assert swapped["blocks.0.qkv"].input_identity is not None
+    assert torch.equal(swapped["blocks.1.proj"].weight, trained.blocks[1].proj.weight)
+    weight_only = quantize_module(trained, w_bits=8, a_bits=32)
+    assert all(m.input_identity is None
+               for m in weight_only.modules() if isinstance(m, QuantInputLinear))
+    float_head = quantize_module(trained, w_bits=8, a_bits=8, io_bits=32)
+    assert type(float_head.head) is nn.Linear
+
+
+@pytest.mark.parametrize("kw", [{"w_bits": 5, "a_bits": 8}, {"w_bits": 8, "a_bits": 12},
+                                {"w_bits": 8, "a_bits": 8, "io_bits": 1}])
+def test_bad_bits_are_user_errors(trained, kw):
+    with pytest.raises(UserError):
+        quantize_module(trained, **kw)
+
+
+def test_8bit_agrees_with_float(trained, data):
+    q = quantized(trained, data["calib"], 8, 8)
+    agree = (logits(q, data["test"]).argmax(1) == logits(trained, data["test"]).argmax(1))
+    assert agree.float().mean().item() >= 0.98
+
+
+def test_error_grows_as_bits_fall(trained, data):
+    ref = logits(trained, data["test"])
+    mse = [((logits(quantized(trained, data["calib"], b, b), data["test"]) - ref) ** 2).mean().item()
+           for b in (8, 6, 4, 3, 2)]
+    assert all(lo < hi for lo, hi in zip(mse, mse[1:])), mse
+
+
+def test_int8_onnx_runs_integer_matmuls(trained, data, tmp_path):
+    q = quantized(trained, data["calib"], 8, 8)
+    ops = integer_ops(export_int_onnx(q, data["test"][:2], tmp_path / "w8a8.onnx"))
+    n_linear = sum(isinstance(m, QuantInputLinear) for m in q.modules())
+    assert sum(ops[k] for k in INTEGER_MATMUL_OPS) == n_linear, ops
+    assert ops["Gemm"] == 0 and ops["DequantizeLinear"] == 0, ops
+    # the only float matmuls left are the two activation x activation products of attention
+    assert ops["MatMul"] + ops["FusedMatMul"] == 2 * DEPTH, ops
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_onnxruntime_matches_pytorch(trained, data, tmp_path, bits):
+    q = quantized(trained, data["calib"], bits, bits)
+    path = export_int_onnx(q, data["test"][:2], tmp_path / f"w{bits}.onnx")
+    ort_top1 = run_ort(path, data["test"]).argmax(1)
+    torch_top1 = logits(q, data["test"]).argmax(1).numpy()
+    assert (ort_top1 == torch_top1).mean() >= 0.99
+    if bits < 8:  # int8 containers holding values on the low-bit grid
+        graph = onnx.load(str(path)).graph
+        weights = [onnx.numpy_helper.to_array(t) for t in graph.initializer
+                   if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 2]
+        assert len(weights) == 4 * DEPTH + 1
+        assert all(np.abs(w).max() <= 2 ** (bits - 1) - 1 for w in weights)
+
+
+def test_weight_only_exports_float_matmuls(trained, data, tmp_path):
+    q = quantized(trained, data["calib"], 8, 32)
+    path = export_int_onnx(q, data["test"][:2], tmp_path / "w8.onnx")
+    assert not any(integer_ops(path)[k] for k in INTEGER_MATMUL_OPS)
+    np.testing.assert_allclose(run_ort(path, data["test"]), logits(q, data["test"]).numpy(),
+                               atol=1e-4)
