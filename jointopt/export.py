@@ -40,7 +40,7 @@ def study_records(study: Study) -> tuple[list[dict[str, Any]], dict[str, Any] | 
 
 
 def objectives_of(study: Study) -> list[Objective]:
-    return [Objective(o.key, o.direction) for o in study.search.objectives]
+    return list(study.search.objectives)
 
 
 def deployed_model(study: Study, cfg: JointConfig, net: Any) -> nn.Module:

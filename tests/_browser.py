@@ -92,7 +92,8 @@ def find_chromium(*, install: bool = True) -> tuple[str | None, str]:
         if found:
             return found, ""
         if _FAILED_MARK.exists():
-            return None, f"an earlier chromium install failed: {_FAILED_MARK.read_text()[-500:]}"
+            return None, (f"an earlier chromium install failed (delete {_FAILED_MARK} to retry): "
+                          f"{_FAILED_MARK.read_text()[-500:]}")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         apt = ["apt-get", "-o", "DPkg::Lock::Timeout=600"]
         for cmd in (apt + ["update"], apt + ["install", "-y", "--no-install-recommends",

@@ -13,8 +13,9 @@ from typing import Any
 
 from jointopt._yaml import check_keys, want
 from jointopt.errors import UserError, field_error
+from jointopt.pareto import Objective
 
-__all__ = ["SearchSpec", "Constraint", "ObjectiveSpec", "NUMERIC_METRICS", "parse_search"]
+__all__ = ["SearchSpec", "Constraint", "NUMERIC_METRICS", "parse_search"]
 
 #: Metric keys an objective or a constraint may name.
 NUMERIC_METRICS: tuple[str, ...] = ("accuracy", "params", "macs", "bitops", "model_bytes",
@@ -24,12 +25,6 @@ DEFAULT_OBJECTIVES = (("accuracy", "maximize"), ("latency_ms", "minimize"),
 
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|<|>)\s*"
                          r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
-
-
-@dataclass(frozen=True)
-class ObjectiveSpec:
-    key: str
-    direction: str
 
 
 @dataclass(frozen=True)
@@ -68,7 +63,7 @@ class SearchSpec:
 
     study_name: str = ""
     storage: str | None = None
-    objectives: tuple[ObjectiveSpec, ...] = tuple(ObjectiveSpec(k, d)
+    objectives: tuple[Objective, ...] = tuple(Objective(k, d)
                                                    for k, d in DEFAULT_OBJECTIVES)
     constraints: tuple[Constraint, ...] = ()
     sampler: str = "nsga2"
@@ -118,7 +113,7 @@ def parse_search(data: Any, *, source: str, default_name: str, seed: int) -> Sea
             if d not in ("maximize", "minimize"):
                 raise field_error(source, f"search.objectives.{k}", d,
                                   "direction must be maximize or minimize")
-            parsed.append(ObjectiveSpec(k, d))
+            parsed.append(Objective(k, d))
         kw["objectives"] = tuple(parsed)
     cons = data.get("constraints") or []
     if not isinstance(cons, list):
