@@ -28,6 +28,7 @@ import copy
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -47,14 +48,15 @@ __all__ = [
     "export_float_onnx", "export_int_onnx", "integer_ops", "quantize_module"]
 
 SUPPORTED_BITS = (2, 3, 4, 6, 8)
-FLOAT_WEIGHT_BITS = 32
+FLOAT_WEIGHT_BITS = 16  # w_bits >= this: float model, returned unchanged
 FLOAT_ACT_BITS = 16  # a_bits >= this means float activations (weight-only quantization)
 INT8_RUNTIME = "onnxruntime-int8"
 OPSET = 17
-INTEGER_MATMUL_OPS = frozenset({
-    "QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat", "QGemm", "DynamicQuantizeMatMul",
-    "QAttention"})
-_INPUT, _OUTPUT = "input", "logits"
+INTEGER_MATMUL_OPS = frozenset({"QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat", "QGemm",
+                                "DynamicQuantizeMatMul", "QAttention"})
+_EXPORT_KWARGS: dict[str, Any] = dict(
+    opset_version=OPSET, input_names=["input"], output_names=["logits"], do_constant_folding=True,
+    dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
 
 
 class QuantInputLinear(QuantLinear):
@@ -102,7 +104,7 @@ def quantize_module(
 ) -> nn.Module:
     """Return a deep copy of ``model`` with every ``nn.Linear`` replaced by a quantized one.
 
-    ``w_bits`` is the weight bit-width (32: the copy is returned unchanged); ``a_bits`` the
+    ``w_bits`` is the weight bit-width (>= 16: the copy is returned unchanged); ``a_bits`` the
     bit-width of the activation entering each Linear (>= 16: float activations, weight-only).
     Linears whose dotted name is, or lies under, one of ``io_names`` use ``io_bits`` for weights
     and (unless activations are float) inputs; ``io_bits`` >= 16 keeps them float, ``None``
@@ -131,7 +133,7 @@ def quantize_module(
     return qmodel
 
 
-def _is_quantized(model: nn.Module) -> bool:
+def _is_quantized(model: nn.Module) -> bool:  # holds a Brevitas weight-quantized layer
     return any(isinstance(m, QuantWeightBiasInputOutputLayer) for m in model.modules())
 
 
@@ -146,30 +148,23 @@ def calibrate(model: nn.Module, batches: Iterable[Tensor]) -> None:
         raise ValueError("calibrate needs at least one batch")
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        with calibration_mode(model):
-            for b in data:
-                model(b)
-        with bias_correction_mode(model):
+    for mode in (calibration_mode, bias_correction_mode):
+        with torch.no_grad(), mode(model):
             for b in data:
                 model(b)
     model.train(was_training)
 
 
-def _export_kwargs() -> dict:
-    return dict(
-        opset_version=OPSET, input_names=[_INPUT], output_names=[_OUTPUT], do_constant_folding=True,
-        dynamic_axes={_INPUT: {0: "batch"}, _OUTPUT: {0: "batch"}})
-
-
-def export_float_onnx(model: nn.Module, example: Tensor, path: str | Path, half: bool = False) -> Path:
+def export_float_onnx(
+    model: nn.Module, example: Tensor, path: str | Path, half: bool = False
+) -> Path:
     """Export a float model (dynamic batch axis); ``half`` exports it in float16."""
     path = Path(path)
     model = copy.deepcopy(model).eval()
     if half:
         model, example = model.half(), example.half()
     with torch.no_grad():
-        torch.onnx.export(model, (example,), str(path), dynamo=False, **_export_kwargs())
+        torch.onnx.export(model, (example,), str(path), dynamo=False, **_EXPORT_KWARGS)
     return path
 
 
@@ -186,7 +181,7 @@ def export_int_onnx(model: nn.Module, example: Tensor, path: str | Path) -> Path
         raw = Path(tmp) / "qcdq.onnx"
         export_onnx_qcdq(
             model.eval(), args=example, export_path=str(raw), dynamo=False,
-            keep_initializers_as_inputs=False, **_export_kwargs())
+            keep_initializers_as_inputs=False, **_EXPORT_KWARGS)
         proto = onnx.load(str(raw))
     model.train(was_training)
     proto = _integerize(proto)
@@ -212,6 +207,12 @@ def _integerize(proto: onnx.ModelProto) -> onnx.ModelProto:
             return numpy_helper.to_array(node.attribute[0].t)
         return None
 
+    def need(name: str) -> np.ndarray:
+        value = const(name)
+        if value is None:
+            raise ValueError(f"QCDQ export: {name!r} should be a constant")
+        return value
+
     def add_init(array: np.ndarray, name: str) -> str:
         new_inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
@@ -225,13 +226,7 @@ def _integerize(proto: onnx.ModelProto) -> onnx.ModelProto:
                 if i == old:
                     n.input[k] = new
 
-    def set_axis(node: onnx.NodeProto, axis: int) -> None:
-        for a in list(node.attribute):
-            if a.name == "axis":
-                node.attribute.remove(a)
-        node.attribute.append(helper.make_attribute("axis", axis))
-
-    def attr(node: onnx.NodeProto, name: str, default: float) -> float:
+    def attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
         return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name),
                     default)
 
@@ -240,18 +235,18 @@ def _integerize(proto: onnx.ModelProto) -> onnx.ModelProto:
         src = prod.get(dq.input[0])
         clip = src if src is not None and src.op_type == "Clip" else None
         raw = const(clip.input[0] if clip else dq.input[0])
-        scale, zp = const(dq.input[1]), const(dq.input[2])
+        scale, zp = need(dq.input[1]), need(dq.input[2])
         if raw is not None:  # constant weight or bias
-            w = np.clip(raw, const(clip.input[1]), const(clip.input[2])) if clip else raw
+            w = np.clip(raw, need(clip.input[1]), need(clip.input[2])) if clip else raw
             axis = int(attr(dq, "axis", 1))
             outs = users(dq.output[0])
+            if not outs:
+                continue
             if w.dtype == np.int32 and all(u.op_type == "Gemm" for u in outs):
                 continue  # an Int32Bias already in the form QGemm fuses
-            if w.dtype == np.int32 or w.ndim != 2 or len(outs) != 1:  # bias or odd: fold to float
-                rename_input(dq.output[0], add_init(_dequantize(w, scale, zp, axis), dq.output[0] + "_f"))
-                continue
+            fold = w.dtype == np.int32 or w.ndim != 2 or len(outs) != 1  # bias, shared: float
             user = outs[0]
-            if user.op_type == "Transpose" and list(attr(user, "perm", [1, 0])) == [1, 0]:
+            if not fold and user.op_type == "Transpose" and list(attr(user, "perm", [])) == [1, 0]:
                 w, axis, tr = w.T, 1 - axis, user
                 rename_input(tr.output[0], dq.output[0])
                 user = next(n for n in users(dq.output[0]) if n is not tr)
@@ -259,15 +254,19 @@ def _integerize(proto: onnx.ModelProto) -> onnx.ModelProto:
             int_act = act is not None and act.op_type == "DequantizeLinear"
             gemm = user.op_type == "Gemm" and not attr(user, "transA", 0) and attr(
                 user, "alpha", 1.0) == attr(user, "beta", 1.0) == 1
-            if not (int_act and user.input[1] == dq.output[0] and (user.op_type == "MatMul" or gemm)):
-                # weight-only (float activation) or unknown consumer: plain float weight
-                rename_input(dq.output[0], add_init(_dequantize(w, scale, zp, axis), dq.output[0] + "_f"))
+            if fold or not (int_act and user.input[1] == dq.output[0]
+                            and (user.op_type == "MatMul" or gemm)):
+                # bias, weight-only (float activation) or other consumer: plain float constant
+                f = _dequantize(w, scale, zp, axis)
+                rename_input(dq.output[0], add_init(f, dq.output[0] + "_f"))
                 continue
+            assert act is not None
             dq.input[0] = add_init(w, dq.output[0] + "_int")
-            set_axis(dq, axis)
+            dq.ClearField("attribute")  # opset 17 DequantizeLinear has only `axis`
+            dq.attribute.append(helper.make_attribute("axis", axis))
             bias = const(user.input[2]) if gemm and len(user.input) > 2 and user.input[2] else None
             if bias is not None:  # Gemm (2-D input): int32 bias on the accumulator grid -> QGemm
-                bs = np.broadcast_to(const(act.input[1]) * scale, bias.shape).astype(np.float32)
+                bs = np.broadcast_to(need(act.input[1]) * scale, bias.shape).astype(np.float32)
                 b_int = np.round(bias / bs).astype(np.int32)
                 name, out = dq.output[0] + "_bias", user.output[0]
                 extra.append(helper.make_node("DequantizeLinear", [
@@ -281,9 +280,9 @@ def _integerize(proto: onnx.ModelProto) -> onnx.ModelProto:
             q = prod.get(clip.input[0])
             if q is None or q.op_type != "QuantizeLinear":
                 continue
-            qs, qzp = const(q.input[1]), const(q.input[2]).astype(np.float32)
-            lo = (const(clip.input[1]).astype(np.float32) - qzp) * qs
-            hi = (const(clip.input[2]).astype(np.float32) - qzp) * qs
+            qs, qzp = need(q.input[1]), need(q.input[2]).astype(np.float32)
+            lo = (need(clip.input[1]).astype(np.float32) - qzp) * qs
+            hi = (need(clip.input[2]).astype(np.float32) - qzp) * qs
             fclip = dq.output[0] + "_fclip"
             extra.append(helper.make_node("Clip", [
                 q.input[0], add_init(lo.astype(np.float32), fclip + "_lo"),
@@ -299,9 +298,8 @@ def _integerize(proto: onnx.ModelProto) -> onnx.ModelProto:
 def _dequantize(w: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int) -> np.ndarray:
     """``(w - zp) * scale`` with per-axis ``scale``/``zp`` broadcast along ``axis``."""
     shape = [-1 if d == axis % w.ndim else 1 for d in range(w.ndim)] if scale.ndim else []
-    zp_f = zp.astype(np.float32).reshape(shape)
-    return ((w.astype(np.float32) - zp_f) * scale.astype(np.float32).reshape(shape)).astype(
-        np.float32)
+    w_f, zp_f = w.astype(np.float32), zp.astype(np.float32).reshape(shape)
+    return ((w_f - zp_f) * scale.astype(np.float32).reshape(shape)).astype(np.float32)
 
 
 def _prune_and_sort(g: onnx.GraphProto) -> None:
@@ -318,19 +316,19 @@ def _prune_and_sort(g: onnx.GraphProto) -> None:
             live[id(node)] = node
             stack.extend(i for i in node.input if i)
     avail = {i.name for i in g.input} | {t.name for t in g.initializer} | {""}
-    ordered, pending = [], list(live.values())
+    ordered: list[onnx.NodeProto] = []
+    pending = [n for n in g.node if id(n) in live]  # keeps the original order where it can
     while pending:
         ready = [n for n in pending if all(i in avail for i in n.input)]
         if not ready:
             raise RuntimeError("ONNX graph has a cycle or a missing input")
-        for n in ready:
-            avail.update(n.output)
         ordered += ready
-        pending = [n for n in pending if all(n is not r for r in ready)]
-    del g.node[:]
-    g.node.extend(ordered)
+        avail.update(o for n in ready for o in n.output)
+        done = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in done]
     keep = [t for t in g.initializer if t.name in needed]
-    del g.initializer[:]
+    del g.node[:], g.initializer[:]
+    g.node.extend(ordered)
     g.initializer.extend(keep)
 
 

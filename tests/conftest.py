@@ -43,3 +43,46 @@ def write_tiny_study(tmp_path: Path, **overrides: object) -> Path:
 @pytest.fixture
 def tiny_study_path(tmp_path: Path) -> Path:
     return write_tiny_study(tmp_path)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _measurement_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests (and the CLI processes they start) share a throw-away measurement cache."""
+    import os
+
+    os.environ["JOINTOPT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
+def write_pattern_folder(root: Path, *, per_class: int = 40, size: int = 32) -> Path:
+    """An easy ImageFolder set (class = where a bright square sits, on noise) that a tiny ViT
+    learns in seconds, so tests get a trained model with clear decision margins."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(6):
+        d = root / f"class {c}"
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            img = rng.integers(0, 70, size=(size, size)).astype(np.uint8)
+            r, col = (c // 3) * (size // 2) + rng.integers(0, 4), (c % 3) * (size // 3)
+            img[r:r + size // 4, col:col + size // 4] = 240
+            Image.fromarray(img).save(d / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny study whose supernet is trained once per session (6 x 40 easy 32x32 images)."""
+    from jointopt import Study
+    from jointopt.train import train_supernet
+
+    root = tmp_path_factory.mktemp("trained")
+    write_pattern_folder(root / "images")
+    path = write_tiny_study(
+        root, dataset={"kind": "folder", "root": "images", "image_size": 32, "channels": 1},
+        train={"epochs": 12, "batch_size": 16, "warmup_epochs": 1, "lr": 0.003, "bf16": False,
+               "shift": 0, "label_smoothing": 0.0},
+        search={"n_trials": 6, "sampler": {"name": "random", "seed": 0}})
+    train_supernet(Study.from_yaml(path), progress=False)
+    return path

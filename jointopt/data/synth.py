@@ -162,7 +162,7 @@ def render(class_name: str, rng: np.random.Generator, size: int = 64) -> np.ndar
 
     idx = np.flatnonzero(present)
     if class_name == "missing_ball":
-        present[rng.choice(idx, size=int(rng.integers(1, 5)), replace=False)] = False
+        present[rng.choice(idx, size=int(rng.integers(2, 6)), replace=False)] = False
 
     # --- attenuation layers (hi-res) ----------------------------------------------------
     a_sub, a_die = rng.uniform(0.15, 0.3), rng.uniform(0.25, 0.45)
@@ -181,7 +181,7 @@ def render(class_name: str, rng: np.random.Generator, size: int = 64) -> np.ndar
     for (bx, by), br in zip(balls[present], radii[present]):
         _sphere(solder, bx * k, by * k, br * k, 1.0)
     if class_name == "bridge":
-        for _ in range(int(rng.integers(1, 4))):
+        for _ in range(int(rng.integers(2, 5))):
             i = int(rng.choice(idx))
             row, col = divmod(i, cols)
             nbrs = [j for j, ok in ((i + 1, col + 1 < cols), (i - 1, col > 0),
@@ -189,12 +189,12 @@ def render(class_name: str, rng: np.random.Generator, size: int = 64) -> np.ndar
                     if ok and present[j]]
             if nbrs:
                 j = int(rng.choice(nbrs))
-                _capsule(solder, balls[i] * k, balls[j] * k, r * rng.uniform(0.6, 0.9) * k,
-                         rng.uniform(0.8, 1.0))
+                _capsule(solder, balls[i] * k, balls[j] * k, r * rng.uniform(0.7, 0.95) * k,
+                         rng.uniform(0.85, 1.0))
     elif class_name == "void":
-        for i in rng.choice(idx, size=min(int(rng.integers(2, 6)), len(idx)), replace=False):
+        for i in rng.choice(idx, size=min(int(rng.integers(3, 7)), len(idx)), replace=False):
             for _ in range(int(rng.integers(1, 3))):
-                rv = min(max(1.6, radii[i] * rng.uniform(0.45, 0.65)), 0.75 * radii[i])
+                rv = min(max(1.6, radii[i] * rng.uniform(0.5, 0.7)), 0.75 * radii[i])
                 off = rng.uniform(0, 0.8 * (radii[i] - rv)) * np.exp(1j * rng.uniform(0, 2 * np.pi))
                 _sphere(solder, (balls[i][0] + off.real) * k, (balls[i][1] + off.imag) * k,
                         rv * k, 1.6 * rv / radii[i], sign=-1)
@@ -239,9 +239,9 @@ def render(class_name: str, rng: np.random.Generator, size: int = 64) -> np.ndar
         base = (0.0 if axis == 0 else math.pi / 2) + (0.0 if sgn > 0 else math.pi)
         pts = _wander(rng, start * k, base + rng.normal(0, 0.35), length * k,
                       int(rng.integers(5, 10)), 0.35)
-        cw = max(2, round(rng.uniform(1.3, 1.8) * k))
+        cw = max(2, round(rng.uniform(1.5, 2.2) * k))
         cd.line(pts, fill=255, width=cw)
-        if rng.random() < 0.4:
+        if rng.random() < 0.6:
             b0 = np.array(pts[len(pts) // 2])
             cd.line(_wander(rng, b0, rng.uniform(0, 2 * math.pi), 0.4 * length * k, 4, 0.4),
                     fill=255, width=max(1, cw - 1))

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from jointopt import JointConfig, Study
+from jointopt.evaluate import METRIC_KEYS, build_deployable, evaluate
+from jointopt.export import export_onnx, onnx_predictions, torch_predictions
+from jointopt.quant import INTEGER_MATMUL_OPS, integer_ops
+from jointopt.train import accuracy
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "jointopt", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_evaluate_baseline_has_every_key_and_supernet_accuracy(trained_tiny: Path) -> None:
+    study = Study.from_yaml(trained_tiny)
+    net = study.load_supernet()
+    base = study.space.max_config
+    m = evaluate(study, base, supernet=net).to_dict()
+    assert set(METRIC_KEYS) <= set(m)
+    net.set_active(base)
+    assert m["accuracy"] == accuracy(net, *study.data().val)
+    assert m["latency_runtime"] == "onnxruntime-fp32"
+    assert m["energy_source"] in ("rapl", "model:horowitz45")
+    assert m["accuracy"] > 0.3  # the tiny supernet learned something (chance is 1/6)
+
+
+def test_cli_evaluate_json(trained_tiny: Path) -> None:
+    cfg = {"depth": 2, "embed_dim": 24, "num_heads": 1, "mlp_ratio": 1.0, "tome_r": [2, 1],
+           "w_bits": 8, "a_bits": 8}
+    r = _cli("evaluate", str(trained_tiny), "--config", json.dumps(cfg), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert set(METRIC_KEYS) <= set(out)
+    assert out["latency_runtime"] == "onnxruntime-int8"
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"num_heads": 3}, "num_heads=3"),
+        ({"tome_r": 9}, "tome_r=9"),
+        ({"w_bits": 5}, "w_bits=5"),
+        ({"w_bits": 32, "a_bits": 8}, "a_bits=8"),
+        ({"depth": 4, "num_heads": 1}, "depth=4"),
+    ],
+)
+def test_cli_bad_configs_exit_2(trained_tiny: Path, change: dict, needle: str) -> None:
+    cfg = {"depth": 3, "embed_dim": 32, "num_heads": 2, "mlp_ratio": 2.0, **change}
+    r = _cli("evaluate", str(trained_tiny), "--config", json.dumps(cfg))
+    assert r.returncode == 2
+    assert needle in r.stderr and r.stderr.strip().count("\n") == 0
+
+
+def _deployed(study: Study, cfg: JointConfig):  # type: ignore[no-untyped-def]
+    from jointopt.export import deployed_model
+
+    return deployed_model(study, cfg, study.load_supernet())
+
+
+@pytest.mark.parametrize("bits", [(32, 32), (8, 8)])
+@pytest.mark.parametrize("r", [0, 2])
+def test_onnx_parity_on_validation_split(trained_tiny: Path, tmp_path: Path, bits, r) -> None:
+    study = Study.from_yaml(trained_tiny)
+    cfg = dataclasses.replace(study.space.max_config, tome_r=r, w_bits=bits[0], a_bits=bits[1])
+    net = study.load_supernet()
+    model = _deployed(study, cfg)
+    path = export_onnx(study, cfg, net, model, tmp_path / "m.onnx")
+    images = study.data().val[0]
+    agree = (onnx_predictions(path, images) == torch_predictions(model, images)).mean()
+    assert agree >= 0.99
+    if bits == (8, 8):
+        ops = integer_ops(path)
+        assert sum(ops[o] for o in INTEGER_MATMUL_OPS) >= 4 * 3  # qkv, proj, fc1, fc2 x depth
+        assert ops["MatMul"] <= 2 * 3  # only attention's activation products stay float
+
+
+def test_int8_agrees_with_float_and_error_grows_as_bits_fall(trained_tiny: Path) -> None:
+    study = Study.from_yaml(trained_tiny)
+    net = study.load_supernet()
+    images = study.data().val[0]
+    from jointopt.train import normalize
+
+    x = normalize(images)
+    base = study.space.max_config
+    with torch.no_grad():
+        ref = build_deployable(study, base, net)[0](x)
+        errs = []
+        for b in (8, 6, 4, 3, 2):
+            q = build_deployable(study, dataclasses.replace(base, w_bits=b, a_bits=b), net)[1]
+            out = q(x)
+            if b == 8:
+                assert (out.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.98
+            errs.append(float(((out - ref) ** 2).mean()))
+        w32 = build_deployable(study, base, net)
+        assert w32[1] is None and torch.equal(w32[0](x), ref)
+    assert errs == sorted(errs), errs
+    assert np.all(np.diff(errs) > 0)
