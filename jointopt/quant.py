@@ -74,10 +74,9 @@ class QuantInputLinear(QuantLinear):
             self.weight.copy_(linear.weight)
             if linear.bias is not None:
                 self.bias.copy_(linear.bias)
-        self.input_identity: nn.Module | None = None
-        if a_bits < FLOAT_ACT_BITS:
-            self.input_identity = QuantIdentity(
-                act_quant=Int8ActPerTensorFloat.let(bit_width=a_bits), return_quant_tensor=False)
+        self.input_identity: nn.Module | None = QuantIdentity(
+            act_quant=Int8ActPerTensorFloat.let(bit_width=a_bits), return_quant_tensor=False,
+        ) if a_bits < FLOAT_ACT_BITS else None
         self.w_bits, self.a_bits = w_bits, a_bits
 
     def forward(self, x: Tensor) -> Tensor:
@@ -92,10 +91,6 @@ class QuantInputLinear(QuantLinear):
 def _check_bits(field: str, bits: int, *, float_from: int) -> None:
     if bits not in SUPPORTED_BITS and bits < float_from:
         raise field_error(None, field, bits, f"must be one of {SUPPORTED_BITS} or >= {float_from}")
-
-
-def _matches(name: str, prefixes: Sequence[str]) -> bool:
-    return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
 def quantize_module(
@@ -123,13 +118,13 @@ def quantize_module(
         and not isinstance(m, nn.modules.linear.NonDynamicallyQuantizableLinear)]
     for name, linear in targets:
         wb, ab = w_bits, a_bits
-        if io_bits is not None and _matches(name, io_names):
+        if io_bits is not None and any(name == p or name.startswith(p + ".") for p in io_names):
             if io_bits >= FLOAT_ACT_BITS:
                 continue
             wb, ab = io_bits, (io_bits if a_bits < FLOAT_ACT_BITS else a_bits)
         parent_name, _, child = name.rpartition(".")
-        parent = qmodel.get_submodule(parent_name) if parent_name else qmodel
-        setattr(parent, child, QuantInputLinear(linear, w_bits=wb, a_bits=ab))
+        setattr(qmodel.get_submodule(parent_name), child, QuantInputLinear(linear, w_bits=wb,
+                                                                          a_bits=ab))
     return qmodel
 
 
@@ -142,8 +137,7 @@ def calibrate(model: nn.Module, batches: Iterable[Tensor]) -> None:
     (``bias_correction_mode``), in place, on the same batches. No-op on a float model."""
     if not _is_quantized(model):
         return
-    device = next(model.parameters()).device
-    data = [b.to(device) for b in batches]
+    data = [b.to(next(model.parameters()).device) for b in batches]
     if not data:
         raise ValueError("calibrate needs at least one batch")
     was_training = model.training
@@ -200,12 +194,7 @@ def _integerize(proto: onnx.ModelProto) -> onnx.ModelProto:
     def const(name: str) -> np.ndarray | None:
         while name in prod and prod[name].op_type == "Identity":
             name = prod[name].input[0]
-        if name in inits:
-            return numpy_helper.to_array(inits[name])
-        node = prod.get(name)
-        if node is not None and node.op_type == "Constant":
-            return numpy_helper.to_array(node.attribute[0].t)
-        return None
+        return numpy_helper.to_array(inits[name]) if name in inits else None
 
     def need(name: str) -> np.ndarray:
         value = const(name)
@@ -230,20 +219,28 @@ def _integerize(proto: onnx.ModelProto) -> onnx.ModelProto:
         return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name),
                     default)
 
+    def int_const(name: str) -> np.ndarray | None:
+        """A constant, or a QuantizeLinear of a constant (dynamo export) evaluated here."""
+        q = prod.get(name)
+        if q is None or q.op_type != "QuantizeLinear" or const(q.input[0]) is None:
+            return const(name)
+        x, s, z = need(q.input[0]), need(q.input[1]), need(q.input[2])
+        shape = [-1 if d == attr(q, "axis", 1) % x.ndim else 1 for d in range(x.ndim)]
+        y = np.rint(x / s.reshape(shape if s.ndim else [])) + z.reshape(shape if z.ndim else [])
+        return np.clip(y, np.iinfo(z.dtype).min, np.iinfo(z.dtype).max).astype(z.dtype)
+
     extra: list[onnx.NodeProto] = []
     for dq in [n for n in g.node if n.op_type == "DequantizeLinear"]:
         src = prod.get(dq.input[0])
         clip = src if src is not None and src.op_type == "Clip" else None
-        raw = const(clip.input[0] if clip else dq.input[0])
+        raw = int_const(clip.input[0] if clip else dq.input[0])
         scale, zp = need(dq.input[1]), need(dq.input[2])
         if raw is not None:  # constant weight or bias
             w = np.clip(raw, need(clip.input[1]), need(clip.input[2])) if clip else raw
             axis = int(attr(dq, "axis", 1))
             outs = users(dq.output[0])
-            if not outs:
-                continue
-            if w.dtype == np.int32 and all(u.op_type == "Gemm" for u in outs):
-                continue  # an Int32Bias already in the form QGemm fuses
+            if not outs or w.dtype == np.int32 and all(u.op_type == "Gemm" for u in outs):
+                continue  # unused, or an Int32Bias already in the form QGemm fuses
             fold = w.dtype == np.int32 or w.ndim != 2 or len(outs) != 1  # bias, shared: float
             user = outs[0]
             if not fold and user.op_type == "Transpose" and list(attr(user, "perm", [])) == [1, 0]:
@@ -303,7 +300,7 @@ def _dequantize(w: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int) -> 
 
 
 def _prune_and_sort(g: onnx.GraphProto) -> None:
-    """Drop nodes and initializers the outputs do not need; order nodes topologically."""
+    """Drop what the outputs do not need, make initializers non-inputs, sort topologically."""
     prod = {o: n for n in g.node for o in n.output}
     needed, live, stack = set(), {}, [o.name for o in g.output]
     while stack:
@@ -326,10 +323,13 @@ def _prune_and_sort(g: onnx.GraphProto) -> None:
         avail.update(o for n in ready for o in n.output)
         done = {id(n) for n in ready}
         pending = [n for n in pending if id(n) not in done]
+    consts = {t.name for t in g.initializer}
     keep = [t for t in g.initializer if t.name in needed]
-    del g.node[:], g.initializer[:]
+    inputs = [i for i in g.input if i.name not in consts]  # initializers: constants, not inputs
+    del g.node[:], g.initializer[:], g.input[:]
     g.node.extend(ordered)
     g.initializer.extend(keep)
+    g.input.extend(inputs)
 
 
 def integer_ops(onnx_path: str | Path) -> collections.Counter:

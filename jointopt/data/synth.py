@@ -252,11 +252,11 @@ def render(class_name: str, rng: np.random.Generator, size: int = 64) -> np.ndar
 
     # --- imaging chain: exposure, gradient, blur, gamma, noise --------------------------
     ramp = np.linspace(-1, 1, size, dtype=np.float32)
-    grad = rng.uniform(-0.08, 0.08) * ramp[None, :] + rng.uniform(-0.08, 0.08) * ramp[:, None]
-    img = rng.uniform(0.05, 0.2) + rng.uniform(0.75, 1.0) * img + grad
-    img = gaussian_filter(img, rng.uniform(0.3, 0.7) * size / _NOMINAL)
-    img = np.clip(img, 0.0, 1.0) ** rng.uniform(0.8, 1.25)
-    img = img + rng.normal(0.0, rng.uniform(0.01, 0.035), img.shape)
+    grad = rng.uniform(-0.05, 0.05) * ramp[None, :] + rng.uniform(-0.05, 0.05) * ramp[:, None]
+    img = rng.uniform(0.05, 0.15) + rng.uniform(0.8, 1.0) * img + grad
+    img = gaussian_filter(img, rng.uniform(0.3, 0.6) * size / _NOMINAL)
+    img = np.clip(img, 0.0, 1.0) ** rng.uniform(0.85, 1.15)
+    img = img + rng.normal(0.0, rng.uniform(0.005, 0.025), img.shape)
     return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 

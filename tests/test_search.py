@@ -1,0 +1,195 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from jointopt import Study
+from jointopt.controllers import run_search
+from jointopt.controllers.objective import VALID_CONSTRAINT, run_trial, trial_record
+from jointopt.evaluate import METRIC_KEYS
+
+
+def variant(trained: Path, tmp_path: Path, name: str, **search: object) -> Path:
+    """The trained tiny study with its own storage and search settings (same supernet)."""
+    data = yaml.safe_load(trained.read_text())
+    data["output"] = str(trained.parent / "out")
+    data["dataset"]["root"] = str(trained.parent / "images")
+    data["search_space"] = str(trained.parent / "space.yaml")
+    base = {"study_name": name, "storage": f"sqlite:///{tmp_path / 'optuna.db'}",
+            "n_trials": 6, "sampler": {"name": "nsga2", "population_size": 4, "seed": 0},
+            "constraints": ["accuracy >= 0.2"]}
+    data["search"] = {**base, **search}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "jointopt", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _trials(path: Path) -> list[optuna.trial.FrozenTrial]:
+    s = Study.from_yaml(path)
+    return optuna.load_study(study_name=s.search.study_name, storage=s.storage_url).trials
+
+
+def test_optuna_search_stores_params_metrics_and_constraints(trained_tiny, tmp_path) -> None:
+    study = Study.from_yaml(variant(trained_tiny, tmp_path, "opt"))
+    ostudy = run_search(study, progress=False)
+    done = [t for t in ostudy.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 6
+    assert done[0].user_attrs.get("baseline") is True
+    assert study.space.config_from_params(done[0].params) == study.space.max_config
+    for t in done:
+        assert set(t.params) == set(study.space.param_names())
+        assert "accuracy>=0.2" in t.constraints and VALID_CONSTRAINT in t.constraints
+        if "invalid" not in t.user_attrs:
+            assert set(METRIC_KEYS) <= set(t.user_attrs)
+            assert t.values[0] == t.user_attrs["accuracy"]
+            rec = trial_record(t)
+            assert rec is not None and rec["feasible"] == (t.user_attrs["accuracy"] >= 0.2)
+    # Running it again completes nothing more: the study is at n_trials.
+    again = run_search(study, progress=False)
+    assert len([t for t in again.trials if t.state == TrialState.COMPLETE]) == 6
+
+
+def test_invalid_sample_is_infeasible_and_repeats_are_not_measured(trained_tiny) -> None:
+    study = Study.from_yaml(trained_tiny)
+    space = study.space
+    bad = space.params_from_config(space.max_config) | {"w_bits": 32, "a_bits": 8}
+    out = run_trial(study, bad)
+    assert out.constraints[VALID_CONSTRAINT] == 1.0 and "a_bits=8" in out.user_attrs["invalid"]
+    good = space.params_from_config(space.min_config)
+    earlier = {k: 1.0 for k in METRIC_KEYS} | {"latency_runtime": "x", "energy_source": "y",
+                                               "_number": 3}
+    rep = run_trial(study, good, repeat=lambda key: earlier)
+    assert rep.user_attrs["repeat_of"] == 3 and rep.user_attrs["accuracy"] == 1.0
+
+
+def test_resume_after_sigkill_loses_and_repeats_nothing(trained_tiny, tmp_path) -> None:
+    path = variant(trained_tiny, tmp_path, "killed", n_trials=9)
+    proc = subprocess.Popen([sys.executable, "-m", "jointopt", "search", str(path), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    before: list[optuna.trial.FrozenTrial] = []
+    while time.time() < deadline:
+        time.sleep(0.5)
+        try:
+            before = _trials(path)
+        except (KeyError, Exception):  # noqa: BLE001  (study not created yet)
+            continue
+        states = [t.state for t in before]
+        if states.count(TrialState.COMPLETE) >= 3 and TrialState.RUNNING in states:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = _trials(path)
+    complete_before = {t.number: t.values for t in before if t.state == TrialState.COMPLETE}
+    assert len(complete_before) >= 3
+    r = _cli("search", str(path), "--quiet")
+    assert r.returncode == 0, r.stderr
+    after = _trials(path)
+    complete = [t for t in after if t.state == TrialState.COMPLETE]
+    assert len(complete) == 9
+    for n, values in complete_before.items():  # nothing completed was lost or re-run
+        assert after[n].state == TrialState.COMPLETE and after[n].values == values
+    numbers = [t.number for t in after]
+    assert len(numbers) == len(set(numbers))
+    orphans = [t for t in after if t.state == TrialState.FAIL]
+    retried = [t for t in after if "retry_of" in t.user_attrs]
+    assert len(orphans) == len(retried) >= 1
+    assert {t.user_attrs["retry_of"] for t in retried} == {t.number for t in orphans}
+
+
+@pytest.mark.parametrize(
+    ("search", "needle"),
+    [
+        ({"objectives": {"accuracy": "maximize", "speed": "minimize"}}, "search.objectives.speed"),
+        ({"sampler": {"name": "annealing"}}, "search.sampler.name='annealing'"),
+        ({"constraints": ["flops <= 3"]}, "unknown metric 'flops'"),
+        ({"storage": "postgresql://jointopt@127.0.0.1:9/none"}, "cannot open storage"),
+        ({"objectives": {"accuracy": "maximize", "params": "minimize"}}, "exists in the storage"),
+    ],
+)
+def test_bad_search_input_is_one_line_exit_2_and_leaves_storage(trained_tiny, tmp_path,
+                                                                 search, needle) -> None:
+    first = variant(trained_tiny, tmp_path, "keep", n_trials=2)
+    assert _cli("search", str(first), "--quiet").returncode == 0
+    db = tmp_path / "optuna.db"
+    snapshot = db.read_bytes()
+    bad = variant(trained_tiny, tmp_path, "keep", n_trials=3, **search)
+    r = _cli("search", str(bad), "--quiet")
+    assert r.returncode == 2, r.stderr
+    assert needle in r.stderr and r.stderr.strip().count("\n") == 0
+    assert db.read_bytes() == snapshot
+
+
+def test_dashboard_serves_the_study_on_loopback(trained_tiny, tmp_path) -> None:
+    import json
+    import socket
+    import urllib.request
+
+    path = variant(trained_tiny, tmp_path, "dash", n_trials=2)
+    assert _cli("search", str(path), "--quiet").returncode == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "jointopt", "dashboard", str(path),
+                             "--port", str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        assert f"http://127.0.0.1:{port}/" in line
+        body = None
+        for _ in range(60):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as f:
+                    body = json.load(f)
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert body is not None
+        sid = next(s["study_id"] for s in body["study_summaries"] if s["study_name"] == "dash")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{sid}", timeout=5) as f:
+            detail = json.load(f)
+        assert len(detail["trials"]) == 2
+        assert any(a["key"] == "accuracy" for a in detail["trials"][0]["user_attrs"])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_ray_backend_writes_the_same_study(trained_tiny, tmp_path) -> None:
+    opt = Study.from_yaml(variant(trained_tiny, tmp_path, "via-optuna", n_trials=3))
+    ray_study = Study.from_yaml(variant(trained_tiny, tmp_path, "via-ray", n_trials=4,
+                                        backend="ray", ray={"max_concurrent_trials": 2}))
+    run_search(opt, progress=False)
+    env_before = os.environ.get("RAY_ADDRESS")
+    try:
+        run_search(ray_study, progress=False)
+    finally:
+        import ray
+
+        ray.shutdown()
+        assert os.environ.get("RAY_ADDRESS") == env_before
+    loaded = optuna.load_study(study_name="via-ray", storage=ray_study.storage_url)
+    done = [t for t in loaded.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 4
+    ref = next(t for t in optuna.load_study(study_name="via-optuna",
+                                            storage=opt.storage_url).trials
+               if "invalid" not in t.user_attrs)
+    valid = [t for t in done if "invalid" not in t.user_attrs]
+    assert valid and all(set(t.user_attrs) - {"repeat_of", "baseline"} ==
+                         set(ref.user_attrs) - {"repeat_of", "baseline"} for t in valid)
+    assert all(set(t.constraints) == set(ref.constraints) for t in done)
+    assert set(done[0].params) == set(ref.params)
