@@ -25,8 +25,14 @@ $(VENV)/.installed-dev-$(HASH): $(BIN)/python
 install: $(VENV)/.installed-$(HASH)
 install-dev: $(VENV)/.installed-dev-$(HASH)
 
+OUT ?= runs/quickstart
+
 demo: install
 	$(BIN)/jointopt train $(STUDY)
+	$(BIN)/jointopt search $(STUDY)
+	$(BIN)/jointopt pareto $(STUDY)
+	$(BIN)/jointopt report $(STUDY) --out $(OUT)/report.html
+	$(BIN)/jointopt export $(STUDY) --out $(OUT)/export
 
 test: install-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
