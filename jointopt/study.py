@@ -8,6 +8,7 @@ resolve against the YAML file's folder.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -203,8 +204,16 @@ class Study:
     @property
     def storage_url(self) -> str:
         """The Optuna storage: the study's ``search.storage`` or a SQLite file in ``output``."""
-        if self.search.storage:
-            return str(self.search.storage)
+        url = self.search.storage
+        if url and url.startswith("env:"):
+            # Credentials stay out of committed YAML: the URL comes from the environment.
+            var = url[4:]
+            if not os.environ.get(var):
+                raise field_error(self.path, "search.storage", url,
+                                  f"environment variable {var} is not set")
+            return os.environ[var]
+        if url:
+            return str(url)
         return f"sqlite:///{self.output / 'optuna.db'}"
 
     @property

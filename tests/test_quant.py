@@ -70,11 +70,18 @@ def make_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """Tiny tensors: one thread is fastest and immune to a busy machine's scheduling stalls."""
+    """Tiny tensors: one thread is fastest and immune to a busy machine's scheduling stalls
+    (two threads on a loaded 2-core machine ran these tests 20x slower)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _threads() -> None:
+    """Overrides conftest's per-test ``torch.set_num_threads(2)`` for this module."""
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

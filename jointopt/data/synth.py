@@ -245,7 +245,11 @@ def render(class_name: str, rng: np.random.Generator, size: int = 64) -> np.ndar
             b0 = np.array(pts[len(pts) // 2])
             cd.line(_wander(rng, b0, rng.uniform(0, 2 * math.pi), 0.4 * length * k, 4, 0.4),
                     fill=255, width=max(1, cw - 1))
-        flat *= 1.0 - np.asarray(crack, np.float32) / 255.0
+        cut = np.asarray(crack, np.float32) / 255.0
+        flat *= 1.0 - cut
+        # Joints the crack runs under crack too; otherwise a crack hidden behind a
+        # full ball array would show only in the narrow gaps between balls.
+        solder *= 1.0 - 0.6 * cut
 
     att = flat + a_ball * solder + a_wire * (np.asarray(wires, np.float32) / 255.0)
     img = (1.0 - np.exp(-att)).reshape(size, _SS, size, _SS).mean(axis=(1, 3))
