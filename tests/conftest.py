@@ -21,7 +21,7 @@ TINY_SPACE = {
 
 @pytest.fixture(autouse=True)
 def _threads() -> None:
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # tiny models: a second thread only adds contention
 
 
 def write_tiny_study(tmp_path: Path, **overrides: object) -> Path:

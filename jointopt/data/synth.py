@@ -45,9 +45,12 @@ _DESIGNS: tuple[tuple[int, int, float, float, float, bool], ...] = (
 )
 
 
-def _patch(shape: tuple[int, int], cx: float, cy: float, rad: float):
+_Patch = tuple[tuple[slice, slice], np.ndarray, np.ndarray]
+
+
+def _patch(shape: tuple[int, ...], cx: float, cy: float, rad: float) -> _Patch | None:
     """Bounding box of a disc clipped to the image, as slices plus local coordinates."""
-    h, w = shape
+    h, w = shape[0], shape[1]
     x0, x1 = max(int(cx - rad) - 1, 0), min(int(cx + rad) + 2, w)
     y0, y1 = max(int(cy - rad) - 1, 0), min(int(cy + rad) + 2, h)
     if x0 >= x1 or y0 >= y1:
@@ -102,6 +105,107 @@ def _wander(rng: np.random.Generator, start: np.ndarray, angle: float, length: f
         p = p + (length / steps) * np.array([math.cos(angle), math.sin(angle)])
         pts.append((float(p[0]), float(p[1])))
     return pts
+
+
+def _edge_point(centre: np.ndarray, half: np.ndarray, side: int, t: float) -> np.ndarray:
+    """Point on side ``side`` (0 left, 1 top, 2 right, 3 bottom) at ``t`` in [-1, 1] along it."""
+    axis, sgn = side % 2, (-1 if side < 2 else 1)
+    p = centre.astype(float).copy()
+    p[axis] += sgn * half[axis]
+    p[1 - axis] += t * half[1 - axis]
+    return p
+
+
+def _inward(side: int) -> float:
+    """Angle pointing from side ``side`` into the rectangle (image y grows downwards)."""
+    return (0.0, math.pi / 2, math.pi, -math.pi / 2)[side]
+
+
+def _wires(rng: np.random.Generator, die_c: np.ndarray, die_half: np.ndarray, S: int,
+           k: float) -> np.ndarray:
+    """Wire bonds from die-edge pads to bond fingers a few pixels outside the die.
+
+    Args:
+        rng: randomness source.
+        die_c: die centre, nominal pixels.
+        die_half: die half-size (x, y), nominal pixels.
+        S: hi-res image size.
+        k: hi-res pixels per nominal pixel.
+
+    Returns:
+        Hi-res float mask in [0, 1].
+    """
+    img = Image.new("L", (S, S), 0)
+    draw = ImageDraw.Draw(img)
+    width = max(1, round(0.7 * k))
+    s = np.linspace(0, 1, 9)[:, None]
+    for side in range(4):
+        out = -np.array([math.cos(_inward(side)), math.sin(_inward(side))])
+        n = int(rng.integers(0, 5))
+        for t in np.linspace(-0.7, 0.7, n) if n > 1 else rng.uniform(-0.7, 0.7, n):
+            start = _edge_point(die_c, die_half, side, float(t))
+            end = start + out * rng.uniform(3.0, 7.0) + out[::-1] * rng.uniform(-2.0, 2.0)
+            bow = (start + end) / 2 + rng.normal(0.0, 1.2, 2)
+            curve = ((1 - s) ** 2 * start + 2 * s * (1 - s) * bow + s * s * end) * k
+            draw.line([tuple(p) for p in curve], fill=255, width=width)
+            draw.rectangle([*(end * k - 0.8 * k), *(end * k + 0.8 * k)], fill=90)
+    return np.asarray(img, np.float32) / 255.0
+
+
+def _crack(rng: np.random.Generator, die_c: np.ndarray, die_half: np.ndarray,
+           pkg_c: np.ndarray, pkg_half: np.ndarray, S: int, k: float) -> np.ndarray:
+    """A jagged, sometimes branched crack from a die edge (80 %) or a package edge.
+
+    Args:
+        rng: randomness source.
+        die_c: die centre, nominal pixels.
+        die_half: die half-size (x, y), nominal pixels.
+        pkg_c: package centre, nominal pixels.
+        pkg_half: package half-size (x, y), nominal pixels.
+        S: hi-res image size.
+        k: hi-res pixels per nominal pixel.
+
+    Returns:
+        Hi-res float mask in [0, 1] of where material is missing.
+    """
+    side = int(rng.integers(0, 4))
+    if rng.random() < 0.8:
+        start = _edge_point(die_c, die_half * rng.uniform(0.8, 1.0), side, rng.uniform(-0.8, 0.8))
+        length = max(14.0, 2 * die_half[side % 2] * rng.uniform(0.8, 1.2))
+    else:
+        start = _edge_point(pkg_c, pkg_half, side, rng.uniform(-0.9, 0.9))
+        length = pkg_half[side % 2] * rng.uniform(0.6, 1.0)
+    img = Image.new("L", (S, S), 0)
+    draw = ImageDraw.Draw(img)
+    pts = _wander(rng, start * k, _inward(side) + rng.normal(0, 0.35), length * k,
+                  int(rng.integers(5, 10)), 0.35)
+    width = max(2, round(rng.uniform(1.5, 2.2) * k))
+    draw.line(pts, fill=255, width=width)
+    if rng.random() < 0.6:
+        branch = _wander(rng, np.array(pts[len(pts) // 2]), rng.uniform(0, 2 * math.pi),
+                         0.4 * length * k, 4, 0.4)
+        draw.line(branch, fill=255, width=max(1, width - 1))
+    return np.asarray(img, np.float32) / 255.0
+
+
+def _expose(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """Imaging chain: exposure, gain, detector gradient, blur, gamma and noise, to uint8.
+
+    Args:
+        rng: randomness source.
+        img: noiseless attenuation image in [0, 1] at output size.
+
+    Returns:
+        The uint8 image.
+    """
+    size = img.shape[0]
+    ramp = np.linspace(-1, 1, size, dtype=np.float32)
+    grad = rng.uniform(-0.05, 0.05) * ramp[None, :] + rng.uniform(-0.05, 0.05) * ramp[:, None]
+    img = rng.uniform(0.05, 0.15) + rng.uniform(0.8, 1.0) * img + grad
+    img = gaussian_filter(img, rng.uniform(0.3, 0.6) * size / _NOMINAL)
+    img = np.clip(img, 0.0, 1.0) ** rng.uniform(0.85, 1.15)
+    img = img + rng.normal(0.0, rng.uniform(0.005, 0.025), img.shape)
+    return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def render(class_name: str, rng: np.random.Generator, size: int = 64) -> np.ndarray:
@@ -199,69 +303,16 @@ def render(class_name: str, rng: np.random.Generator, size: int = 64) -> np.ndar
                 _sphere(solder, (balls[i][0] + off.real) * k, (balls[i][1] + off.imag) * k,
                         rv * k, 1.6 * rv / radii[i], sign=-1)
 
-    # Wire bonds: die-edge pad -> bond finger a few pixels outside the die.
-    wires = Image.new("L", shape, 0)
-    draw = ImageDraw.Draw(wires)
-    ww = max(1, round(0.7 * k))
-    for side in range(4):
-        axis, sgn = side % 2, (1 if side < 2 else -1)
-        n_w = int(rng.integers(0, 5))
-        for t in np.linspace(-0.7, 0.7, n_w) if n_w > 1 else rng.uniform(-0.7, 0.7, n_w):
-            start = die_c.copy()
-            start[axis] += sgn * die_half[axis]
-            start[1 - axis] += t * die_half[1 - axis]
-            end = start.copy()
-            end[axis] += sgn * rng.uniform(3.0, 7.0)
-            end[1 - axis] += rng.uniform(-2.0, 2.0)
-            bow = (start + end) / 2 + rng.normal(0.0, 1.2, 2)
-            s = np.linspace(0, 1, 9)[:, None]
-            curve = ((1 - s) ** 2 * start + 2 * s * (1 - s) * bow + s * s * end) * k
-            draw.line([tuple(p) for p in curve], fill=255, width=ww)
-            draw.rectangle([*(end * k - 0.8 * k), *(end * k + 0.8 * k)], fill=90)
-
+    wires = _wires(rng, die_c, die_half, S, k)
     if class_name == "crack":
-        crack = Image.new("L", shape, 0)
-        cd = ImageDraw.Draw(crack)
-        if rng.random() < 0.8:  # through the die, starting at one of its edges
-            side = int(rng.integers(0, 4))
-            axis, sgn = side % 2, (1 if side < 2 else -1)
-            start = die_c.copy()
-            start[axis] -= sgn * die_half[axis] * rng.uniform(0.8, 1.0)
-            start[1 - axis] += rng.uniform(-0.8, 0.8) * die_half[1 - axis]
-            length = 2 * die_half[axis] * rng.uniform(0.8, 1.2)
-        else:  # through the package substrate, from its edge
-            side = int(rng.integers(0, 4))
-            axis, sgn = side % 2, (1 if side < 2 else -1)
-            start = centre.copy()
-            start[axis] -= sgn * pkg_half[axis]
-            start[1 - axis] += rng.uniform(-0.9, 0.9) * pkg_half[1 - axis]
-            length = pkg_half[axis] * rng.uniform(0.6, 1.0)
-        base = (0.0 if axis == 0 else math.pi / 2) + (0.0 if sgn > 0 else math.pi)
-        pts = _wander(rng, start * k, base + rng.normal(0, 0.35), length * k,
-                      int(rng.integers(5, 10)), 0.35)
-        cw = max(2, round(rng.uniform(1.5, 2.2) * k))
-        cd.line(pts, fill=255, width=cw)
-        if rng.random() < 0.6:
-            b0 = np.array(pts[len(pts) // 2])
-            cd.line(_wander(rng, b0, rng.uniform(0, 2 * math.pi), 0.4 * length * k, 4, 0.4),
-                    fill=255, width=max(1, cw - 1))
-        cut = np.asarray(crack, np.float32) / 255.0
+        cut = _crack(rng, die_c, die_half, centre, pkg_half, S, k)
         flat *= 1.0 - cut
         # Joints the crack runs under crack too; otherwise a crack hidden behind a
         # full ball array would show only in the narrow gaps between balls.
         solder *= 1.0 - 0.6 * cut
 
-    att = flat + a_ball * solder + a_wire * (np.asarray(wires, np.float32) / 255.0)
-    img = (1.0 - np.exp(-att)).reshape(size, _SS, size, _SS).mean(axis=(1, 3))
-
-    # --- imaging chain: exposure, gradient, blur, gamma, noise --------------------------
-    ramp = np.linspace(-1, 1, size, dtype=np.float32)
-    grad = rng.uniform(-0.05, 0.05) * ramp[None, :] + rng.uniform(-0.05, 0.05) * ramp[:, None]
-    img = rng.uniform(0.05, 0.15) + rng.uniform(0.8, 1.0) * img + grad
-    img = gaussian_filter(img, rng.uniform(0.3, 0.6) * size / _NOMINAL)
-    img = np.clip(img, 0.0, 1.0) ** rng.uniform(0.85, 1.15)
-    img = img + rng.normal(0.0, rng.uniform(0.005, 0.025), img.shape)
-    return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    att = flat + a_ball * solder + a_wire * wires
+    return _expose(rng, (1.0 - np.exp(-att)).reshape(size, _SS, size, _SS).mean(axis=(1, 3)))
 
 
 def _image_rng(seed: int, c: int, i: int) -> np.random.Generator:
