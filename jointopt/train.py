@@ -196,16 +196,22 @@ def train_model(
     return TrainResult(spec.epochs - start, time.perf_counter() - t0, history)
 
 
+ARCH_AXES = ("depth", "embed_dim", "num_heads", "mlp_ratio")
+
+
+def smallest_architecture(space: SearchSpace) -> JointConfig:
+    """The smallest architecture of the space, at fp32 with no merging."""
+    return JointConfig(**{**space.max_config.__dict__,
+                          **{k: getattr(space.min_config, k) for k in ARCH_AXES}})
+
+
 def sandwich(space: SearchSpace, spec: TrainSpec) -> Callable[[np.random.Generator],
                                                               list[JointConfig]]:
     """Configs of one step: largest first (the teacher), then smallest and one random."""
-    arch = ("depth", "embed_dim", "num_heads", "mlp_ratio")
-    largest = space.max_config
-    smallest = JointConfig(**{**space.max_config.__dict__,
-                              **{k: getattr(space.min_config, k) for k in arch}})
+    largest, smallest = space.max_config, smallest_architecture(space)
 
     def draw(rng: np.random.Generator) -> list[JointConfig]:
-        rand = space.sample(rng, axes=arch)
+        rand = space.sample(rng, axes=ARCH_AXES)
         return [largest, smallest, rand] if spec.sandwich else [rand]
 
     return draw
@@ -225,7 +231,7 @@ def train_supernet(study: Study, *, progress: bool = True) -> tuple[ViTSupernet,
         study.train_state.unlink()  # optimizer state without weights cannot resume anything
     draw = sandwich(space, study.train)
     largest = space.max_config
-    smallest = draw(np.random.default_rng(0))[1]
+    smallest = smallest_architecture(space)
     val = data.val
 
     def evaluate() -> dict[str, float]:

@@ -15,6 +15,7 @@ Every image is drawn at ``_SS`` times its size and box-downsampled so that thin 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +30,10 @@ CLASSES: tuple[str, ...] = ("good", "void", "bridge", "missing_ball", "crack", "
 
 _SS = 4  # supersampling factor
 _NOMINAL = 64.0  # geometry below is written in pixels of a 64x64 image and scaled to `size`
-_SHIFT = 1.5  # package position jitter, nominal pixels
+_SHIFT = 1.0  # package position jitter, nominal pixels
 
 # Package designs: (columns, rows, pitch, ball radius / pitch, die size / grid size,
-# depopulated centre). Pitches keep every grid inside the frame at the largest jitter.
+# depopulated centre). Pitches keep every ball inside the frame at the largest jitter.
 _DESIGNS: tuple[tuple[int, int, float, float, float, bool], ...] = (
     (4, 4, 11.5, 0.36, 0.55, False),
     (5, 5, 10.0, 0.34, 0.50, False),
@@ -98,11 +99,12 @@ def _capsule(buf: np.ndarray, a: np.ndarray, b: np.ndarray, w: float, h: float) 
 
 def _wander(rng: np.random.Generator, start: np.ndarray, angle: float, length: float,
             steps: int, wiggle: float) -> list[tuple[float, float]]:
-    """A jagged random-walk polyline, as cracks propagate."""
-    pts, p = [(float(start[0]), float(start[1]))], start.astype(float)
+    """Jagged polyline of ``steps`` segments heading along ``angle`` (radians), as cracks run."""
+    pts, p, dev = [(float(start[0]), float(start[1]))], start.astype(float), 0.0
     for _ in range(steps):
-        angle += rng.normal(0.0, wiggle)
-        p = p + (length / steps) * np.array([math.cos(angle), math.sin(angle)])
+        # Mean-reverting heading: jagged, but it keeps going where it started to.
+        dev = 0.5 * dev + rng.normal(0.0, wiggle)
+        p = p + (length / steps) * np.array([math.cos(angle + dev), math.sin(angle + dev)])
         pts.append((float(p[0]), float(p[1])))
     return pts
 
@@ -123,18 +125,7 @@ def _inward(side: int) -> float:
 
 def _wires(rng: np.random.Generator, die_c: np.ndarray, die_half: np.ndarray, S: int,
            k: float) -> np.ndarray:
-    """Wire bonds from die-edge pads to bond fingers a few pixels outside the die.
-
-    Args:
-        rng: randomness source.
-        die_c: die centre, nominal pixels.
-        die_half: die half-size (x, y), nominal pixels.
-        S: hi-res image size.
-        k: hi-res pixels per nominal pixel.
-
-    Returns:
-        Hi-res float mask in [0, 1].
-    """
+    """Hi-res [0, 1] mask of wire bonds from die-edge pads to fingers just outside the die."""
     img = Image.new("L", (S, S), 0)
     draw = ImageDraw.Draw(img)
     width = max(1, round(0.7 * k))
@@ -154,31 +145,16 @@ def _wires(rng: np.random.Generator, die_c: np.ndarray, die_half: np.ndarray, S:
 
 def _crack(rng: np.random.Generator, die_c: np.ndarray, die_half: np.ndarray,
            pkg_c: np.ndarray, pkg_half: np.ndarray, S: int, k: float) -> np.ndarray:
-    """A jagged, sometimes branched crack from a die edge (80 %) or a package edge.
-
-    Args:
-        rng: randomness source.
-        die_c: die centre, nominal pixels.
-        die_half: die half-size (x, y), nominal pixels.
-        pkg_c: package centre, nominal pixels.
-        pkg_half: package half-size (x, y), nominal pixels.
-        S: hi-res image size.
-        k: hi-res pixels per nominal pixel.
-
-    Returns:
-        Hi-res float mask in [0, 1] of where material is missing.
-    """
+    """Hi-res [0, 1] mask of a jagged, maybe branched crack from a die (80 %) or package edge."""
     side = int(rng.integers(0, 4))
-    if rng.random() < 0.8:
-        start = _edge_point(die_c, die_half * rng.uniform(0.8, 1.0), side, rng.uniform(-0.8, 0.8))
-        length = max(14.0, 2 * die_half[side % 2] * rng.uniform(0.8, 1.2))
-    else:
-        start = _edge_point(pkg_c, pkg_half, side, rng.uniform(-0.9, 0.9))
-        length = pkg_half[side % 2] * rng.uniform(0.6, 1.0)
+    c, half = (die_c, die_half) if rng.random() < 0.8 else (pkg_c, pkg_half)
+    start = _edge_point(c, half * rng.uniform(0.85, 1.0), side, rng.uniform(-0.7, 0.7))
+    # Aim at the inner part of the die / package so the crack crosses material, not air.
+    heading = np.arctan2(*(c + rng.uniform(-0.5, 0.5, 2) * half - start)[::-1])
+    length = max(14.0, 2 * half[side % 2] * rng.uniform(0.5, 0.9))
     img = Image.new("L", (S, S), 0)
     draw = ImageDraw.Draw(img)
-    pts = _wander(rng, start * k, _inward(side) + rng.normal(0, 0.35), length * k,
-                  int(rng.integers(5, 10)), 0.35)
+    pts = _wander(rng, start * k, float(heading), length * k, int(rng.integers(5, 10)), 0.35)
     width = max(2, round(rng.uniform(1.5, 2.2) * k))
     draw.line(pts, fill=255, width=width)
     if rng.random() < 0.6:
@@ -189,15 +165,7 @@ def _crack(rng: np.random.Generator, die_c: np.ndarray, die_half: np.ndarray,
 
 
 def _expose(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
-    """Imaging chain: exposure, gain, detector gradient, blur, gamma and noise, to uint8.
-
-    Args:
-        rng: randomness source.
-        img: noiseless attenuation image in [0, 1] at output size.
-
-    Returns:
-        The uint8 image.
-    """
+    """Imaging chain on the noiseless [0, 1] image: exposure, gradient, blur, gamma, noise."""
     size = img.shape[0]
     ramp = np.linspace(-1, 1, size, dtype=np.float32)
     grad = rng.uniform(-0.05, 0.05) * ramp[None, :] + rng.uniform(-0.05, 0.05) * ramp[:, None]
@@ -206,6 +174,102 @@ def _expose(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     img = np.clip(img, 0.0, 1.0) ** rng.uniform(0.85, 1.15)
     img = img + rng.normal(0.0, rng.uniform(0.005, 0.025), img.shape)
     return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+@dataclass
+class _Package:
+    """Geometry of one package, in nominal 64-px units."""
+
+    cols: int
+    rows: int
+    pitch: float
+    r: float  # nominal ball radius
+    centre: np.ndarray
+    half: np.ndarray  # package half-size (x, y)
+    die_c: np.ndarray
+    die_half: np.ndarray
+    pads: np.ndarray  # [rows*cols, 2] pad centres, fixed to the package
+    has_pad: np.ndarray  # [rows*cols] bool; False where the design has no ball site
+
+
+def _layout(rng: np.random.Generator) -> _Package:
+    """Pick a design from :data:`_DESIGNS` and vary its geometry continuously."""
+    # A few designs, each varied around its nominal geometry, like a line that runs
+    # several products through one inspection station.
+    cols, rows, pitch0, ball_frac, die_frac, depop = _DESIGNS[int(rng.integers(len(_DESIGNS)))]
+    pitch = pitch0 * rng.uniform(0.96, 1.04)
+    r = pitch * ball_frac * rng.uniform(0.93, 1.07)
+    grid_half = np.array([(cols - 1) * pitch / 2 + r, (rows - 1) * pitch / 2 + r])
+    centre = _NOMINAL / 2 + rng.uniform(-_SHIFT, _SHIFT, 2)
+    gx, gy = np.meshgrid((np.arange(cols) - (cols - 1) / 2) * pitch,
+                         (np.arange(rows) - (rows - 1) / 2) * pitch)
+    has_pad = np.ones(rows * cols, bool)
+    if depop:
+        # A depopulated centre has no pads either, so a hole in the grid alone does not
+        # mean missing_ball: the pad without a ball does.
+        lim = (np.array([cols, rows]) - 2) / 2 * pitch - 1e-6
+        has_pad &= ~((np.abs(gx) < lim[0]) & (np.abs(gy) < lim[1])).ravel()
+    return _Package(
+        cols=cols, rows=rows, pitch=pitch, r=r, centre=centre,
+        half=grid_half + rng.uniform(3.0, 5.0, 2),
+        die_c=centre + rng.uniform(-1.0, 1.0, 2),
+        die_half=grid_half * die_frac * rng.uniform(0.9, 1.1, 2),
+        pads=np.stack([gx.ravel(), gy.ravel()], 1) + centre,
+        has_pad=has_pad,
+    )
+
+
+def _solder(rng: np.random.Generator, pkg: _Package, class_name: str, S: int,
+            k: float) -> tuple[np.ndarray, np.ndarray]:
+    """Hi-res solder thickness (1 = a ball's centre) with ball-level defects, and the pad mask."""
+    pitch, cols, rows = pkg.pitch, pkg.cols, pkg.rows
+    # Balls follow the pads up to a small placement jitter, unless misaligned.
+    balls = pkg.pads + rng.normal(0.0, 0.03 * pitch, pkg.pads.shape)
+    if class_name == "misalignment":
+        if rng.random() < 0.5:
+            ang = rng.uniform(0, 2 * math.pi)
+            balls += rng.uniform(0.3, 0.5) * pitch * np.array([math.cos(ang), math.sin(ang)])
+        else:
+            # Large enough that the corner balls move by at least 0.3 pitch.
+            lo = max(math.radians(4.0), 0.3 / (math.hypot(cols - 1, rows - 1) / 2))
+            t = rng.uniform(lo, math.radians(12.0)) * rng.choice([-1.0, 1.0])
+            rot = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+            balls = (balls - pkg.centre) @ rot.T + pkg.centre
+    radii = pkg.r * rng.uniform(0.95, 1.05, len(balls))
+    sites = np.flatnonzero(pkg.has_pad)
+    present = pkg.has_pad.copy()
+    if class_name == "missing_ball":
+        present[rng.choice(sites, size=int(rng.integers(2, 6)), replace=False)] = False
+
+    pads = np.zeros((S, S), np.float32)
+    r_pad = min(pkg.r * rng.uniform(1.18, 1.32), 0.47 * pitch)
+    for px, py in pkg.pads[pkg.has_pad]:
+        _disc(pads, px * k, py * k, r_pad * k, 1.0)
+    solder = np.zeros((S, S), np.float32)
+    for (bx, by), br in zip(balls[present], radii[present], strict=True):
+        _sphere(solder, bx * k, by * k, br * k, 1.0)
+
+    if class_name == "bridge":
+        for _ in range(int(rng.integers(2, 5))):
+            i = int(rng.choice(sites))
+            row, col = divmod(i, cols)
+            nbrs = [j for j, ok in ((i + 1, col + 1 < cols), (i - 1, col > 0),
+                                    (i + cols, row + 1 < rows), (i - cols, row > 0))
+                    if ok and present[j]]
+            if nbrs:
+                j = int(rng.choice(nbrs))
+                _capsule(solder, balls[i] * k, balls[j] * k, pkg.r * rng.uniform(0.7, 0.95) * k,
+                         rng.uniform(0.85, 1.0))
+    elif class_name == "void":
+        for i in rng.choice(sites, size=min(int(rng.integers(3, 7)), len(sites)), replace=False):
+            for _ in range(int(rng.integers(1, 3))):
+                # At least 1.6 nominal px so a void survives downsampling and blur.
+                rv = min(max(1.6, radii[i] * rng.uniform(0.5, 0.7)), 0.75 * radii[i])
+                ang = rng.uniform(0, 2 * math.pi)
+                off = rng.uniform(0, 0.8 * (radii[i] - rv)) * np.array([np.cos(ang), np.sin(ang)])
+                c = (balls[i] + off) * k
+                _sphere(solder, c[0], c[1], rv * k, 1.6 * rv / radii[i], sign=-1)
+    return solder, pads
 
 
 def render(class_name: str, rng: np.random.Generator, size: int = 64) -> np.ndarray:
@@ -223,89 +287,19 @@ def render(class_name: str, rng: np.random.Generator, size: int = 64) -> np.ndar
         raise ValueError(f"unknown class {class_name!r}; expected one of {CLASSES}")
     S = size * _SS
     k = S / _NOMINAL  # hi-res pixels per nominal pixel
-    shape = (S, S)
-
-    # --- layout, in nominal 64-px units -------------------------------------------------
-    # A few package designs, each varied continuously around its nominal geometry, like a
-    # production line that runs several products through one inspection station.
-    cols, rows, pitch0, ball_frac, die_frac, depop = _DESIGNS[int(rng.integers(len(_DESIGNS)))]
-    pitch = pitch0 * rng.uniform(0.96, 1.04)
-    r = pitch * ball_frac * rng.uniform(0.93, 1.07)
-    r_pad = min(r * rng.uniform(1.18, 1.32), 0.47 * pitch)
-    half = np.array([(cols - 1) * pitch / 2 + r, (rows - 1) * pitch / 2 + r])
-    pkg_half = half + rng.uniform(3.0, 5.0, 2)
-    centre = _NOMINAL / 2 + rng.uniform(-_SHIFT, _SHIFT, 2)
-    die_half = half * die_frac * rng.uniform(0.9, 1.1, 2)
-    die_c = centre + rng.uniform(-1.0, 1.0, 2)
-
-    gx, gy = np.meshgrid((np.arange(cols) - (cols - 1) / 2) * pitch,
-                         (np.arange(rows) - (rows - 1) / 2) * pitch)
-    pads = np.stack([gx.ravel(), gy.ravel()], 1) + centre
-    present = np.ones(rows * cols, bool)
-    if depop:
-        # Depopulated centre (by design: no pad either), so "a hole in the grid" alone
-        # does not mean missing_ball.
-        inner = (np.abs(gx) < (cols - 2) / 2 * pitch - 1e-6) & (np.abs(gy) < (rows - 2) / 2 * pitch - 1e-6)
-        present &= ~inner.ravel()
-    has_pad = present.copy()
-
-    # Balls follow the pads up to a small placement jitter, unless misaligned.
-    balls = pads + rng.normal(0.0, 0.03 * pitch, pads.shape)
-    if class_name == "misalignment":
-        if rng.random() < 0.5:
-            ang = rng.uniform(0, 2 * math.pi)
-            balls += rng.uniform(0.3, 0.5) * pitch * np.array([math.cos(ang), math.sin(ang)])
-        else:
-            # Angle large enough that the corner balls move by >= 0.3 pitch.
-            corner = math.hypot(cols - 1, rows - 1) / 2
-            lo = max(math.radians(4.0), 0.3 / corner)
-            t = rng.uniform(lo, math.radians(12.0)) * rng.choice([-1.0, 1.0])
-            rot = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
-            balls = (balls - centre) @ rot.T + centre
-    radii = r * rng.uniform(0.95, 1.05, len(balls))
-
-    idx = np.flatnonzero(present)
-    if class_name == "missing_ball":
-        present[rng.choice(idx, size=int(rng.integers(2, 6)), replace=False)] = False
-
-    # --- attenuation layers (hi-res) ----------------------------------------------------
+    pkg = _layout(rng)
     a_sub, a_die = rng.uniform(0.15, 0.3), rng.uniform(0.25, 0.45)
     a_pad, a_ball, a_wire = rng.uniform(0.18, 0.28), rng.uniform(0.7, 1.1), rng.uniform(0.35, 0.7)
-    flat = np.zeros(shape, np.float32)  # substrate, die and pads: what a crack cuts through
-    (x0, y0), (x1, y1) = ((centre - pkg_half) * k).astype(int), ((centre + pkg_half) * k).astype(int)
-    flat[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = a_sub
-    (x0, y0), (x1, y1) = ((die_c - die_half) * k).astype(int), ((die_c + die_half) * k).astype(int)
-    flat[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] += a_die
-    pad_layer = np.zeros(shape, np.float32)
-    for (px, py) in pads[has_pad]:
-        _disc(pad_layer, px * k, py * k, r_pad * k, a_pad)
-    flat += pad_layer
 
-    solder = np.zeros(shape, np.float32)
-    for (bx, by), br in zip(balls[present], radii[present]):
-        _sphere(solder, bx * k, by * k, br * k, 1.0)
-    if class_name == "bridge":
-        for _ in range(int(rng.integers(2, 5))):
-            i = int(rng.choice(idx))
-            row, col = divmod(i, cols)
-            nbrs = [j for j, ok in ((i + 1, col + 1 < cols), (i - 1, col > 0),
-                                    (i + cols, row + 1 < rows), (i - cols, row > 0))
-                    if ok and present[j]]
-            if nbrs:
-                j = int(rng.choice(nbrs))
-                _capsule(solder, balls[i] * k, balls[j] * k, r * rng.uniform(0.7, 0.95) * k,
-                         rng.uniform(0.85, 1.0))
-    elif class_name == "void":
-        for i in rng.choice(idx, size=min(int(rng.integers(3, 7)), len(idx)), replace=False):
-            for _ in range(int(rng.integers(1, 3))):
-                rv = min(max(1.6, radii[i] * rng.uniform(0.5, 0.7)), 0.75 * radii[i])
-                off = rng.uniform(0, 0.8 * (radii[i] - rv)) * np.exp(1j * rng.uniform(0, 2 * np.pi))
-                _sphere(solder, (balls[i][0] + off.real) * k, (balls[i][1] + off.imag) * k,
-                        rv * k, 1.6 * rv / radii[i], sign=-1)
-
-    wires = _wires(rng, die_c, die_half, S, k)
+    flat = np.zeros((S, S), np.float32)  # substrate, die and pads: what a crack cuts through
+    for c, h, a in ((pkg.centre, pkg.half, a_sub), (pkg.die_c, pkg.die_half, a_die)):
+        (x0, y0), (x1, y1) = np.maximum(((c - h) * k, (c + h) * k), 0).astype(int)
+        flat[y0:y1, x0:x1] += a
+    solder, pads = _solder(rng, pkg, class_name, S, k)
+    flat += a_pad * pads
+    wires = _wires(rng, pkg.die_c, pkg.die_half, S, k)
     if class_name == "crack":
-        cut = _crack(rng, die_c, die_half, centre, pkg_half, S, k)
+        cut = _crack(rng, pkg.die_c, pkg.die_half, pkg.centre, pkg.half, S, k)
         flat *= 1.0 - cut
         # Joints the crack runs under crack too; otherwise a crack hidden behind a
         # full ball array would show only in the narrow gaps between balls.
@@ -320,7 +314,9 @@ def _image_rng(seed: int, c: int, i: int) -> np.random.Generator:
     return np.random.default_rng([seed, c, i])
 
 
-def render_arrays(per_class: int = 400, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def render_arrays(
+    per_class: int = 400, size: int = 64, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Render the whole data set in memory, identical to what :func:`generate` writes.
 
     Args:
