@@ -148,6 +148,8 @@ class SupernetShape:
     num_heads: int = 4
     head_dim: int = 32
     mlp_ratio: float = 4.0
+    #: What the head reads: "avg" (size-weighted mean of the patch tokens) or "cls".
+    pool: str = "avg"
 
     @property
     def num_tokens(self) -> int:
@@ -163,8 +165,14 @@ class SupernetShape:
                   prefix: str = "supernet") -> SupernetShape:
         names = [f.name for f in dataclasses.fields(cls)]
         check_keys(data, names, source=source, prefix=prefix)
-        kw = {}
+        kw: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
+            if f.name == "pool" and "pool" in data:
+                pool = want(data["pool"], str, source, f"{prefix}.pool")
+                if pool not in ("avg", "cls"):
+                    raise field_error(source, f"{prefix}.pool", pool, "must be avg or cls")
+                kw["pool"] = pool
+                continue
             if f.name in data:
                 typ = float if f.name == "mlp_ratio" else int
                 v = want(data[f.name], typ, source, f"{prefix}.{f.name}")

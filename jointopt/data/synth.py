@@ -263,7 +263,8 @@ def _solder(rng: np.random.Generator, pkg: _Package, class_name: str, S: int,
     elif class_name == "void":
         for i in rng.choice(sites, size=min(int(rng.integers(3, 7)), len(sites)), replace=False):
             for _ in range(int(rng.integers(1, 3))):
-                # At least 1.6 nominal px so a void survives downsampling and blur.
+                # At least 1.6 nominal px, and deeper than a sphere of that size (1.6x), so a
+                # void survives downsampling, blur and noise.
                 rv = min(max(1.6, radii[i] * rng.uniform(0.5, 0.7)), 0.75 * radii[i])
                 ang = rng.uniform(0, 2 * math.pi)
                 off = rng.uniform(0, 0.8 * (radii[i] - rv)) * np.array([np.cos(ang), np.sin(ang)])

@@ -31,6 +31,7 @@ class _ViT(nn.Module):
     norm: nn.Module
     head: nn.Module
     prop_attn: bool = True
+    pool: str = "avg"
 
     def _cls_pos(self) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -59,8 +60,17 @@ class _ViT(nn.Module):
         return x, size, source
 
     def forward(self, img: Tensor) -> Tensor:
-        x, _, _ = self.forward_blocks(self.embed(img))
-        return self.head(self.norm(x[:, 0]))
+        x, size, _ = self.forward_blocks(self.embed(img))
+        x = self.norm(x)
+        if self.pool == "cls":
+            return self.head(x[:, 0])
+        # Size-weighted mean of the patch tokens: a merged token stands for `size` patches, so
+        # the mean equals the unmerged one's when merged tokens are exact averages.
+        patches = x[:, 1:]
+        if size is None:
+            return self.head(patches.mean(dim=1))
+        w = size[:, 1:]
+        return self.head((patches * w).sum(dim=1) / w.sum(dim=1))
 
 
 class SubnetViT(_ViT):
@@ -117,6 +127,7 @@ class ViTSupernet(_ViT):
         )
         self.norm = DynLayerNorm(e)
         self.head = DynLinear(e, num_classes)
+        self.pool = s.pool
         self._config = self.max_config
         self.set_active(self._config)
 
@@ -185,6 +196,7 @@ class ViTSupernet(_ViT):
             sub = SubnetViT(PatchEmbed(self.shape.patch_size, self.patch_embed.proj.export()),
                             cls, pos, blocks, self.norm.export(), self.head.export(), config=cfg)
             sub.prop_attn = self.prop_attn
+            sub.pool = self.pool
         finally:
             self.set_active(previous)
         return sub.train(self.training)
