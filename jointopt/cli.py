@@ -87,6 +87,28 @@ def summary(study_file: str, as_json: bool) -> None:
         click.echo(subnet_table(study, net))
 
 
+@cli.command("train-fixed")
+@click.argument("study_file", metavar="STUDY")
+@click.option("--model", "model_name", required=True,
+              help="max | min | subnet:<json config> | timm:<model> (e.g. timm:resnet10t).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Budget in epochs (default: the study's train.epochs).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def train_fixed_cmd(study_file: str, model_name: str, epochs: int | None, seed: int,
+                    as_json: bool) -> None:
+    """Train one fixed model standalone with the study's data and recipe (a reference)."""
+    from jointopt.baselines import train_fixed
+
+    out = train_fixed(_study(study_file), model_name, epochs=epochs, seed=seed)
+    out.pop("model_object")
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+    else:
+        click.echo(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                            for k, v in out.items()))
+
+
 def _parse_config(text: str):  # type: ignore[no-untyped-def]
     from jointopt.space import JointConfig
 
