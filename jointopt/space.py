@@ -248,7 +248,8 @@ class SearchSpace:
             try:
                 space.validate(cfg)
             except UserError as e:
-                raise UserError(f"{source}: the {what} config of the choices cannot run: {e}") from e
+                raise UserError(
+                    f"{source}: the {what} config of the choices cannot run: {e}") from e
         return space
 
     # ---- named configs ------------------------------------------------------------------

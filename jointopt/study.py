@@ -134,7 +134,8 @@ class EvalSpec:
         _positive(source, prefix, self, "calib_batches", "batch_size", "latency_runs")
         _positive(source, prefix, self, "warmup_runs", "threads", allow_zero=True)
         if self.io_bits not in (32, 16, 8, 6, 4, 3, 2):
-            raise field_error(source, f"{prefix}.io_bits", self.io_bits, "must be a valid bit-width")
+            raise field_error(source, f"{prefix}.io_bits", self.io_bits,
+                              "must be a valid bit-width")
 
 
 @dataclass(frozen=True)

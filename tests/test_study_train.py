@@ -1,13 +1,11 @@
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from jointopt import Study
 from jointopt.errors import UserError

@@ -41,7 +41,8 @@ class _ViT(nn.Module):
         raise NotImplementedError
 
     def embed(self, img: Tensor) -> Tensor:
-        """Image [B, C, H, W] to the blocks' input [B, 1 + patches, C]: cls first, positions added."""
+        """Image [B, C, H, W] to the blocks' input [B, 1 + patches, C], cls first, positions
+        added."""
         x = self.patch_embed(img)
         cls, pos = self._cls_pos()
         x = torch.cat([cls.expand(x.shape[0], -1, -1), x], dim=1)

@@ -1,0 +1,98 @@
+"""Benchmark: does each axis pay, and what does one evaluation cost?
+
+Measured on the quickstart study's trained supernet, with a fresh measurement cache:
+- at the largest architecture: throughput at r = 0 vs the largest r, and at 32/32 vs 8/8;
+- the smallest 8/8 config with r > 0 against the baseline (space.max_config);
+- the wall time of evaluate() over random configs (calibration and latency included), then
+  the same configs again (cached latency).
+
+Usage: .venv/bin/python benchmarks/eval_axes.py [--study studies/quickstart.yaml] [--n 12]
+Appends one JSON record to benchmarks/results/eval_axes.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--study", default=str(ROOT / "studies" / "quickstart.yaml"))
+    ap.add_argument("--n", type=int, default=12, help="random configs for the timing")
+    args = ap.parse_args()
+    os.environ["JOINTOPT_CACHE"] = tempfile.mkdtemp(prefix="jointopt-bench-")
+    from jointopt import Study
+    from jointopt.cost.latency import MeasureCache
+    from jointopt.evaluate import evaluate
+
+    study = Study.from_yaml(args.study)
+    net = study.load_supernet()
+    space = study.space
+    cache = MeasureCache()
+    base = space.max_config
+    r_max = max(space.choices["tome_r"])
+
+    def ev(cfg):  # type: ignore[no-untyped-def]
+        return evaluate(study, cfg, supernet=net, cache=cache).to_dict()
+
+    rows = {
+        "baseline": ev(base),
+        "largest_rmax": ev(dataclasses.replace(base, tome_r=r_max)),
+        "largest_w8a8": ev(dataclasses.replace(base, w_bits=8, a_bits=8)),
+        "smallest_w8a8_rmax": ev(dataclasses.replace(space.min_config, w_bits=8, a_bits=8)),
+    }
+    rng = np.random.default_rng(0)
+    cfgs = [space.sample(rng) for _ in range(args.n)]
+    first, again = [], []
+    for cfg in cfgs:
+        t = time.perf_counter()
+        ev(cfg)
+        first.append(time.perf_counter() - t)
+    for cfg in cfgs:
+        t = time.perf_counter()
+        ev(cfg)
+        again.append(time.perf_counter() - t)
+    b = rows["baseline"]["throughput_ips"]
+    record = {
+        "bench": "eval_axes", "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                 capture_output=True, text=True).stdout.strip(),
+        "machine": f"{platform.node()} {platform.processor() or platform.machine()} "
+                   f"{os.cpu_count()} cores",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "rows": {k: {kk: v[kk] for kk in ("accuracy", "latency_ms", "throughput_ips",
+                                          "latency_runtime", "macs", "energy_mj")}
+                 for k, v in rows.items()},
+        "ratios": {
+            "rmax_vs_r0_throughput": rows["largest_rmax"]["throughput_ips"] / b,
+            "w8a8_vs_fp32_throughput": rows["largest_w8a8"]["throughput_ips"] / b,
+            "smallest_w8a8_rmax_vs_baseline_throughput":
+                rows["smallest_w8a8_rmax"]["throughput_ips"] / b,
+        },
+        "eval_seconds_median": statistics.median(first),
+        "eval_seconds_cached_median": statistics.median(again),
+        "n_configs": args.n,
+    }
+    out = ROOT / "benchmarks" / "results" / "eval_axes.jsonl"
+    with out.open("a") as fh:
+        fh.write(json.dumps(record) + "\n")
+    print(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()
