@@ -148,7 +148,8 @@ class SupernetShape:
     num_heads: int = 4
     head_dim: int = 32
     mlp_ratio: float = 4.0
-    #: What the head reads: "avg" (size-weighted mean of the patch tokens) or "cls".
+    #: What the head reads: "avg" (size-weighted mean of the patch tokens), "max" (channel-wise
+    #: max over patch tokens) or "cls".
     pool: str = "avg"
 
     @property
@@ -169,8 +170,8 @@ class SupernetShape:
         for f in dataclasses.fields(cls):
             if f.name == "pool" and "pool" in data:
                 pool = want(data["pool"], str, source, f"{prefix}.pool")
-                if pool not in ("avg", "cls"):
-                    raise field_error(source, f"{prefix}.pool", pool, "must be avg or cls")
+                if pool not in ("avg", "max", "cls"):
+                    raise field_error(source, f"{prefix}.pool", pool, "must be avg, max or cls")
                 kw["pool"] = pool
                 continue
             if f.name in data:
