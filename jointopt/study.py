@@ -100,6 +100,9 @@ class TrainSpec:
     label_smoothing: float = 0.1
     sandwich: bool = True
     distill: bool = True
+    # In-place distillation from an untrained teacher held the small subnets back in short
+    # runs (they learned from its random predictions); before this epoch all use the labels.
+    distill_start: int = 0
     shift: int = 4
     hflip: bool = True
     vflip: bool = True
@@ -110,7 +113,7 @@ class TrainSpec:
     def check(self, source: str, prefix: str) -> None:
         _positive(source, prefix, self, "epochs", "batch_size", "lr")
         _positive(source, prefix, self, "warmup_epochs", "shift", "weight_decay", "min_lr",
-                  "threads", allow_zero=True)
+                  "threads", "distill_start", allow_zero=True)
         if not 0 <= self.label_smoothing < 1:
             raise field_error(source, f"{prefix}.label_smoothing", self.label_smoothing,
                               "must be in [0, 1)")

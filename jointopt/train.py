@@ -162,7 +162,7 @@ def train_model(
                     set_active(cfg)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=spec.bf16):
                     out = model(x).float()
-                if i == 0 or not spec.distill:
+                if i == 0 or not spec.distill or epoch < spec.distill_start:
                     loss = F.cross_entropy(out, y, label_smoothing=spec.label_smoothing)
                     teacher = out.detach()
                 else:

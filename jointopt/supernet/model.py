@@ -62,19 +62,15 @@ class _ViT(nn.Module):
 
     def forward(self, img: Tensor) -> Tensor:
         x, size, _ = self.forward_blocks(self.embed(img))
-        x = self.norm(x)
         if self.pool == "cls":
-            return self.head(x[:, 0])
+            return self.head(self.norm(x[:, 0]))
         if self.pool == "max":
-            # A defect is a few patches: max keeps it, a mean over 64 tokens dilutes it.
-            return self.head(x[:, 1:].amax(dim=1))
+            # A defect is a few patches: max keeps it, a mean over 64 tokens dilutes it. The norm
+            # comes after pooling so the head sees unit-scale features (stable distillation).
+            return self.head(self.norm(x[:, 1:].amax(dim=1)))
         # Size-weighted mean of the patch tokens: a merged token stands for `size` patches, so
         # the mean equals the unmerged one's when merged tokens are exact averages.
-        patches = x[:, 1:]
-        if size is None:
-            return self.head(patches.mean(dim=1))
-        w = size[:, 1:]
-        return self.head((patches * w).sum(dim=1) / w.sum(dim=1))
+        return self.head(self.norm(_weighted_mean(x[:, 1:], size)))
 
 
 class SubnetViT(_ViT):
@@ -243,6 +239,14 @@ class ViTSupernet(_ViT):
 
     def copy(self) -> ViTSupernet:
         return copy.deepcopy(self)
+
+
+def _weighted_mean(patches: Tensor, size: Tensor | None) -> Tensor:
+    """Mean of patch tokens weighted by how many patches each stands for (ToMe sizes)."""
+    if size is None:
+        return patches.mean(dim=1)
+    w = size[:, 1:]
+    return (patches * w).sum(dim=1) / w.sum(dim=1)
 
 
 def _arch_path(path: Path) -> Path:
