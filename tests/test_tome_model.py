@@ -31,8 +31,8 @@ def _reference_forward(net: ViTSupernet, x: torch.Tensor) -> torch.Tensor:
         att = torch.softmax((qkv[0] * blk.head_dim**-0.5) @ qkv[1].transpose(-2, -1), dim=-1)
         tokens = tokens + blk.proj((att @ qkv[2]).transpose(1, 2).reshape(b, n, -1))
         tokens = tokens + blk.fc2(torch.nn.functional.gelu(blk.fc1(blk.norm2(tokens))))
-    patches = net.norm(tokens)[:, 1:]
-    return net.head(patches.amax(dim=1) if net.pool == "max" else patches.mean(dim=1))
+    patches = tokens[:, 1:]
+    return net.head(net.norm(patches.amax(dim=1) if net.pool == "max" else patches.mean(dim=1)))
 
 
 def test_r0_gives_exactly_the_unmerged_outputs(net: ViTSupernet) -> None:
