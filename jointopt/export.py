@@ -34,7 +34,10 @@ def study_records(study: Study) -> tuple[list[dict[str, Any]], dict[str, Any] | 
                                          optuna.Study]:
     """(records of finished trials, the baseline record or None, the Optuna study)."""
     ostudy = open_study(study, open_storage(study), create=False)
-    records = [r for t in ostudy.get_trials(deepcopy=False) if (r := trial_record(t))]
+    # A repeat reuses an earlier trial's measurement; listing it again would only duplicate
+    # that trial on the front.
+    records = [r for t in ostudy.get_trials(deepcopy=False)
+               if (r := trial_record(t)) and "repeat_of" not in t.user_attrs]
     base = next((r for r in records if r["baseline"] and r["valid"]), None)
     return records, base, ostudy
 
