@@ -186,6 +186,10 @@ class Study:
             evaluation=_section(EvalSpec, data.get("evaluate"), source=src, prefix="evaluate"),
         )
         space = study.space  # parse now so a bad space fails before any work
+        from jointopt.space import JointConfig
+
+        for i, c in enumerate(study.search.seed_configs):
+            space.validate(JointConfig.from_dict(c), source=f"{src}: search.seed_configs[{i}]")
         if space.supernet.img_size != dataset.image_size:
             raise field_error(src, "dataset.image_size", dataset.image_size,
                               f"must equal the search space's supernet.img_size "

@@ -193,3 +193,17 @@ def test_ray_backend_writes_the_same_study(trained_tiny, tmp_path) -> None:
                          set(ref.user_attrs) - {"repeat_of", "baseline"} for t in valid)
     assert all(set(t.constraints) == set(ref.constraints) for t in done)
     assert set(done[0].params) == set(ref.params)
+
+
+def test_seed_configs_are_validated_and_queued_after_the_baseline(trained_tiny, tmp_path) -> None:
+    seed = {"depth": 2, "embed_dim": 16, "num_heads": 1, "mlp_ratio": 1.0, "tome_r": 1,
+            "w_bits": 8, "a_bits": 8}
+    bad = variant(trained_tiny, tmp_path, "seeded", seed_configs=[{**seed, "num_heads": 9}])
+    r = _cli("search", str(bad), "--quiet")
+    assert r.returncode == 2 and "search.seed_configs[0]" in r.stderr and "num_heads=9" in r.stderr
+    study = Study.from_yaml(variant(trained_tiny, tmp_path, "seeded", n_trials=3,
+                                    seed_configs=[seed]))
+    trials = run_search(study, progress=False).trials
+    assert trials[0].user_attrs["baseline"] is True
+    assert trials[1].user_attrs["seed_config"] is True
+    assert trials[1].user_attrs["config_key"] == "d2_e16_h1_m1_r1_w8a8"

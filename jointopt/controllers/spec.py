@@ -81,11 +81,15 @@ class SearchSpec:
     max_concurrent_trials: int = 2
     cpus_per_trial: float = 1.0
     max_failures: int = 2
+    #: Configs queued right after the baseline (a warm start). Without them a genetic sampler
+    #: can lose a whole axis early: integer activations are invalid with float weights, so
+    #: NSGA-II's first random generation penalised a_bits=8 and never sampled it again.
+    seed_configs: tuple[dict[str, Any], ...] = ()
 
 
 _TOP = ("study_name", "storage", "objectives", "constraints", "sampler", "n_trials", "timeout",
         "backend", "n_jobs", "heartbeat_interval", "grace_period", "max_retry",
-        "storage_retry_seconds", "ray")
+        "storage_retry_seconds", "ray", "seed_configs")
 _RAY = ("address", "max_concurrent_trials", "cpus_per_trial", "max_failures")
 
 
@@ -157,6 +161,14 @@ def parse_search(data: Any, *, source: str, default_name: str, seed: int) -> Sea
                      ("max_failures", int)):
         if key in ray:
             kw[key] = want(ray[key], typ, source, f"search.ray.{key}")
+    seeds = data.get("seed_configs") or []
+    if not isinstance(seeds, list):
+        raise field_error(source, "search.seed_configs", seeds, "must be a list of configs")
+    from jointopt.space import JointConfig
+
+    kw["seed_configs"] = tuple(
+        JointConfig.from_dict(c, source=f"{source}: search.seed_configs[{i}]").to_dict()
+        for i, c in enumerate(seeds))
     spec = SearchSpec(**kw)
     try:
         from jointopt.controllers.samplers import make_sampler

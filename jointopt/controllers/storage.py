@@ -125,6 +125,11 @@ def open_study(study: Study, storage: BaseStorage, *, create: bool = True,
         ostudy.set_user_attr("study_file", str(study.path))
         ostudy.enqueue_trial(study.space.params_from_config(study.space.max_config),
                              user_attrs={"baseline": True})
+        for c in study.search.seed_configs:
+            from jointopt.space import JointConfig
+
+            ostudy.enqueue_trial(study.space.params_from_config(JointConfig.from_dict(c)),
+                                 user_attrs={"seed_config": True})
         return ostudy
     stored = ostudy.user_attrs.get("objectives")
     dirs = [d.name.lower() for d in ostudy.directions]
