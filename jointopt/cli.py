@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -24,6 +25,11 @@ def cli(verbose: int) -> None:
     """Joint architecture, token-merging and bit-width search for Vision Transformers."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        # Import-time chatter of Brevitas's optional CUDA kernels on a CPU machine.
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", message=".*fast_hadamard_transform.*")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 @cli.group()
