@@ -15,7 +15,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
@@ -172,7 +171,3 @@ def _energy_name(name: str) -> str:
     from jointopt.cost.energy import rapl_available
 
     return "rapl" if rapl_available() else "horowitz45"
-
-
-def evaluate_path(study_path: str | Path, cfg: JointConfig) -> Metrics:
-    return evaluate(Study.from_yaml(study_path), cfg)

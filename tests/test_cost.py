@@ -124,3 +124,23 @@ def test_measure_cache_is_shared_across_instances(tmp_path) -> None:
     a.put("k", {"latency_ms": 1.5})
     assert MeasureCache(tmp_path / "c.sqlite").get("k") == {"latency_ms": 1.5}
     assert a.get("missing") is None
+
+
+def test_rapl_energy_reads_the_counter_around_batch_runs(tmp_path, monkeypatch) -> None:
+    from jointopt.cost import energy
+
+    counter = tmp_path / "energy_uj"
+    counter.write_text("0")
+    reads = iter(range(0, 10**9, 5_000_000))  # 5 J between the two reads
+    monkeypatch.setattr(energy, "RAPL", counter)
+    monkeypatch.setattr(energy, "_read_uj", lambda: next(reads))
+    torch.manual_seed(0)
+    net = ViTSupernet(SPACE.supernet, in_chans=1, num_classes=6, space=SPACE).eval()
+    cfg = JointConfig(depth=2, embed_dim=64, num_heads=1, mlp_ratio=2.0)
+    ctx = EvalContext(cfg=cfg, shape=SPACE.supernet, in_chans=1, num_classes=6, io_bits=8,
+                      batch_size=4, float_model=net.extract(cfg).eval(), workdir=tmp_path)
+    out = get_cost_model("energy", "rapl")(ctx)
+    assert out["energy_source"] == "rapl"
+    assert out["energy_mj"] == pytest.approx(5000.0 / (10 * 4))  # 5 J over 10 runs of 4 images
+    monkeypatch.setattr(energy, "RAPL", tmp_path / "missing")
+    assert get_cost_model("energy", "rapl")(ctx)["energy_source"] == "model:horowitz45"
