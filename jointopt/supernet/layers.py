@@ -24,8 +24,8 @@ class DynLinear(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(out_max, in_max))
         self.bias = nn.Parameter(torch.zeros(out_max))
-        # Xavier rather than ViT's usual trunc-normal(0.02): on a few thousand images trained
-        # for minutes, the larger start learned several times faster (benchmarks/RESULTS.md).
+        # Xavier rather than ViT's usual trunc-normal(0.02): on the quickstart set, 12 epochs of
+        # the largest subnet reached 0.55 validation accuracy against 0.38 (one run each).
         nn.init.xavier_uniform_(self.weight)
         self.active_in, self.active_out = in_max, out_max
 
