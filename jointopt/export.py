@@ -66,7 +66,9 @@ def export_onnx(study: Study, cfg: JointConfig, net: Any, model: nn.Module, path
         return quant.export_int_onnx(model, example, path)
     inner = model.m if hasattr(model, "m") else model  # unwrap the fp16 adapter
     half = min(cfg.w_bits, cfg.a_bits) == 16
-    return quant.export_float_onnx(inner.float() if half else inner, example, path, half=half)
+    # export_float_onnx works on a copy: converting `inner` here would turn the deployed fp16
+    # model into fp32 under the caller's feet.
+    return quant.export_float_onnx(inner, example, path, half=half)
 
 
 def onnx_predictions(path: Path, images: torch.Tensor, *, batch: int = 256) -> np.ndarray:

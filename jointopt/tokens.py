@@ -111,7 +111,13 @@ def bipartite_soft_matching(metric: Tensor, r: int, class_token: bool = True) ->
         unm = src_all.gather(dim=1, index=unm_idx.expand(-1, -1, k))
         src = src_all.gather(dim=1, index=src_idx.expand(-1, -1, k))
         # Several A tokens may share a B partner: scatter_add sums them all (ScatterElements add).
-        dst = dst.scatter_add(1, dst_idx.expand(-1, -1, k), src)
+        # ONNX Runtime's CPU ScatterElements has no float16 'add', so 16-bit models sum in fp32
+        # (the dtype is fixed at trace time; float32 models get no casts).
+        if dst.dtype == torch.float16:
+            summed = dst.float().scatter_add(1, dst_idx.expand(-1, -1, k), src.float())
+            dst = summed.to(torch.float16)
+        else:
+            dst = dst.scatter_add(1, dst_idx.expand(-1, -1, k), src)
         return torch.cat([unm, dst], dim=1)
 
     def merge(x: Tensor, mode: str = "mean") -> Tensor:

@@ -68,7 +68,7 @@ def _deployed(study: Study, cfg: JointConfig):  # type: ignore[no-untyped-def]
     return deployed_model(study, cfg, study.load_supernet())
 
 
-@pytest.mark.parametrize("bits", [(32, 32), (8, 8)])
+@pytest.mark.parametrize("bits", [(32, 32), (16, 16), (8, 8)])
 @pytest.mark.parametrize("r", [0, 2])
 def test_onnx_parity_on_validation_split(trained_tiny: Path, tmp_path: Path, bits, r) -> None:
     study = Study.from_yaml(trained_tiny)
@@ -79,6 +79,8 @@ def test_onnx_parity_on_validation_split(trained_tiny: Path, tmp_path: Path, bit
     images = study.data().val[0]
     agree = (onnx_predictions(path, images) == torch_predictions(model, images)).mean()
     assert agree >= 0.99
+    if bits == (16, 16):  # the deployed model keeps its precision after the export
+        assert next(model.parameters()).dtype == torch.float16
     if bits == (8, 8):
         ops = integer_ops(path)
         assert sum(ops[o] for o in INTEGER_MATMUL_OPS) >= 4 * 3  # qkv, proj, fc1, fc2 x depth
