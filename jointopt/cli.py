@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from jointopt.errors import UserError
+from jointopt.errors import StorageLost, UserError
 
 __all__ = ["main", "cli"]
 
@@ -246,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         click.echo(f"error: {e}", err=True)
         return 2
+    except StorageLost as e:
+        click.echo(f"error: {e}", err=True)
+        return e.exit_code
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130

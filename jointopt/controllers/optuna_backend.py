@@ -31,7 +31,8 @@ def count_complete(ostudy: optuna.Study) -> int:
 
 
 def run_optuna(study: Study, *, n_trials: int | None = None, n_jobs: int | None = None,
-               progress: bool = True, storage_url: str | None = None) -> optuna.Study:
+               progress: bool = True, storage_url: str | None = None,
+               orphans: tuple[str, ...] = ()) -> optuna.Study:
     """Run or resume the study until ``n_trials`` trials are complete."""
     spec = study.search
     target = n_trials or spec.n_trials
@@ -39,7 +40,7 @@ def run_optuna(study: Study, *, n_trials: int | None = None, n_jobs: int | None 
     storage = open_storage(study, url=storage_url)
     sampler = make_sampler(spec, n_objectives=len(spec.objectives))
     ostudy = open_study(study, storage, sampler=sampler)
-    recover_orphans(ostudy)
+    recover_orphans(ostudy, also=orphans)
     done = count_complete(ostudy)
     if done >= target:
         return ostudy

@@ -93,8 +93,8 @@ def _trainable(config: dict[str, Any], study: Study, supernet: Any) -> None:
     tune.report(result)
 
 
-def run_ray(study: Study, *, n_trials: int | None = None, progress: bool = True
-            ) -> optuna.Study:
+def run_ray(study: Study, *, n_trials: int | None = None, progress: bool = True,
+            orphans: tuple[str, ...] = ()) -> optuna.Study:
     """Run or resume the study with Ray Tune until ``n_trials`` trials are complete."""
     from ray import tune
 
@@ -104,7 +104,7 @@ def run_ray(study: Study, *, n_trials: int | None = None, progress: bool = True
     storage = open_storage(study)
     sampler = make_sampler(spec, n_objectives=len(spec.objectives))
     ostudy = open_study(study, storage, sampler=sampler)  # checks objectives, queues baseline
-    recover_orphans(ostudy)
+    recover_orphans(ostudy, also=orphans)
     remaining = target - count_complete(ostudy)
     if remaining <= 0:
         return ostudy

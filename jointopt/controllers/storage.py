@@ -5,19 +5,21 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from jointopt.errors import UserError
+from jointopt.errors import StorageLost, UserError
 from jointopt.study import Study
 
 __all__ = ["open_storage", "open_study", "recover_orphans", "worker_id", "WORKER_ATTR",
-           "storage_description"]
+           "storage_description", "is_storage_error", "with_storage_retry"]
 
 log = logging.getLogger(__name__)
 WORKER_ATTR = "jointopt:worker"
@@ -141,18 +143,21 @@ def open_study(study: Study, storage: BaseStorage, *, create: bool = True,
     return ostudy
 
 
-def recover_orphans(ostudy: optuna.Study) -> list[int]:
+def recover_orphans(ostudy: optuna.Study, *, also: tuple[str, ...] = ()) -> list[int]:
     """Fail and re-queue RUNNING trials whose process is gone; returns their numbers.
 
     Heartbeats (SQL storage, inside ``optimize``) catch stale trials after a grace period and
     on any host; this catches, at once and on every storage, trials of a dead process on this
-    host, so a restarted search never waits for them.
+    host, so a restarted search never waits for them. ``also`` names live workers whose
+    RUNNING trials are known to be orphaned (this process, after its storage came back).
     """
     recovered = []
     storage = ostudy._storage
     for t in ostudy.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.system_attrs.get(WORKER_ATTR)
         alive = _alive(owner) if isinstance(owner, str) else False
+        if owner in also:
+            alive = False
         if alive is None or alive:
             continue
         try:
@@ -166,3 +171,58 @@ def recover_orphans(ostudy: optuna.Study) -> list[int]:
         log.warning("trial %d was left RUNNING by a dead process; failed and queued again",
                     t.number)
     return recovered
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the storage cannot be reached or written."""
+    from sqlalchemy.exc import DBAPIError, DisconnectionError
+
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, (DBAPIError, DisconnectionError,
+                          optuna.exceptions.StorageInternalError)):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+T = TypeVar("T")
+
+
+def with_storage_retry(study: Study, run: Callable[[], T], *, sleep: Callable[[float], None]
+                       = time.sleep) -> T:
+    """Call ``run()`` (one search pass) again whenever it stops because the storage went away.
+
+    Retries back off from 1 s, doubling up to 15 s, for at most ``search.storage_retry_seconds``
+    from the first failure in a row; then :class:`StorageLost` ends the search with one line.
+    Trials this process left RUNNING when its pass broke off are failed and queued again by the
+    next pass (``recover_orphans(also=(this worker,))``), so no trial is lost or duplicated.
+    """
+    budget = study.search.storage_retry_seconds
+    first: float | None = None
+    delay = 1.0
+    while True:
+        try:
+            return run()
+        except UserError as e:
+            # open_storage's "cannot open storage" while retrying; at start it is the user's
+            if first is None or "cannot open storage" not in str(e):
+                raise
+            why = str(e).rsplit(": ", 1)[-1]
+        except Exception as e:  # noqa: BLE001  (storage errors come wrapped in many types)
+            if not is_storage_error(e):
+                raise
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        now = time.monotonic()
+        first = now if first is None else first
+        left = budget - (now - first)
+        if left <= 0:
+            raise StorageLost(
+                f"{study.path}: search.storage={storage_description(study.storage_url)!r}: "
+                f"unreachable for {now - first:.0f} s ({why[:160]}); stopped. Finished trials "
+                "are stored; run jointopt search again to resume") from None
+        log.warning("storage unreachable (%s); retrying in %.0f s", why[:160], min(delay, left))
+        sleep(min(delay, left))
+        delay = min(delay * 2, 15.0)
