@@ -86,3 +86,17 @@ def trained_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
         search={"n_trials": 6, "sampler": {"name": "random", "seed": 0}})
     train_supernet(Study.from_yaml(path), progress=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres():  # type: ignore[no-untyped-def]
+    """A throw-away PostgreSQL server on a free loopback port for the session (see
+    tests/_postgres.py): ``.url`` (SQLAlchemy URL, password made up at runtime), ``.stop()``,
+    ``.start()``. Skips, with the reason, only when no server can be provided."""
+    from _postgres import require_postgres  # tests/ is on sys.path for its conftest
+
+    server = require_postgres()
+    try:
+        yield server
+    finally:
+        server.close()

@@ -18,6 +18,7 @@ from jointopt.controllers.storage import (
     open_study,
     recover_orphans,
     worker_id,
+    worker_seed,
 )
 from jointopt.study import Study
 
@@ -40,9 +41,11 @@ def run_optuna(study: Study, *, n_trials: int | None = None, n_jobs: int | None 
     storage = open_storage(study, url=storage_url)
     sampler = make_sampler(spec, n_objectives=len(spec.objectives))
     ostudy = open_study(study, storage, sampler=sampler)
-    recover_orphans(ostudy, also=orphans)
+    ostudy.sampler = make_sampler(spec, n_objectives=len(spec.objectives),
+                                  seed=worker_seed(ostudy, spec.seed))
+    recover_orphans(ostudy, also=orphans, grace=spec.grace_period)
     done = count_complete(ostudy)
-    if done >= target:
+    if done + _running(ostudy) >= target:  # other workers are finishing the budget
         return ostudy
     me = worker_id()
     repeat = find_repeat(ostudy)

@@ -26,6 +26,7 @@ from jointopt.controllers.storage import (
     open_study,
     recover_orphans,
     worker_id,
+    worker_seed,
 )
 from jointopt.study import Study
 
@@ -104,7 +105,9 @@ def run_ray(study: Study, *, n_trials: int | None = None, progress: bool = True,
     storage = open_storage(study)
     sampler = make_sampler(spec, n_objectives=len(spec.objectives))
     ostudy = open_study(study, storage, sampler=sampler)  # checks objectives, queues baseline
-    recover_orphans(ostudy, also=orphans)
+    sampler = make_sampler(spec, n_objectives=len(spec.objectives),
+                           seed=worker_seed(ostudy, spec.seed))
+    recover_orphans(ostudy, also=orphans, grace=spec.grace_period)
     remaining = target - count_complete(ostudy)
     if remaining <= 0:
         return ostudy

@@ -35,10 +35,12 @@ def sampler_names() -> list[str]:
     return sorted(_SAMPLERS)
 
 
-def make_sampler(spec: SearchSpec, *, n_objectives: int) -> optuna.samplers.BaseSampler:
-    """Build the study's sampler; unknown options raise TypeError naming them."""
-    return _SAMPLERS[spec.sampler](seed=spec.seed, n_objectives=n_objectives,
-                                   **dict(spec.sampler_options))
+def make_sampler(spec: SearchSpec, *, n_objectives: int, seed: int | None = None
+                 ) -> optuna.samplers.BaseSampler:
+    """Build the study's sampler (seeded with ``seed``, default the study's); unknown options
+    raise TypeError naming them."""
+    return _SAMPLERS[spec.sampler](seed=spec.seed if seed is None else seed,
+                                   n_objectives=n_objectives, **dict(spec.sampler_options))
 
 
 @register_sampler("nsga2")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
 import warnings
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,11 +20,12 @@ from optuna.trial import TrialState
 from jointopt.errors import StorageLost, UserError
 from jointopt.study import Study
 
-__all__ = ["open_storage", "open_study", "recover_orphans", "worker_id", "WORKER_ATTR",
-           "storage_description", "is_storage_error", "with_storage_retry"]
+__all__ = ["open_storage", "open_study", "recover_orphans", "worker_id", "worker_seed",
+           "WORKER_ATTR", "storage_description", "is_storage_error", "with_storage_retry"]
 
 log = logging.getLogger(__name__)
 WORKER_ATTR = "jointopt:worker"
+CREATED_BY = "created_by"
 
 
 def _proc_start(pid: int) -> str:
@@ -85,15 +88,45 @@ def open_storage(study: Study, *, url: str | None = None) -> BaseStorage:
         engine: dict[str, Any] = {"pool_pre_ping": True}
         if url.startswith("postgresql"):
             engine["connect_args"] = {"connect_timeout": 5}
-        return RDBStorage(
-            url, engine_kwargs=engine, heartbeat_interval=spec.heartbeat_interval,
-            grace_period=spec.grace_period,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                max_retry=spec.max_retry))
+        return _rdb_storage(url, engine, spec)
     except Exception as e:  # noqa: BLE001  (driver errors vary; all mean "cannot use it")
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UserError(f"{study.path}: search.storage={storage_description(url)!r}: "
                         f"cannot open storage: {first}") from e
+
+
+def _rdb_storage(url: str, engine: dict[str, Any], spec: Any) -> RDBStorage:
+    """RDBStorage, retried a few times when workers create the schema at the same moment.
+
+    PostgreSQL's CREATE TABLE is not safe against a concurrent one (the loser gets a unique
+    violation on its catalog); the retry then finds the tables there.
+    """
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(6):
+        try:
+            return RDBStorage(
+                url, engine_kwargs=engine, heartbeat_interval=spec.heartbeat_interval,
+                grace_period=spec.grace_period,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                    max_retry=spec.max_retry))
+        except (IntegrityError, ProgrammingError):
+            if attempt == 5:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def worker_seed(ostudy: optuna.Study, seed: int | None) -> int | None:
+    """The sampler seed of this process: the study's seed for the process that created the
+    study (a single-process search is reproducible), mixed with the worker id for every other
+    worker, so concurrent workers do not all draw the same configs."""
+    if seed is None or ostudy.user_attrs.get(CREATED_BY) == worker_id():
+        return seed
+    import hashlib
+
+    digest = hashlib.sha256(f"{seed}:{worker_id()}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
 
 
 def _directions(study: Study) -> list[str]:
@@ -123,7 +156,6 @@ def open_study(study: Study, storage: BaseStorage, *, create: bool = True,
                                          directions=_directions(study))
         except optuna.exceptions.DuplicatedStudyError:
             return open_study(study, storage, create=False, sampler=sampler)
-        ostudy.set_user_attr("objectives", _keys(study))
         ostudy.set_user_attr("study_file", str(study.path))
         ostudy.enqueue_trial(study.space.params_from_config(study.space.max_config),
                              user_attrs={"baseline": True})
@@ -132,8 +164,15 @@ def open_study(study: Study, storage: BaseStorage, *, create: bool = True,
 
             ostudy.enqueue_trial(study.space.params_from_config(JointConfig.from_dict(c)),
                                  user_attrs={"seed_config": True})
+        # Last: a worker that loads the study sees it complete (baseline queued) or waits.
+        ostudy.set_user_attr("objectives", _keys(study))
+        ostudy.set_user_attr(CREATED_BY, worker_id())
         return ostudy
     stored = ostudy.user_attrs.get("objectives")
+    deadline = time.monotonic() + 15
+    while stored is None and time.monotonic() < deadline:  # its creator is still setting it up
+        time.sleep(0.2)
+        stored = ostudy.user_attrs.get("objectives")
     dirs = [d.name.lower() for d in ostudy.directions]
     if stored != _keys(study) or dirs != _directions(study):
         raise UserError(
@@ -143,7 +182,8 @@ def open_study(study: Study, storage: BaseStorage, *, create: bool = True,
     return ostudy
 
 
-def recover_orphans(ostudy: optuna.Study, *, also: tuple[str, ...] = ()) -> list[int]:
+def recover_orphans(ostudy: optuna.Study, *, also: tuple[str, ...] = (), grace: float = 60.0
+                    ) -> list[int]:
     """Fail and re-queue RUNNING trials whose process is gone; returns their numbers.
 
     Heartbeats (SQL storage, inside ``optimize``) catch stale trials after a grace period and
@@ -155,6 +195,13 @@ def recover_orphans(ostudy: optuna.Study, *, also: tuple[str, ...] = ()) -> list
     storage = ostudy._storage
     for t in ostudy.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.system_attrs.get(WORKER_ATTR)
+        if owner is None:
+            # A worker names itself once the sampler has drawn the params; until then its
+            # trial has no owner. Only one that stayed unnamed for a grace period is dead.
+            started = t.datetime_start
+            age = (datetime.now() - started).total_seconds() if started else math.inf
+            if age < grace:
+                continue
         alive = _alive(owner) if isinstance(owner, str) else False
         if owner in also:
             alive = False
