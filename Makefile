@@ -1,14 +1,16 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   create .venv if missing, install jointopt, run the quickstart end to end
 #   make test   same set-up with the dev extra, then run the tests
+#   make bench / bench-quick   the benchmark suite (full, or reduced); see README "Benchmarks"
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 HASH := $(shell cat pyproject.toml | sha256sum | cut -c1-12)
 STUDY ?= studies/quickstart.yaml
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: demo test install install-dev lint bench bench-quick clean
+.PHONY: demo test install install-dev install-bench lint bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +24,13 @@ $(VENV)/.installed-dev-$(HASH): $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@ $(VENV)/.installed-$(HASH)
 
+$(VENV)/.installed-bench-$(HASH): $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[bench]'
+	touch $@ $(VENV)/.installed-$(HASH)
+
 install: $(VENV)/.installed-$(HASH)
 install-dev: $(VENV)/.installed-dev-$(HASH)
+install-bench: $(VENV)/.installed-bench-$(HASH)
 
 OUT ?= runs/quickstart
 
@@ -40,6 +47,16 @@ test: install-dev
 lint: install-dev
 	$(BIN)/ruff check jointopt tests
 	$(BIN)/mypy jointopt
+
+# Raw records go to benchmarks/results/bench_*.jsonl; RESULTS.md and its figures are then
+# regenerated from all records (also when a section failed; the exit status still says so).
+bench: install install-bench
+	$(BIN)/python benchmarks/run_bench.py --full $(BENCH_ARGS); rc=$$?; \
+	$(BIN)/python benchmarks/make_results.py && exit $$rc
+
+bench-quick: install install-bench
+	$(BIN)/python benchmarks/run_bench.py --quick $(BENCH_ARGS); rc=$$?; \
+	$(BIN)/python benchmarks/make_results.py && exit $$rc
 
 clean:
 	rm -rf runs build *.egg-info

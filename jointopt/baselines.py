@@ -23,7 +23,11 @@ __all__ = ["build_fixed_model", "train_fixed"]
 
 def build_fixed_model(study: Study, name: str, *, seed: int = 0) -> nn.Module:
     """``subnet:{json config}``, ``max`` / ``min`` (the space's largest / smallest
-    architecture), or ``timm:<model name>`` (e.g. ``timm:resnet10t``), freshly initialised."""
+    architecture), or ``timm:<model name>`` (e.g. ``timm:resnet10t``), freshly initialised.
+
+    A timm name may end in a JSON object of extra ``timm.create_model`` arguments, e.g.
+    ``timm:deit_tiny_patch16_224{"img_size": 32, "patch_size": 4}`` (a DeiT-Tiny-shaped ViT
+    on the study's image and patch size)."""
     from jointopt.supernet import ViTSupernet
     from jointopt.train import smallest_architecture
 
@@ -31,12 +35,24 @@ def build_fixed_model(study: Study, name: str, *, seed: int = 0) -> nn.Module:
     data = study.data()
     num_classes, chans = len(data.classes), study.dataset.channels
     if name.startswith("timm:"):
+        import json
+
         import timm
 
+        model_name, brace, extra = name[5:].partition("{")
+        kwargs: dict[str, Any] = {}
+        if brace:
+            try:
+                kwargs = json.loads(brace + extra)
+            except json.JSONDecodeError as e:
+                raise UserError(f"--model={name!r}: the arguments after the model name are "
+                                f"not a JSON object ({e})") from e
+            if not isinstance(kwargs, dict):
+                raise UserError(f"--model={name!r}: the arguments must be a JSON object")
         try:
-            return timm.create_model(name[5:], pretrained=False, num_classes=num_classes,
-                                     in_chans=chans)
-        except RuntimeError as e:
+            return timm.create_model(model_name, pretrained=False, num_classes=num_classes,
+                                     in_chans=chans, **kwargs)
+        except (RuntimeError, TypeError) as e:
             raise UserError(f"--model={name!r}: {e}") from e
     space = study.space
     if name == "max":

@@ -96,7 +96,8 @@ def summary(study_file: str, as_json: bool) -> None:
 @cli.command("train-fixed")
 @click.argument("study_file", metavar="STUDY")
 @click.option("--model", "model_name", required=True,
-              help="max | min | subnet:<json config> | timm:<model> (e.g. timm:resnet10t).")
+              help="max | min | subnet:<json config> | timm:<model>[<json create_model args>] "
+                   "(e.g. timm:resnet10t).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Budget in epochs (default: the study's train.epochs).")
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -1,0 +1,377 @@
+"""What every section shares: the run context, raw records, derived studies, references.
+
+A *run* is one `run_bench.py` invocation: one folder ``runs/bench-<mode>/<run id>/`` with the
+run's measurement cache (``JOINTOPT_CACHE`` points there), its search storage (``search.db``),
+the derived study and search-space YAMLs, and ``evaluated.jsonl`` (every config the run
+evaluated outside a search).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from bench.stats import bootstrap_ci
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+BIN = Path(sys.executable).parent
+
+#: Budgets of the two modes. 0 epochs = the study's own ``train.epochs``. The quick mode's
+#: WM-811K supernet (and its references, trained with the same budget) is kept in
+#: runs/bench-quick/wm811k-e<epochs>/ and the references' weights are reused by later runs, so
+#: only the first quick run pays for the training.
+BUDGETS: dict[str, dict[str, int]] = {
+    "quick": {"wm_epochs": 10, "syn_baseline_epochs": 2, "trials": 16, "seeds": 1,
+              "sampler_trials": 16, "fidelity_epochs": 3, "fidelity_configs": 6,
+              "latency_repeats": 10, "costmodel_min_configs": 20, "n_boot": 2000},
+    "full": {"wm_epochs": 0, "syn_baseline_epochs": 0, "trials": 40, "seeds": 2,
+             "sampler_trials": 40, "fidelity_epochs": 10, "fidelity_configs": 6,
+             "latency_repeats": 10, "costmodel_min_configs": 40, "n_boot": 2000},
+}
+WM_YAML = ROOT / "studies" / "wm811k.yaml"
+SYN_YAML = ROOT / "studies" / "quickstart.yaml"
+METRIC_FIELDS = ("accuracy", "params", "macs", "bitops", "model_bytes", "latency_ms",
+                 "throughput_ips", "latency_runtime", "energy_mj", "energy_source")
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.node()} {cpu} {os.cpu_count()} cores"
+
+
+@dataclass
+class Ctx:
+    """One benchmark run."""
+
+    mode: str
+    budget: dict[str, int]
+    run_dir: Path
+    command: str
+    header: dict[str, Any] = field(default_factory=dict)
+    _cache: Any = None
+    _nets: dict[str, Any] = field(default_factory=dict)
+    _studies: dict[str, Any] = field(default_factory=dict)
+    commands: list[str] = field(default_factory=list)
+    results: Path = RESULTS
+
+    @classmethod
+    def create(cls, mode: str, budget: dict[str, int], run_dir: Path | None, *,
+               overrides: dict[str, int] | None = None, results: Path | None = None) -> Ctx:
+        run_id = time.strftime("%Y%m%d-%H%M%S")
+        if run_dir is None:
+            run_dir = ROOT / "runs" / f"bench-{mode}" / run_id
+        run_dir = run_dir.resolve()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        # One measurement cache for every study of the run, and only for this run.
+        os.environ["JOINTOPT_CACHE"] = str(run_dir / "cache")
+        import onnxruntime
+        import torch
+
+        header = {
+            "run_id": run_dir.name, "mode": mode, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "commit": _git("rev-parse", "--short", "HEAD"),
+            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+            "machine": machine(), "python": platform.python_version(),
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "budget": dict(budget), "overrides": dict(overrides or {}),
+            "run_dir": _rel(run_dir),
+        }
+        cmd = " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
+        return cls(mode=mode, budget=budget, run_dir=run_dir, command=cmd, header=header,
+                   results=Path(results) if results else RESULTS)
+
+    # ---- shared state --------------------------------------------------------------------
+    @property
+    def cache(self) -> Any:
+        if self._cache is None:
+            from jointopt.cost.latency import MeasureCache
+
+            self._cache = MeasureCache()  # JOINTOPT_CACHE: the run's folder
+        return self._cache
+
+    def supernet(self, study: Any) -> Any:
+        key = str(study.checkpoint)
+        if key not in self._nets:
+            self._nets[key] = study.load_supernet()
+        return self._nets[key]
+
+    def run(self, argv: list[str]) -> None:
+        """Run a jointopt command line (recorded in the section's commands)."""
+        cmd = " ".join(shlex.quote(a) for a in argv)
+        self.commands.append(cmd)
+        log(f"$ {cmd}")
+        subprocess.run([str(BIN / argv[0]), *argv[1:]], check=True, cwd=ROOT)
+
+    # ---- records -------------------------------------------------------------------------
+    def record(self, bench: str, data: dict[str, Any], seconds: float) -> dict[str, Any]:
+        """Append one raw record to benchmarks/results/bench_<bench>.jsonl right away."""
+        rec = {"bench": bench, **self.header, "command": self.command,
+               "commands": list(self.commands), "seconds": seconds,
+               "loadavg": list(os.getloadavg()), **data}
+        self.results.mkdir(parents=True, exist_ok=True)
+        path = self.results / f"bench_{bench}.jsonl"
+        with path.open("a") as fh:
+            fh.write(json.dumps(_jsonable(rec)) + "\n")
+        self.commands.clear()
+        log(f"wrote {_rel(path)} ({seconds:.0f} s)")
+        return rec
+
+    def note_evaluated(self, dataset: str, cfg: Any, metrics: dict[str, Any]) -> None:
+        with (self.run_dir / "evaluated.jsonl").open("a") as fh:
+            fh.write(json.dumps(_jsonable({"dataset": dataset, "config": cfg.to_dict(),
+                                           **{k: metrics.get(k) for k in METRIC_FIELDS}}))
+                     + "\n")
+
+    # ---- studies -------------------------------------------------------------------------
+    @property
+    def wm_yaml(self) -> Path:
+        """The WM-811K study of this mode: as is (full), or a reduced copy (quick)."""
+        if self.mode == "full" and not self.budget["wm_epochs"]:
+            return WM_YAML
+        epochs = self.budget["wm_epochs"]
+        path = self.run_dir / f"wm811k-e{epochs}.yaml"
+        if not path.is_file():
+            src = load_yaml(WM_YAML)
+            orig = int(src.get("train", {}).get("epochs", 20))
+            train = dict(src.get("train") or {})
+            train["epochs"] = epochs
+            for k in ("warmup_epochs", "distill_start"):
+                if k in train:  # keep their place in the schedule
+                    train[k] = max(1 if k == "warmup_epochs" else 0,
+                                   round(int(train[k]) * epochs / orig))
+            derive_yaml(WM_YAML, path, {
+                "name": f"wm811k-e{epochs}", "train": train,
+                "output": str(ROOT / "runs" / f"bench-{self.mode}" / f"wm811k-e{epochs}")})
+        return path
+
+    def study(self, path: Path) -> Any:
+        from jointopt import Study
+
+        key = str(path)
+        if key not in self._studies:
+            self._studies[key] = Study.from_yaml(path)
+        return self._studies[key]
+
+    def ensure_supernet(self, path: Path) -> Any:
+        """The study's trained supernet; trains (or finishes) it with `jointopt train`."""
+        import torch
+
+        study = self.study(path)
+        done = 0
+        if study.checkpoint.is_file() and study.train_state.is_file():
+            done = int(torch.load(study.train_state, weights_only=True)["epoch"])
+        if not study.checkpoint.is_file() or done < study.train.epochs:
+            log(f"supernet {study.checkpoint} missing or at epoch {done}: training")
+            self.run(["jointopt", "train", _rel(path), "--quiet"])
+            self._nets.pop(str(study.checkpoint), None)
+        return self.supernet(study)
+
+    @property
+    def storage(self) -> str:
+        return f"sqlite:///{self.run_dir / 'search.db'}"
+
+
+def _rel(path: Path) -> str:
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, Path):
+        return str(x)
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(Path(path).read_text()) or {}
+
+
+def derive_yaml(src: Path, dst: Path, overrides: dict[str, Any]) -> Path:
+    """Copy a study YAML with its relative paths made absolute and ``overrides`` applied."""
+    data = load_yaml(src)
+    base = Path(src).resolve().parent
+
+    def absolute(p: str) -> str:
+        q = Path(p).expanduser()
+        return str(q if q.is_absolute() else (base / q).resolve())
+
+    if data.get("output"):
+        data["output"] = absolute(data["output"])
+    if data.get("search_space"):
+        data["search_space"] = absolute(data["search_space"])
+    ds = data.get("dataset") or {}
+    if ds.get("root"):
+        ds["root"] = absolute(ds["root"])
+    for k, v in overrides.items():
+        data[k] = v
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_text(f"# derived by benchmarks/bench from {_rel(src)}\n"
+                   + yaml.safe_dump(data, sort_keys=False))
+    return dst
+
+
+# ---- scoring ------------------------------------------------------------------------------
+def threads_of(study: Any) -> int:
+    n = study.evaluation.threads
+    return int(n) if n else len(os.sched_getaffinity(0))
+
+
+def test_correct(study: Any, model: Any) -> np.ndarray:
+    """0/1 per test image for a model at its deployed precision."""
+    from jointopt.export import torch_predictions
+
+    x, y = study.data().test
+    return (torch_predictions(model, x) == y.numpy()).astype(np.int8)
+
+
+def jointopt_modelled_energy(study: Any, net: Any, cfg: Any) -> float:
+    """jointopt's Horowitz-45nm figure for a config, whatever energy source the study uses."""
+    from jointopt.cost.energy import modelled_energy_mj
+    from jointopt.cost.registry import EvalContext
+    from jointopt.cost.size import size_costs
+
+    ev = study.evaluation
+    costs = size_costs(cfg, net.shape, in_chans=net.in_chans, num_classes=net.num_classes,
+                       io_bits=ev.io_bits)
+    ectx = EvalContext(cfg=cfg, shape=net.shape, in_chans=net.in_chans,
+                       num_classes=net.num_classes, io_bits=ev.io_bits,
+                       batch_size=ev.batch_size, metrics=dict(costs))
+    return modelled_energy_mj(ectx)
+
+
+def score_config(ctx: Ctx, study: Any, net: Any, cfg: Any, *, dataset: str, test: bool = True
+                 ) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Evaluate a config on validation (run cache); with ``test``, score it on the test split
+    with a 95% bootstrap interval (a second deployment of the config: calibration included)."""
+    from jointopt.evaluate import evaluate
+    from jointopt.export import deployed_model
+
+    m = evaluate(study, cfg, supernet=net, cache=ctx.cache).to_dict()
+    ctx.note_evaluated(dataset, cfg, m)
+    out = {k: m[k] for k in METRIC_FIELDS}
+    out.update(config=cfg.to_dict(), val_accuracy=m["accuracy"],
+               energy_model_mj=jointopt_modelled_energy(study, net, cfg),
+               eval_seconds=m.get("eval_seconds"))
+    if not test:
+        return out, None
+    correct = test_correct(study, deployed_model(study, cfg, net))
+    acc, lo, hi = bootstrap_ci(correct, n_boot=ctx.budget["n_boot"])
+    out.update(test_accuracy=acc, test_ci=[lo, hi])
+    return out, correct
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")[:48]
+
+
+def fixed_reference(ctx: Ctx, study_yaml: Path, name: str, epochs: int,
+                    ) -> tuple[dict[str, Any], np.ndarray]:
+    """A model trained standalone (`jointopt train-fixed`), costed and timed like a config.
+
+    The trained weights are kept in ``<study output>/bench-baselines/`` under a key of the
+    model, budget, recipe and data, and reused by later runs (``reused: true``): training is
+    the slow part of a run and does not change between runs of the same commit.
+    """
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from jointopt.baselines import build_fixed_model, train_fixed
+    from jointopt.cost.generic import module_costs, time_onnx_model
+
+    study = ctx.study(study_yaml)
+    spec = dataclasses.replace(study.train, epochs=epochs)
+    key_src = json.dumps({"name": name, "epochs": epochs, "seed": 0,
+                          "train": dataclasses.asdict(spec), "root": str(study.data_root),
+                          "split_seed": study.dataset.split_seed,
+                          "size": study.dataset.image_size, "chans": study.dataset.channels},
+                         sort_keys=True)
+    key = hashlib.sha1(key_src.encode()).hexdigest()[:10]
+    folder = study.output / "bench-baselines"
+    weights, meta_path = folder / f"{_slug(name)}-{key}.safetensors", \
+        folder / f"{_slug(name)}-{key}.json"
+    cmd = (f"jointopt train-fixed {_rel(study_yaml)} --model {shlex.quote(name)} "
+           f"--epochs {epochs} --seed 0")
+    if weights.is_file() and meta_path.is_file():
+        model = build_fixed_model(study, name, seed=0)
+        model.load_state_dict(load_file(str(weights)))
+        meta = json.loads(meta_path.read_text())
+        meta["reused"] = True
+        log(f"{name}: reusing weights trained {meta['trained_at']} ({weights.name})")
+    else:
+        log(f"{name}: training {epochs} epochs on {study.name}")
+        out = train_fixed(study, name, epochs=epochs, progress=True)
+        model = out.pop("model_object")
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+        meta = {k: out[k] for k in ("train_seconds", "val_accuracy")}
+        meta.update(trained_at=time.strftime("%Y-%m-%d %H:%M:%S"), command=cmd,
+                    commit=ctx.header["commit"])
+        meta_path.write_text(json.dumps(meta, indent=2))
+        meta["reused"] = False
+    ctx.commands.append(meta.get("command", cmd))
+    model.eval()
+    ev = study.evaluation
+    chans, size = study.dataset.channels, study.dataset.image_size
+    from jointopt.train import accuracy
+
+    with torch.no_grad():
+        costs = module_costs(model, chans, size, batch_size=ev.batch_size)
+    timing = time_onnx_model(model, chans, size, batch_size=ev.batch_size,
+                             threads=threads_of(study), runs=ev.latency_runs,
+                             warmup=ev.warmup_runs, cache=ctx.cache,
+                             key=f"{name}|k{len(study.data().classes)}")
+    correct = test_correct(study, model)
+    acc, lo, hi = bootstrap_ci(correct, n_boot=ctx.budget["n_boot"])
+    out = {**costs, **timing, "model": name, "epochs": epochs,
+           "train_seconds": meta["train_seconds"], "reused": meta["reused"],
+           "val_accuracy": accuracy(model, *study.data().val), "test_accuracy": acc,
+           "test_ci": [lo, hi], "energy_model_mj": costs["energy_mj"]}
+    return out, correct
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t

@@ -1,0 +1,147 @@
+"""Sections 4 and 5 on WM-811K: what weight sharing buys, and how far its ranking is trusted.
+
+Section 4 (why weight sharing): one mid-sized subnet (the middle value of every architecture
+choice, fp32, r = 0). Seconds for a full evaluation with inherited weights (validation accuracy,
+costs, latency measured afresh in a private cache) against training the same subnet from
+scratch with the supernet's epoch budget and then evaluating it; both scored on test with a
+95% bootstrap interval. The trained model's cost measurement is the same work as the inherited
+one's, so its evaluation time is its own accuracy pass plus the inherited cost-measurement time.
+
+Section 5 (supernet fidelity): configs spread over the space by MACs (the smallest and the
+largest architecture, and the rest at MACs quantiles of 200 random architectures), all fp32 and
+r = 0 so that a standalone model is the same network. Inherited-weight accuracy against the
+accuracy after a short standalone training with a fixed budget; Kendall's tau between the two
+rankings, with its p-value, on the test and on the validation split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import Ctx, _rel, log, test_correct
+from bench.stats import bootstrap_ci
+
+ARCH = ("depth", "embed_dim", "num_heads", "mlp_ratio")
+
+
+def mid_config(space: Any) -> Any:
+    """The middle value of each architecture choice, fp32, no merging."""
+    from jointopt.space import JointConfig
+
+    kw = {k: space.choices[k][len(space.choices[k]) // 2] for k in ARCH}
+    return space.validate(JointConfig(**kw, tome_r=0, w_bits=32, a_bits=32))
+
+
+def spread_configs(space: Any, shape: Any, n: int, *, in_chans: int, num_classes: int,
+                   seed: int = 0, pool: int = 200) -> list[Any]:
+    """n fp32 r=0 architectures spread by MACs: smallest, largest and quantiles between."""
+    from jointopt.cost.size import size_costs
+    from jointopt.train import smallest_architecture
+
+    rng = np.random.default_rng(seed)
+    drawn = [space.sample(rng, axes=ARCH) for _ in range(pool)]
+    drawn = [dataclasses.replace(c, tome_r=0, w_bits=32, a_bits=32) for c in drawn]
+    macs = [size_costs(c, shape, in_chans=in_chans, num_classes=num_classes)["macs"]
+            for c in drawn]
+    order = np.argsort(macs, kind="stable")
+    inner = [drawn[order[round(i * (pool - 1) / (n - 1))]] for i in range(1, n - 1)]
+    out = [smallest_architecture(space), *inner, space.max_config]
+    seen, uniq = set(), []
+    for c in out:
+        if c.key() not in seen:
+            seen.add(c.key())
+            uniq.append(c)
+    return uniq
+
+
+def run_sharing(ctx: Ctx) -> dict[str, Any]:
+    """Section 4."""
+    from jointopt.baselines import train_fixed
+    from jointopt.cost.latency import MeasureCache
+    from jointopt.evaluate import evaluate
+    from jointopt.export import deployed_model
+    from jointopt.train import accuracy
+
+    study = ctx.study(ctx.wm_yaml)
+    net = ctx.ensure_supernet(ctx.wm_yaml)
+    cfg = mid_config(study.space)
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        m = evaluate(study, cfg, supernet=net, cache=MeasureCache(Path(tmp) / "m.sqlite"))
+        inherited_s = time.perf_counter() - t
+    cost_s = inherited_s - m.extra["accuracy_seconds"]
+    c_inh = test_correct(study, deployed_model(study, cfg, net))
+    epochs = study.train.epochs
+    name = "subnet:" + json.dumps(cfg.to_dict())
+    log(f"section 4: training {cfg.key()} from scratch, {epochs} epochs")
+    ctx.commands.append(f"jointopt train-fixed {_rel(ctx.wm_yaml)} --model '{name}' "
+                        f"--epochs {epochs} --seed 0")
+    out = train_fixed(study, name, epochs=epochs, progress=True)
+    model = out.pop("model_object")
+    t = time.perf_counter()
+    val_scratch = accuracy(model, *study.data().val)
+    acc_s = time.perf_counter() - t
+    c_scr = test_correct(study, model)
+    scratch_s = out["train_seconds"] + acc_s + cost_s
+    n_boot = ctx.budget["n_boot"]
+    return {
+        "config": cfg.to_dict(), "config_key": cfg.key(), "epochs": epochs,
+        "inherited": {"seconds": inherited_s, "accuracy_seconds": m.extra["accuracy_seconds"],
+                      "cost_seconds": cost_s, "val_accuracy": m.accuracy,
+                      "test": list(bootstrap_ci(c_inh, n_boot=n_boot))},
+        "scratch": {"seconds": scratch_s, "train_seconds": out["train_seconds"],
+                    "accuracy_seconds": acc_s, "val_accuracy": val_scratch,
+                    "test": list(bootstrap_ci(c_scr, n_boot=n_boot))},
+        "speedup": scratch_s / inherited_s,
+        "latency_ms": m.latency_ms, "macs": m.macs, "params": m.params,
+    }
+
+
+def run_fidelity(ctx: Ctx) -> dict[str, Any]:
+    """Section 5."""
+    from scipy.stats import kendalltau
+
+    from jointopt.baselines import train_fixed
+    from jointopt.cost.size import size_costs
+    from jointopt.train import accuracy
+
+    study = ctx.study(ctx.wm_yaml)
+    net = ctx.ensure_supernet(ctx.wm_yaml)
+    epochs = ctx.budget["fidelity_epochs"]
+    cfgs = spread_configs(study.space, net.shape, ctx.budget["fidelity_configs"],
+                          in_chans=net.in_chans, num_classes=net.num_classes)
+    rows = []
+    for i, cfg in enumerate(cfgs):
+        sub = net.extract(cfg).eval()
+        sub.prop_attn = study.evaluation.proportional_attention
+        c_inh = test_correct(study, sub)
+        name = "subnet:" + json.dumps(cfg.to_dict())
+        log(f"section 5: config {i + 1}/{len(cfgs)} {cfg.key()}: standalone {epochs} epochs")
+        out = train_fixed(study, name, epochs=epochs, progress=False)
+        model = out.pop("model_object")
+        c_std = test_correct(study, model)
+        ctx.commands.append(f"jointopt train-fixed {_rel(ctx.wm_yaml)} --model '{name}' "
+                            f"--epochs {epochs} --seed 0")
+        rows.append({
+            "config": cfg.to_dict(), "config_key": cfg.key(),
+            "macs": size_costs(cfg, net.shape, in_chans=net.in_chans,
+                               num_classes=net.num_classes)["macs"],
+            "inherited_val": accuracy(sub, *study.data().val),
+            "inherited_test": float(c_inh.mean()),
+            "standalone_val": out["val_accuracy"], "standalone_test": float(c_std.mean()),
+            "train_seconds": out["train_seconds"]})
+    res: dict[str, Any] = {"epochs": epochs, "supernet_epochs": study.train.epochs,
+                           "configs": rows}
+    for split in ("test", "val"):
+        a = [r[f"inherited_{split}"] for r in rows]
+        b = [r[f"standalone_{split}"] for r in rows]
+        tau, p = kendalltau(a, b)
+        res[f"kendall_tau_{split}"], res[f"p_{split}"] = float(tau), float(p)
+    return res

@@ -1,0 +1,86 @@
+"""Pure helpers of the benchmarks: bootstrap intervals, ratios, target verdicts.
+
+Nothing here imports jointopt or torch, so the tests of these helpers run in milliseconds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["bootstrap_ci", "paired_bootstrap_diff", "ratios", "RATIO_KEYS", "TARGET_KEYS",
+           "verdict", "mean_std"]
+
+# (metric, ratio name, smaller is better): a ratio > 1 always means "the pick is better".
+RATIO_KEYS: tuple[tuple[str, str, bool], ...] = (
+    ("params", "params", True), ("macs", "macs", True), ("bitops", "bitops", True),
+    ("model_bytes", "model_bytes", True), ("latency_ms", "latency", True),
+    ("throughput_ips", "throughput", False), ("energy_mj", "energy", True),
+)
+#: The paper's headline: >= 10x in each of these.
+TARGET_KEYS: tuple[str, ...] = ("throughput", "params", "macs", "energy")
+
+
+def bootstrap_ci(correct: Sequence[bool] | np.ndarray, *, n_boot: int = 2000,
+                 level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """(accuracy, lower, upper): percentile bootstrap over resampled test predictions.
+
+    ``correct`` holds one 0/1 entry per test image. The interval resamples images with
+    replacement ``n_boot`` times; with few test images it is wide, which is the point.
+    """
+    c = np.asarray(correct, dtype=float).ravel()
+    if c.size == 0:
+        return math.nan, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, c.size, size=(n_boot, c.size))
+    means = c[idx].mean(axis=1)
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    return float(c.mean()), float(lo), float(hi)
+
+
+def paired_bootstrap_diff(correct_a: Sequence[bool] | np.ndarray,
+                          correct_b: Sequence[bool] | np.ndarray, *, n_boot: int = 2000,
+                          level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """(acc_a - acc_b, lower, upper) resampling the same test images for both models."""
+    a = np.asarray(correct_a, dtype=float).ravel()
+    b = np.asarray(correct_b, dtype=float).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"paired bootstrap needs predictions on the same images: "
+                         f"{a.shape} vs {b.shape}")
+    return bootstrap_ci(a - b, n_boot=n_boot, level=level, seed=seed) if a.size else (
+        math.nan, math.nan, math.nan)
+
+
+def ratios(pick: Mapping[str, Any], baseline: Mapping[str, Any]) -> dict[str, float]:
+    """Improvement factors of ``pick`` over ``baseline`` (metric dicts), > 1 = pick better."""
+    out: dict[str, float] = {}
+    for key, name, smaller in RATIO_KEYS:
+        p, b = pick.get(key), baseline.get(key)
+        if not isinstance(p, (int, float)) or not isinstance(b, (int, float)):
+            out[name] = math.nan
+            continue
+        num, den = (float(b), float(p)) if smaller else (float(p), float(b))
+        out[name] = num / den if den > 0 and math.isfinite(num) and math.isfinite(den) \
+            else math.nan
+    return out
+
+
+def verdict(ratio: float, target: float = 10.0) -> str:
+    """Text for one ratio against the target: met, or missed by what factor."""
+    if not math.isfinite(ratio):
+        return "not measured"
+    if ratio >= target:
+        return f"met ({ratio:.1f}x >= {target:g}x)"
+    return f"missed ({ratio:.2f}x; {target / ratio:.1f}x short of {target:g}x)"
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+    """(mean, sample standard deviation (0 for one value), count) of the finite values."""
+    v = [float(x) for x in values if isinstance(x, (int, float)) and math.isfinite(x)]
+    if not v:
+        return math.nan, math.nan, 0
+    return float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v)

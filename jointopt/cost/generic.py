@@ -1,0 +1,181 @@
+"""Costs of any float ``nn.Module`` counted the way jointopt counts its own subnets.
+
+For references outside the search space (a timm DeiT or ResNet), so that a ratio between a
+reference and a jointopt config compares like with like:
+
+* ``params``: parameter count; ``model_bytes`` = params x 4 (fp32).
+* ``macs``: ``torch.utils.flop_counter.FlopCounterMode`` flops / 2 at batch 1.
+* ``bitops`` = macs x 32 x 32.
+* ``act_elements``: activation elements read and written by every matrix product (linear,
+  convolution, batched matmul, fused attention), weights excluded: the quantity
+  :mod:`jointopt.cost.energy` charges SRAM traffic for.
+* modelled energy with the same Horowitz 45 nm figures as :class:`~jointopt.cost.energy.Horowitz45`:
+  MACs at the operand precision, weights from DRAM once per batch, activations through SRAM.
+* latency and throughput: exported with ``torch.onnx.export`` and timed on ONNX Runtime CPU
+  exactly as :class:`~jointopt.cost.latency.OnnxRuntimeLatency` times an fp32 config (same
+  session options, thread pinning, lock, run counts).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from jointopt.cost.energy import DRAM_PJ_PER_BYTE, SRAM_PJ_PER_BYTE, mac_energy_pj
+
+__all__ = ["count_macs", "count_activation_io", "module_costs", "generic_energy_mj",
+           "time_onnx_model"]
+
+_aten = torch.ops.aten
+_MATMUL_OPS = {_aten.mm.default, _aten.addmm.default, _aten.bmm.default,
+               _aten.baddbmm.default, _aten.convolution.default}
+_SDPA_OPS = {getattr(_aten, n).default for n in (
+    "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
+    "_scaled_dot_product_efficient_attention", "_scaled_dot_product_attention_math",
+    "_scaled_dot_product_cudnn_attention") if hasattr(_aten, n)}
+
+
+def _example(model: nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:
+    p = next(model.parameters(), None)
+    return torch.zeros(input_shape, dtype=p.dtype if p is not None else torch.float32)
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one forward pass (FlopCounterMode flops / 2), per image."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    with FlopCounterMode(display=False) as fc:
+        model(_example(model, input_shape))
+    return int(fc.get_total_flops() // 2 // input_shape[0])
+
+
+class _ActivationIO(TorchDispatchMode):
+    """Sums activation elements in and out of matrix products, skipping weight operands."""
+
+    def __init__(self, weight_storages: set[int]) -> None:
+        super().__init__()
+        self.weights = weight_storages
+        self.elements = 0
+
+    def _act(self, t: Any) -> int:
+        if not isinstance(t, torch.Tensor):
+            return 0
+        if t.untyped_storage().data_ptr() in self.weights:
+            return 0
+        return t.numel()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        out = func(*args, **(kwargs or {}))
+        if func in _MATMUL_OPS:
+            if func == _aten.convolution.default:
+                ins = args[:1]  # input; weight and bias are parameters
+            elif func in (_aten.addmm.default, _aten.baddbmm.default):
+                ins = args[1:3]  # the first operand is the bias or accumulator
+            else:
+                ins = args[:2]
+            self.elements += sum(self._act(a) for a in ins) + self._act(out)
+        elif func in _SDPA_OPS:
+            q, k, v = args[:3]
+            b, h, n, _ = q.shape
+            m = k.shape[-2]
+            # q, k, v read; logits written and read; output written (as energy.py counts).
+            self.elements += q.numel() + k.numel() + v.numel() + 2 * b * h * n * m + q.numel()
+        return out
+
+
+@torch.no_grad()
+def count_activation_io(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Activation elements read and written by the matrix products of one image."""
+    model.eval()
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    weights |= {b.untyped_storage().data_ptr() for b in model.buffers()}
+    x = _example(model, input_shape)
+    with _ActivationIO(weights) as mode:
+        model(x)
+    return int(mode.elements // input_shape[0])
+
+
+def generic_energy_mj(*, macs: int, act_elements: int, model_bytes: int, batch_size: int,
+                      w_bits: int = 32, a_bits: int = 32) -> float:
+    """Horowitz-45nm energy per image (mJ) from counts, with energy.py's constants.
+
+    MAC energy at (w_bits, a_bits), activations stored at ``a_bits`` (fp32 = 4 bytes) through
+    SRAM, the model's weights read from DRAM once per batch of ``batch_size``.
+    """
+    pj = macs * mac_energy_pj(w_bits, a_bits)
+    pj += act_elements * (a_bits / 8.0) * SRAM_PJ_PER_BYTE
+    pj += model_bytes * DRAM_PJ_PER_BYTE / max(1, batch_size)
+    return pj * 1e-9
+
+
+def module_costs(model: nn.Module, in_chans: int, img_size: int, *,
+                 batch_size: int) -> dict[str, Any]:
+    """params, macs, bitops, model_bytes, act_elements and modelled energy of an fp32 model."""
+    shape = (1, in_chans, img_size, img_size)
+    params = sum(p.numel() for p in model.parameters())
+    macs = count_macs(model, shape)
+    act = count_activation_io(model, shape)
+    model_bytes = params * 4
+    return {"params": params, "macs": macs, "bitops": macs * 32 * 32,
+            "model_bytes": model_bytes, "act_elements": act,
+            "energy_mj": generic_energy_mj(macs=macs, act_elements=act,
+                                           model_bytes=model_bytes, batch_size=batch_size),
+            "energy_source": "model:horowitz45 (generic counter)"}
+
+
+def time_onnx_model(model: nn.Module, in_chans: int, img_size: int, *, batch_size: int,
+                    threads: int, runs: int = 20, warmup: int = 5, cache: Any = None,
+                    key: str | None = None,
+                    export: Callable[[nn.Module, torch.Tensor, Path], Path] | None = None,
+                    ) -> dict[str, Any]:
+    """Batch-1 median latency and batch-``batch_size`` throughput of an fp32 model on ONNX
+    Runtime CPU, measured like ``OnnxRuntimeLatency`` (same session, lock, pinning, runs).
+
+    With ``cache`` and ``key`` the result is stored in (and read from) the measurement cache.
+    """
+    from jointopt import quant
+    from jointopt.cost.latency import (
+        MeasureCache,
+        _ort_session,
+        machine_id,
+        measurement_lock,
+        median_time,
+    )
+
+    cache = cache or MeasureCache()
+    full_key = None
+    if key is not None:
+        full_key = (f"{machine_id()}|onnxruntime-fp32|generic:{key}|c{in_chans}s{img_size}"
+                    f"|b{batch_size}|t{threads}|n{runs}")
+        hit = cache.get(full_key)
+        if hit is not None:
+            return {**hit, "latency_runtime": "onnxruntime-fp32", "latency_cached": True}
+    rng = np.random.default_rng(0)
+    x1 = rng.standard_normal((1, in_chans, img_size, img_size)).astype(np.float32)
+    xb = rng.standard_normal((batch_size, in_chans, img_size, img_size)).astype(np.float32)
+    example = torch.zeros(1, in_chans, img_size, img_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = (export or quant.export_float_onnx)(model.eval(), example,
+                                                    Path(tmp) / "model.onnx")
+        sess = _ort_session(path, threads)
+        name = sess.get_inputs()[0].name
+
+        def run(x: np.ndarray) -> Any:
+            return sess.run(None, {name: x})
+
+        with measurement_lock(cache, threads):
+            lat, _ = median_time(lambda: run(x1), runs, warmup)
+            thr, _ = median_time(lambda: run(xb), max(3, runs // 4), max(1, warmup // 2))
+    value = {"latency_ms": lat * 1e3, "throughput_ips": batch_size / thr}
+    if full_key is not None:
+        cache.put(full_key, value)
+    return {**value, "latency_runtime": "onnxruntime-fp32", "latency_cached": False}

@@ -1,0 +1,156 @@
+"""Fast checks of the benchmark helpers: bootstrap intervals, ratios and verdicts, the generic
+cost counter against jointopt's own, and RESULTS.md text rendered from a fake record."""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from jointopt import SearchSpace, ViTSupernet
+from jointopt.cost.energy import modelled_energy_mj
+from jointopt.cost.generic import count_activation_io, count_macs, module_costs
+from jointopt.cost.registry import EvalContext
+from jointopt.cost.size import size_costs
+from tests.conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench import render  # noqa: E402
+from bench.stats import bootstrap_ci, paired_bootstrap_diff, ratios, verdict  # noqa: E402
+
+TINY_SPACE = {
+    "supernet": {"img_size": 16, "patch_size": 4, "depth": 2, "embed_dim": 32, "num_heads": 2,
+                 "head_dim": 8, "mlp_ratio": 2.0},
+    "choices": {"depth": [1, 2], "embed_dim": [16, 32], "num_heads": [1, 2],
+                "mlp_ratio": [1.0, 2.0], "tome_r": [0, 2], "w_bits": [32, 8],
+                "a_bits": [32, 8]},
+}
+
+
+# ---- bootstrap ---------------------------------------------------------------------------
+def test_bootstrap_ci_brackets_the_accuracy_and_narrows_with_more_images() -> None:
+    small = np.array([1, 0] * 20)
+    large = np.array([1, 0] * 2000)
+    acc, lo, hi = bootstrap_ci(small, seed=1)
+    assert acc == 0.5 and lo < 0.5 < hi
+    _, lo2, hi2 = bootstrap_ci(large, seed=1)
+    assert hi2 - lo2 < (hi - lo) / 4  # width ~ 1/sqrt(n): 100x the images, ~10x narrower
+    assert 0.3 < lo < 0.5 and 0.5 < hi < 0.7  # +-1.96 * sqrt(.25/40) = +-0.155
+    assert bootstrap_ci(small, seed=1) == (acc, lo, hi)  # seeded: reproducible
+
+
+def test_bootstrap_ci_degenerate_cases() -> None:
+    assert bootstrap_ci(np.ones(30)) == (1.0, 1.0, 1.0)
+    assert all(math.isnan(v) for v in bootstrap_ci([]))
+
+
+def test_paired_difference_is_zero_for_the_same_predictions_and_signed() -> None:
+    a = np.array([1, 1, 0, 1] * 25)
+    assert paired_bootstrap_diff(a, a) == (0.0, 0.0, 0.0)
+    d, lo, hi = paired_bootstrap_diff(np.ones(100), a)
+    assert d == pytest.approx(0.25) and 0 < lo < d < hi
+    with pytest.raises(ValueError):
+        paired_bootstrap_diff(np.ones(3), np.ones(4))
+
+
+# ---- ratios and verdicts -----------------------------------------------------------------
+def test_ratios_point_the_same_way_for_every_metric() -> None:
+    base = {"params": 1000, "macs": 2000, "bitops": 2000 * 1024, "model_bytes": 4000,
+            "latency_ms": 2.0, "throughput_ips": 100.0, "energy_mj": 1.0}
+    pick = {"params": 100, "macs": 400, "bitops": 400 * 64, "model_bytes": 100,
+            "latency_ms": 0.5, "throughput_ips": 1200.0, "energy_mj": 0.05}
+    q = ratios(pick, base)
+    assert q["params"] == 10 and q["macs"] == 5 and q["bitops"] == 80
+    assert q["latency"] == 4 and q["throughput"] == 12 and q["energy"] == 20
+    assert ratios(base, pick)["throughput"] == pytest.approx(1 / 12)
+    assert math.isnan(ratios({"params": 0}, base)["params"])
+
+
+def test_verdict_says_met_or_by_how_much_it_is_missed() -> None:
+    assert verdict(12.0).startswith("met")
+    assert verdict(10.0).startswith("met")
+    text = verdict(4.0)
+    assert text.startswith("missed") and "2.5x short" in text
+    assert verdict(math.nan) == "not measured"
+
+
+# ---- generic counter vs jointopt's own ---------------------------------------------------
+def test_generic_counter_matches_jointopt_on_a_tiny_fp32_subnet() -> None:
+    space = SearchSpace.from_dict(copy.deepcopy(TINY_SPACE))
+    torch.manual_seed(0)
+    net = ViTSupernet(space.supernet, in_chans=3, num_classes=5, space=space).eval()
+    for cfg in (space.max_config, space.min_config.__class__(
+            depth=1, embed_dim=16, num_heads=1, mlp_ratio=1.0, tome_r=0)):
+        sub = net.extract(cfg).eval()
+        costs = size_costs(cfg, net.shape, in_chans=3, num_classes=5, io_bits=8)
+        ectx = EvalContext(cfg=cfg, shape=net.shape, in_chans=3, num_classes=5, io_bits=8,
+                           batch_size=16, metrics=dict(costs))
+        g = module_costs(sub, 3, 16, batch_size=16)
+        assert g["params"] == costs["params"]
+        assert g["macs"] == costs["macs"]
+        assert g["bitops"] == costs["bitops"]
+        assert g["model_bytes"] == costs["model_bytes"]
+        assert g["energy_mj"] == pytest.approx(modelled_energy_mj(ectx), rel=1e-9)
+
+
+def test_generic_counter_on_a_plain_mlp_and_fused_attention() -> None:
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(12, 7), nn.ReLU(), nn.Linear(7, 3))
+    assert count_macs(mlp, (1, 3, 2, 2)) == 12 * 7 + 7 * 3
+    # activations in and out of each product; weights and biases excluded
+    assert count_activation_io(mlp, (1, 3, 2, 2)) == (12 + 7) + (7 + 3)
+
+    class Attn(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [1, h=2, n=5, d=4]
+            return torch.nn.functional.scaled_dot_product_attention(x, x, x)
+
+    h, n, d = 2, 5, 4
+    io = count_activation_io(Attn(), (1, h, n, d))
+    assert io == 3 * h * n * d + 2 * h * n * n + h * n * d  # as jointopt's energy model
+
+
+# ---- rendering from a fake record --------------------------------------------------------
+def _fake_headline(throughput_x: float) -> dict:
+    m = {"params": 1e5, "macs": 1e7, "bitops": 1e9, "model_bytes": 1e5, "latency_ms": 0.3,
+         "throughput_ips": 5000.0, "energy_model_mj": 0.01, "latency_runtime": "ort",
+         "val_accuracy": 0.9, "test_accuracy": 0.9, "test_ci": [0.85, 0.95]}
+    ratio = {"params": 20.0, "macs": 30.0, "bitops": 400.0, "model_bytes": 80.0,
+             "latency": 5.0, "throughput": throughput_x, "energy": 50.0}
+    return {"dataset": "wm811k", "mode": "quick", "date": "2026-01-01", "commit": "abc",
+            "run_id": "x", "models": {k: dict(m, epochs=20) for k in
+                                      ("pick", "deit_tiny", "resnet10t", "supernet_max")},
+            "ratios": {k: dict(ratio) for k in ("deit_tiny", "resnet10t", "supernet_max")},
+            "pick": {"trial": 7, "rule_met": True, "pick_by_val_trial": 7},
+            "budget_matched": False, "baseline_epochs": 5, "supernet_epochs": 46,
+            "test_images": 134, "acc_diff_vs_deit": [0.0, -0.05, 0.05],
+            "energy_check": {"macs": {"rel_diff": 0.0}, "energy_mj": {"rel_diff": 0.001}}}
+
+
+def test_headline_paragraph_is_computed_from_the_numbers() -> None:
+    text = render.headline_paragraph(_fake_headline(4.0))
+    assert "missed for throughput (4.00x, 2.5x short)" in text
+    assert "met for params (20.0x), macs (30.0x), energy (50.0x)" in text
+    assert "trained for 5 epochs, the supernet for 46" in text  # the budget weakness
+    assert "10.0 points" in text  # CI width 0.85..0.95
+    text = render.headline_paragraph(_fake_headline(12.0))
+    assert "missed" not in text and "throughput (12.0x)" in text
+
+
+def test_summary_and_axes_paragraph_follow_the_record() -> None:
+    rows = "\n".join(render.summary({"headline": [_fake_headline(4.0)]}))
+    assert "| >= 10x throughput vs DeiT-Tiny shape | wm811k | 4.00x | missed" in rows
+    assert "| >= 10x energy vs DeiT-Tiny shape | wm811k | 50.0x | met" in rows
+
+    def ax(hv_joint: float) -> dict:
+        s = {a: {"hv_mean": v, "hv_std": 0.01, "runs": []} for a, v in
+             (("arch", 0.30), ("tokens", 0.01), ("bits", 0.20), ("joint", hv_joint))}
+        return {"trials": 40, "seeds": [0, 1], "searches": s}
+
+    assert "Joint search beats the best single axis (architecture only) by 0.1000" in \
+        render.axes_paragraph(ax(0.40))
+    assert "does NOT beat" in render.axes_paragraph(ax(0.25))
+    assert render.ranking({"a": 0.2, "b": 0.3, "c": 0.2}) == "b (0.3000) > a (0.2000) = c (0.2000)"
