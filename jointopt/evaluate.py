@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from jointopt.cost import get_cost_model
@@ -130,6 +131,11 @@ def evaluate(study: Study, cfg: JointConfig, *, supernet: ViTSupernet | None = N
     data = study.data()
     images, labels = data.split(split)
     ev = study.evaluation
+    if ev.threads:
+        # Several workers on one machine: each keeps to its share of the cores. Two processes
+        # that each spin all cores' worth of OpenMP threads run about 5x slower on 2 cores
+        # (benchmarks/scaling.py).
+        torch.set_num_threads(ev.threads)
     float_model, quant_model = build_deployable(study, cfg, net)
     # The extracted subnet equals the supernet's active path (to 1e-5) and, unlike the shared
     # supernet, is private to this call: concurrent trials cannot switch it under us.

@@ -81,8 +81,14 @@ def init_ray(study: Study) -> None:
 
 
 def _trainable(config: dict[str, Any], study: Study, supernet: Any) -> None:
+    import dataclasses
+
     from ray import tune
 
+    if not study.evaluation.threads:  # keep to the CPUs Ray gave this trial
+        cpus = max(1, int(study.search.cpus_per_trial))
+        study = dataclasses.replace(study, evaluation=dataclasses.replace(study.evaluation,
+                                                                          threads=cpus))
     ostudy = optuna.load_study(study_name=study.search.study_name,
                                storage=open_storage(study))
     out = run_trial(study, config, supernet=supernet, repeat=find_repeat(ostudy))
