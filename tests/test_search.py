@@ -76,8 +76,16 @@ def test_invalid_sample_is_infeasible_and_repeats_are_not_measured(trained_tiny)
     assert rep.user_attrs["repeat_of"] == 3 and rep.user_attrs["accuracy"] == 1.0
 
 
-def test_resume_after_sigkill_loses_and_repeats_nothing(trained_tiny, tmp_path) -> None:
-    path = variant(trained_tiny, tmp_path, "killed", n_trials=9)
+@pytest.mark.parametrize("storage", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def test_resume_after_sigkill_loses_and_repeats_nothing(trained_tiny, tmp_path, storage,
+                                                        request) -> None:
+    extra = {}
+    if storage == "postgresql":
+        import uuid
+
+        extra["storage"] = request.getfixturevalue("postgres").create_database(
+            f"killed_{uuid.uuid4().hex[:8]}")
+    path = variant(trained_tiny, tmp_path, "killed", n_trials=9, **extra)
     proc = subprocess.Popen([sys.executable, "-m", "jointopt", "search", str(path), "--quiet"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
