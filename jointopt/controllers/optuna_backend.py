@@ -14,6 +14,7 @@ from jointopt.controllers.objective import find_repeat, run_trial, suggest_param
 from jointopt.controllers.samplers import make_sampler
 from jointopt.controllers.storage import (
     WORKER_ATTR,
+    claim_trials,
     open_storage,
     open_study,
     recover_orphans,
@@ -41,8 +42,8 @@ def run_optuna(study: Study, *, n_trials: int | None = None, n_jobs: int | None 
     storage = open_storage(study, url=storage_url)
     sampler = make_sampler(spec, n_objectives=len(spec.objectives))
     ostudy = open_study(study, storage, sampler=sampler)
-    ostudy.sampler = make_sampler(spec, n_objectives=len(spec.objectives),
-                                  seed=worker_seed(ostudy, spec.seed))
+    ostudy.sampler = claim_trials(make_sampler(spec, n_objectives=len(spec.objectives),
+                                               seed=worker_seed(ostudy, spec.seed)))
     recover_orphans(ostudy, also=orphans, grace=spec.grace_period)
     done = count_complete(ostudy)
     if done + _running(ostudy) >= target:  # other workers are finishing the budget

@@ -20,7 +20,8 @@ from optuna.trial import TrialState
 from jointopt.errors import StorageLost, UserError
 from jointopt.study import Study
 
-__all__ = ["open_storage", "open_study", "recover_orphans", "worker_id", "worker_seed",
+__all__ = ["claim_trials", "open_storage", "open_study", "recover_orphans", "worker_id",
+           "worker_seed",
            "WORKER_ATTR", "storage_description", "is_storage_error", "with_storage_retry"]
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,23 @@ def _rdb_storage(url: str, engine: dict[str, Any], spec: Any) -> RDBStorage:
                 raise
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def claim_trials(sampler: optuna.samplers.BaseSampler) -> optuna.samplers.BaseSampler:
+    """Make ``sampler`` name this process as the owner of each trial as soon as it exists.
+
+    ``before_trial`` runs right after the storage creates the trial and before any sampling, so
+    a process killed while sampling still leaves a trial whose owner can be checked.
+    """
+    me = worker_id()
+    inner = sampler.before_trial
+
+    def before_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, me)
+        inner(study, trial)
+
+    sampler.before_trial = before_trial  # type: ignore[method-assign]
+    return sampler
 
 
 def worker_seed(ostudy: optuna.Study, seed: int | None) -> int | None:
