@@ -185,6 +185,32 @@ def run_axes(ctx: Ctx) -> dict[str, Any]:
                     f"({len(uniq)} distinct configs)")
         mean, std, k = mean_std([r["hv"] for r in runs])
         out["searches"][axis] = {"runs": runs, "hv_mean": mean, "hv_std": std, "hv_n": k}
+    long_n, long_seeds = ctx.budget.get("long_trials", 0), ctx.budget.get("long_seeds", 0)
+    if long_n > n and long_seeds > 0:
+        out["long"] = run_long(ctx, objectives, base, long_n, list(range(long_seeds)))
+    return out
+
+
+def run_long(ctx: Ctx, objectives: list[Any], base: dict[str, Any], n: int,
+             seeds: list[int]) -> dict[str, Any]:
+    """Continue the arch and joint studies of ``seeds`` to ``n`` trials.
+
+    The first ``trials`` trials are the section's own (same study, same sampler), so each
+    history's prefix is the equal-budget comparison and the rest shows how each search goes
+    on with more budget.
+    """
+    from jointopt.pareto import hypervolume_history
+
+    out: dict[str, Any] = {"trials": n, "seeds": seeds, "axes": {}}
+    for axis in ("arch", "joint"):
+        hists, secs = [], []
+        for seed in seeds:
+            study = search_study(ctx, axis, "nsga2", seed, n)
+            recs = all_records(study, n)
+            hists.append(hypervolume_history(recs, objectives, base))
+            secs.append(trial_seconds(study, n))
+            log(f"{axis} seed {seed}, {n} trials: HV {hists[-1][-1]:.4f}")
+        out["axes"][axis] = {"hv_histories": hists, "trial_seconds": secs}
     return out
 
 

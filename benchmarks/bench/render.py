@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.stats import RATIO_KEYS, TARGET_KEYS, verdict
+from bench.stats import RATIO_KEYS, TARGET_KEYS, mean_std, verdict
 
 REF_LABEL = {"deit_tiny": "DeiT-Tiny-shaped ViT", "resnet10t": "resnet10t (CNN)",
              "supernet_max": "supernet max_config", "pick": "pick (joint search)"}
@@ -299,7 +299,61 @@ def axes(recs: list[dict[str, Any]], figdir: Path) -> list[str]:
     if _fig_fronts(r, fig):
         out += ["", f"![fronts of the four searches]({fig.name})"]
     out += ["", axes_paragraph(r), ""]
+    if r.get("long"):
+        out += long_budget(r, figdir / "fig_budget.png")
     return out
+
+
+def long_budget(r: dict[str, Any], fig: Path) -> list[str]:
+    """The arch and joint studies continued past the equal budget (full runs only)."""
+    lg = r["long"]
+    marks = sorted({r["trials"], (r["trials"] + lg["trials"]) // 2, lg["trials"]})
+    out = [f"**With more budget.** The arch and joint studies of seeds "
+           f"{', '.join(str(s) for s in lg['seeds'])} continued to {lg['trials']} trials "
+           f"(the first {r['trials']} are the table's); hypervolume after each count of trials, "
+           f"mean ± std over those seeds:", "",
+           "| search | " + " | ".join(f"{m} trials" for m in marks) + " |",
+           "|---|" + "---|" * len(marks)]
+    means: dict[str, list[float]] = {}
+    for a in ("arch", "joint"):
+        hists = lg["axes"][a]["hv_histories"]
+        cells = []
+        for m in marks:
+            vals = [h[min(m, len(h)) - 1] for h in hists if h]
+            mean, std, _ = mean_std(vals)
+            cells.append(f"{f(mean, '.4f')} ± {f(std, '.4f')}")
+            means.setdefault(a, []).append(_num(mean))
+        out.append(f"| {AXIS_LABEL[a]} | " + " | ".join(cells) + " |")
+    if _fig_budget(r, fig):
+        out += ["", f"![hypervolume vs trials, arch and joint]({fig.name})"]
+    last = {a: v[-1] for a, v in means.items()}
+    lead = "joint" if last["joint"] > last["arch"] else "arch"
+    out += ["", f"After {lg['trials']} trials {AXIS_LABEL[lead]} leads "
+            f"({f(last['joint'], '.4f')} joint vs {f(last['arch'], '.4f')} architecture only). "
+            f"These are {len(lg['seeds'])} seeds, so read the gap against the ± spread.", ""]
+    return out
+
+
+def _fig_budget(r: dict[str, Any], path: Path) -> bool:
+    plt = _plt()
+    lg = r["long"]
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for a, color in (("arch", "C0"), ("joint", "C3")):
+        hists = [h for h in lg["axes"][a]["hv_histories"] if h]
+        for h in hists:
+            ax.plot(range(1, len(h) + 1), h, color=color, alpha=0.3, lw=1)
+        k = min(len(h) for h in hists)
+        mean = [sum(h[i] for h in hists) / len(hists) for i in range(k)]
+        ax.plot(range(1, k + 1), mean, color=color, lw=2, label=f"{AXIS_LABEL[a]} (mean)")
+    ax.axvline(r["trials"], color="k", ls=":", lw=1)
+    ax.set_xlabel("trials")
+    ax.set_ylabel("normalised hypervolume")
+    ax.set_title("Hypervolume vs trials (WM-811K, NSGA-II; thin: single seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def axes_paragraph(r: dict[str, Any]) -> str:
