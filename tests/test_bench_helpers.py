@@ -154,3 +154,16 @@ def test_summary_and_axes_paragraph_follow_the_record() -> None:
         render.axes_paragraph(ax(0.40))
     assert "does NOT beat" in render.axes_paragraph(ax(0.25))
     assert render.ranking({"a": 0.2, "b": 0.3, "c": 0.2}) == "b (0.3000) > a (0.2000) = c (0.2000)"
+
+
+def test_best_cut_at_kept_accuracy_ignores_inaccurate_and_infeasible_points() -> None:
+    from bench.stats import best_at_kept_accuracy
+
+    base = {"accuracy": 0.90, "latency_ms": 2.0, "energy_mj": 1.0}
+    pts = [{"accuracy": 0.895, "latency_ms": 0.5, "energy_mj": 0.1, "feasible": True},
+           {"accuracy": 0.80, "latency_ms": 0.1, "energy_mj": 0.001, "feasible": True},
+           {"accuracy": 0.95, "latency_ms": 0.05, "energy_mj": 0.01, "feasible": False},
+           {"accuracy": 0.91, "latency_ms": 1.0, "energy_mj": 0.02, "feasible": True}]
+    cut = best_at_kept_accuracy(pts, base)
+    assert cut == {"latency_ms": 4.0, "energy_mj": 50.0}
+    assert all(math.isnan(v) for v in best_at_kept_accuracy(pts[1:3], base).values())
