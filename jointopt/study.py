@@ -129,6 +129,7 @@ class EvalSpec:
     latency_runs: int = 20
     warmup_runs: int = 5
     threads: int = 0
+    max_foreign_load: float = 0.25  # share of the timed cores other processes may use; 1 = off
     proportional_attention: bool = True
     latency: str = "onnxruntime"  # a registered latency cost model
     energy: str = "auto"  # rapl where readable, else the horowitz45 model
@@ -136,6 +137,9 @@ class EvalSpec:
     def check(self, source: str, prefix: str) -> None:
         _positive(source, prefix, self, "calib_batches", "batch_size", "latency_runs")
         _positive(source, prefix, self, "warmup_runs", "threads", allow_zero=True)
+        if not 0 <= self.max_foreign_load <= 1:
+            raise field_error(source, f"{prefix}.max_foreign_load", self.max_foreign_load,
+                              "must be in [0, 1] (1 turns the check off)")
         if self.io_bits not in (32, 16, 8, 6, 4, 3, 2):
             raise field_error(source, f"{prefix}.io_bits", self.io_bits,
                               "must be a valid bit-width")

@@ -30,6 +30,7 @@ def test_quickstart_and_wm811k_studies_parse() -> None:
         ({"train": {"epochs": 0}}, "train.epochs=0"),
         ({"dataset": {"kind": "lmdb"}}, "dataset.kind='lmdb'"),
         ({"dataset": {"image_size": 48}}, "dataset.image_size=48"),
+        ({"evaluate": {"max_foreign_load": 1.5}}, "evaluate.max_foreign_load=1.5"),
         ({"search_space": "nope.yaml"}, "nope.yaml"),
     ],
 )

@@ -366,6 +366,7 @@ def fixed_reference(ctx: Ctx, study_yaml: Path, name: str, epochs: int,
     timing = time_onnx_model(model, chans, size, batch_size=ev.batch_size,
                              threads=threads_of(study), runs=ev.latency_runs,
                              warmup=ev.warmup_runs, cache=ctx.cache,
+                             max_foreign_load=ev.max_foreign_load,
                              key=f"{name}|k{len(study.data().classes)}")
     correct = test_correct(study, model)
     acc, lo, hi = bootstrap_ci(correct, n_boot=ctx.budget["n_boot"])

@@ -73,11 +73,16 @@ _EXTRA = ("eval_seconds", "latency_cached", "split")
 
 
 def find_repeat(ostudy: optuna.Study) -> Callable[[str], Mapping[str, Any] | None]:
-    """A lookup of completed trials by config key (so a repeat is not measured again)."""
+    """A lookup of completed trials by config key (so a repeat is not measured again).
+
+    A trial whose latency was taken on contended cores (``latency_contended``) is not reused:
+    its repeat measures again.
+    """
 
     def lookup(key: str) -> Mapping[str, Any] | None:
         for t in ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if t.user_attrs.get("config_key") == key and "accuracy" in t.user_attrs:
+            if t.user_attrs.get("config_key") == key and "accuracy" in t.user_attrs \
+                    and not t.user_attrs.get("latency_contended"):
                 return {**t.user_attrs, "_number": t.number}
         return None
 

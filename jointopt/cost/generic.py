@@ -136,19 +136,20 @@ def time_onnx_model(model: nn.Module, in_chans: int, img_size: int, *, batch_siz
                     threads: int, runs: int = 20, warmup: int = 5, cache: Any = None,
                     key: str | None = None,
                     export: Callable[[nn.Module, torch.Tensor, Path], Path] | None = None,
-                    ) -> dict[str, Any]:
+                    max_foreign_load: float = 0.25) -> dict[str, Any]:
     """Batch-1 median latency and batch-``batch_size`` throughput of an fp32 model on ONNX
     Runtime CPU, measured like ``OnnxRuntimeLatency`` (same session, lock, pinning, runs).
 
-    With ``cache`` and ``key`` the result is stored in (and read from) the measurement cache.
+    With ``cache`` and ``key`` the result is stored in (and read from) the measurement cache;
+    a timing taken on contended cores (see ``time_runner``) is returned flagged and not stored.
     """
     from jointopt import quant
     from jointopt.cost.latency import (
         MeasureCache,
         _ort_session,
         machine_id,
-        measurement_lock,
-        median_time,
+        store_timing,
+        time_runner,
     )
 
     cache = cache or MeasureCache()
@@ -172,10 +173,6 @@ def time_onnx_model(model: nn.Module, in_chans: int, img_size: int, *, batch_siz
         def run(x: np.ndarray) -> Any:
             return sess.run(None, {name: x})
 
-        with measurement_lock(cache, threads):
-            lat, _ = median_time(lambda: run(x1), runs, warmup)
-            thr, _ = median_time(lambda: run(xb), max(3, runs // 4), max(1, warmup // 2))
-    value = {"latency_ms": lat * 1e3, "throughput_ips": batch_size / thr}
-    if full_key is not None:
-        cache.put(full_key, value)
-    return {**value, "latency_runtime": "onnxruntime-fp32", "latency_cached": False}
+        value = time_runner(run, x1, xb, cache=cache, threads=threads, runs=runs,
+                            warmup=warmup, max_foreign_load=max_foreign_load)
+    return store_timing(cache, full_key, value, "onnxruntime-fp32")
