@@ -77,6 +77,15 @@ def test_report_two_objectives_and_measured_energy(tmp_path: Path) -> None:
     assert page.count(PLOT_DIV) == 3  # one pair, no 3-D scatter
     assert 'id="fig-front-3d"' not in page
     assert "modelled" not in page and "Energy measured with rapl" in page
+    assert "latency_contended" not in page
+
+
+def test_report_flags_timings_taken_on_busy_cores(tmp_path: Path) -> None:
+    recs = _records(8)
+    recs[3]["metrics"]["latency_contended"] = 0.62
+    page = write_report(recs, DEFAULT_OBJECTIVES, _baseline(), tmp_path / "r.html",
+                        title="t").read_text(encoding="utf-8")
+    assert "1 timing(s) were taken while other processes kept the timed cores busy" in page
 
 
 def test_report_with_no_records(tmp_path: Path) -> None:

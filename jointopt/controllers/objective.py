@@ -94,7 +94,8 @@ def trial_record(t: FrozenTrial) -> dict[str, Any] | None:
     if t.state != TrialState.COMPLETE or "config" not in t.user_attrs:
         return None
     valid = "invalid" not in t.user_attrs
-    metrics = {k: t.user_attrs[k] for k in METRIC_KEYS if k in t.user_attrs}
+    metrics = {k: t.user_attrs[k] for k in (*METRIC_KEYS, "latency_contended")
+               if k in t.user_attrs}
     feasible = valid and all(v <= 0 for v in t.constraints.values())
     return {"number": t.number, "config": t.user_attrs["config"], "metrics": metrics,
             "feasible": feasible, "baseline": bool(t.user_attrs.get("baseline")),

@@ -255,5 +255,11 @@ def _measurement_note(records: Sequence[Record], baseline: Record) -> str:
         parts.append(f"Energy measured with {html.escape(', '.join(measured))}.")
     if runtimes:
         parts.append(f"Latency measured on {html.escape(', '.join(runtimes))}.")
+    contended = sum(1 for m in metrics if m.get("latency_contended"))
+    if contended:
+        parts.append(f"<b>{contended} timing(s) were taken while other processes kept the "
+                     "timed cores busy</b> (<code>latency_contended</code>): their latency may "
+                     "be too high. They are not cached: <code>jointopt evaluate</code> on a quiet "
+                     "machine, or a later trial of the same config, measures them again.")
     return f'<p class="note">{" ".join(parts)}</p>' if parts else ""
 
