@@ -119,7 +119,8 @@ def summary(all_recs: dict[str, list[dict[str, Any]]]) -> list[str]:
             lg = ax["long"]
             fin = {a: mean_std([h[-1] for h in lg["axes"][a]["hv_histories"] if h])[0]
                    for a in ("arch", "joint")}
-            rows.append(f"| ... continued to {lg['trials']} trials ({len(lg['seeds'])} seed(s)) | wm811k | "
+            rows.append(f"| ... continued to {lg['trials']} trials "
+                        f"({len(lg['seeds'])} seed(s)) | wm811k | "
                         f"joint {f(fin['joint'], '.4f')} vs {AXIS_LABEL['arch']} "
                         f"{f(fin['arch'], '.4f')} | "
                         f"{'met' if _num(fin['joint']) > _num(fin['arch']) else 'not met'} | "
