@@ -15,7 +15,7 @@ Usage:
   .venv/bin/python benchmarks/run_bench.py --quick|--full [--sections 1,2,...]
       [--set trials=8 --set seeds=1 ...] [--run-dir DIR] [--results DIR]
 
---quick uses a reduced WM-811K study (10 epochs, output runs/bench-quick/wm811k-e10) and the
+--quick uses a reduced WM-811K study (30 epochs, output runs/bench-quick/wm811k-e30) and the
 quickstart supernet of `make demo`; --full uses studies/wm811k.yaml as is (runs/wm811k).
 Budgets (BUDGETS in bench/common.py) can be overridden with --set for a smoke test. The run's
 folder (measurement cache, search storage, derived YAMLs) is runs/bench-<mode>/<run id>/;
