@@ -109,7 +109,10 @@ class Ctx:
         header = {
             "run_id": run_dir.name, "mode": mode, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
             "commit": _git("rev-parse", "--short", "HEAD"),
-            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+            # Code changes only: the records and RESULTS.md a previous run regenerated are not.
+            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                               ":!benchmarks/results", ":!benchmarks/RESULTS.md",
+                               ":!benchmarks/fig_*.png")),
             "machine": machine(), "python": platform.python_version(),
             "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
             "budget": dict(budget), "overrides": dict(overrides or {}),

@@ -413,6 +413,7 @@ def axes_paragraph(r: dict[str, Any]) -> str:
     else:
         text.append(f"Joint search does NOT beat the best single axis ({AXIS_LABEL[best]}, "
                     f"{f(hv[best], '.4f')} vs joint {f(joint, '.4f')}) at this budget.")
+        text += _why_joint_loses(r, best)
     tok = s["tokens"]["runs"]
     if tok and tok[0].get("points"):
         il = r["point_fields"].index("latency_ms")
@@ -428,6 +429,36 @@ def axes_paragraph(r: dict[str, Any]) -> str:
                 "baseline on every objective, and latency is measured on a shared machine, so "
                 "a front can move between runs by the timing noise of section 6.")
     return " ".join(text)
+
+
+def _kept_cuts(r: dict[str, Any], axis: str) -> dict[str, float]:
+    """Mean over seeds of the largest latency and energy cut at kept validation accuracy."""
+    fields = r.get("point_fields")
+    if not fields:
+        return {}
+    cuts: dict[str, list[float]] = {}
+    for run in r["searches"][axis]["runs"]:
+        pts = [dict(zip(fields, p, strict=True)) for p in run.get("points", [])]
+        for k, v in best_at_kept_accuracy(pts, r["baseline"]).items():
+            cuts.setdefault(k, []).append(v)
+    return {k: mean_std(v)[0] for k, v in cuts.items()}
+
+
+def _why_joint_loses(r: dict[str, Any], best: str) -> list[str]:
+    """Where the joint front falls short of the best single axis, from the kept-accuracy cuts."""
+    j, b, bits = _kept_cuts(r, "joint"), _kept_cuts(r, best), _kept_cuts(r, "bits")
+    if not j or not b:
+        return []
+    out = [f"At kept validation accuracy, joint search cuts energy by {fx(j['energy_mj'])} "
+           f"against {fx(b['energy_mj'])} for {AXIS_LABEL[best]}, but batch-1 latency only by "
+           f"{fx(j['latency_ms'])} against {fx(b['latency_ms'])}."]
+    if bits and _num(bits.get("latency_ms")) < 1.5:
+        out.append(f"On this CPU the bit-width axis barely changes latency (bits only, at the "
+                   f"largest architecture: {fx(bits['latency_ms'])} at most), while the "
+                   f"hypervolume, normalised to the baseline, has little volume left to gain "
+                   f"once energy is below a few % of it; the joint search spends its trials on a "
+                   f"larger space for an axis the hypervolume hardly rewards here.")
+    return out
 
 
 def _fig_fronts(r: dict[str, Any], path: Path) -> bool:
