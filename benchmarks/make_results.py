@@ -28,12 +28,12 @@ def _records(name: str) -> list[dict]:
 
 def _bench(lines: list[str], figdir: Path) -> None:
     """Sections 1-6 of benchmarks/run_bench.py (bench_*.jsonl)."""
-    from bench import render, render_checks
+    from bench import render, render_axes, render_checks
 
     recs = {name: _records(f"bench_{name}") for name in BENCH_SECTIONS}
     lines += render.summary(recs)
     lines += render.headline(recs["headline"], figdir)
-    lines += render.axes(recs["axes"], figdir)
+    lines += render_axes.axes(recs["axes"], figdir)
     lines += render_checks.samplers(recs["samplers"], figdir)
     lines += render_checks.sharing(recs["sharing"])
     lines += render_checks.fidelity(recs["fidelity"], figdir)

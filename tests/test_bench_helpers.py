@@ -20,7 +20,7 @@ from jointopt.cost.size import size_costs
 from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench import render  # noqa: E402
+from bench import render, render_axes  # noqa: E402
 from bench.stats import bootstrap_ci, paired_bootstrap_diff, ratios, verdict  # noqa: E402
 
 TINY_SPACE = {
@@ -151,8 +151,8 @@ def test_summary_and_axes_paragraph_follow_the_record() -> None:
         return {"trials": 40, "seeds": [0, 1], "searches": s}
 
     assert "Joint search beats the best single axis (architecture only) by 0.1000" in \
-        render.axes_paragraph(ax(0.40))
-    assert "does NOT beat" in render.axes_paragraph(ax(0.25))
+        render_axes.axes_paragraph(ax(0.40))
+    assert "does NOT beat" in render_axes.axes_paragraph(ax(0.25))
     assert render.ranking({"a": 0.2, "b": 0.3, "c": 0.2}) == "b (0.3000) > a (0.2000) = c (0.2000)"
 
 
@@ -167,3 +167,16 @@ def test_best_cut_at_kept_accuracy_ignores_inaccurate_and_infeasible_points() ->
     cut = best_at_kept_accuracy(pts, base)
     assert cut == {"latency_ms": 4.0, "energy_mj": 50.0}
     assert all(math.isnan(v) for v in best_at_kept_accuracy(pts[1:3], base).values())
+
+
+def test_longer_budget_table_reads_each_history_at_the_marks(tmp_path) -> None:
+    hist = {"arch": [[0.1 * (i // 10) for i in range(1, 121)]] * 2,
+            "joint": [[0.2] * 120, [0.4] * 120]}
+    r = {"trials": 40, "long": {"trials": 120, "seeds": [0, 1],
+                                "axes": {a: {"hv_histories": h} for a, h in hist.items()}}}
+    lines = render_axes.long_budget(r, tmp_path / "fig.png")
+    assert "| search | 40 trials | 80 trials | 120 trials |" in lines
+    assert "| architecture only | 0.4000 ± 0.0000 | 0.8000 ± 0.0000 | 1.2000 ± 0.0000 |" in lines
+    assert "| joint | 0.3000 ± 0.1414 | 0.3000 ± 0.1414 | 0.3000 ± 0.1414 |" in lines
+    assert (tmp_path / "fig.png").stat().st_size > 0
+    assert any("After 120 trials architecture only leads" in x for x in lines)
