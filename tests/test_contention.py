@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from jointopt.cost import latency
-from jointopt.cost.contention import foreign_load
+from jointopt.cost.contention import foreign_load, quietest_cores
 from jointopt.cost.latency import MeasureCache, store_timing, time_runner
 
 pytestmark = pytest.mark.skipif(not Path("/proc/stat").is_file() or
@@ -98,6 +98,7 @@ def test_timing_is_repeated_until_the_cores_quiet_down(tmp_path, monkeypatch) ->
     # The probe's readings are scripted here (the real probe is tested above): busy before the
     # first timing, quiet around the second.
     readings = iter([0.9, 0.9, 0.0, 0.0])
+    monkeypatch.setattr(latency, "quietest_cores", lambda k, cores: (cores[:k], next(readings)))
     monkeypatch.setattr(latency, "foreign_load", lambda cores: next(readings))
     slept: list[float] = []
     monkeypatch.setattr(latency.time, "sleep", slept.append)
@@ -114,3 +115,18 @@ def test_timing_is_repeated_until_the_cores_quiet_down(tmp_path, monkeypatch) ->
     assert slept == [1.0]
     # two attempts, each 2 + 10 batch-1 calls, then max(1, 1) + max(3, 2) batch calls
     assert calls.count(1) == 24 and calls.count(8) == 8
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
+def test_timing_moves_to_the_core_other_processes_leave_free(tmp_path) -> None:
+    busy_core, free_core = _cores()[:2]
+    with busy([busy_core]):
+        chosen, load = quietest_cores(1, [busy_core, free_core], seconds=0.3)
+        assert chosen == [free_core] and load < 0.5
+        seen: list[set[int]] = []
+        value = time_runner(lambda x: seen.append(os.sched_getaffinity(0)), np.ones((1, 4)),
+                            np.ones((8, 4)), cache=MeasureCache(tmp_path / "m.sqlite"),
+                            threads=1, runs=5, warmup=1, max_foreign_load=0.9)
+    assert seen and all(s == {free_core} for s in seen)
+    assert "latency_contended" not in value
+    assert os.sched_getaffinity(0) == set(_cores())  # restored after the timing

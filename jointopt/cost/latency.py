@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from jointopt.cost.contention import foreign_load
+from jointopt.cost.contention import foreign_load, quietest_cores
 from jointopt.cost.registry import EvalContext, register_cost_model
 from jointopt.space import JointConfig
 
@@ -140,14 +140,21 @@ def time_runner(run: Callable[[np.ndarray], Any], x1: np.ndarray, xb: np.ndarray
                 max_foreign_load: float = 1.0) -> dict[str, Any]:
     """Median batch-1 latency and batch throughput of ``run`` under the measurement lock.
 
-    With ``max_foreign_load`` < 1 the pinned cores are probed before and after the timing; while
-    other processes used more than that share of them, the timing is repeated (up to
-    ``CONTENTION_ATTEMPTS`` times). If they never quieted, the result carries
-    ``latency_contended`` (the share seen) and ``store_timing`` does not cache it.
+    With ``max_foreign_load`` < 1 the timing runs on the ``threads`` cores that other processes
+    used least over a short probe (with fewer threads than cores, another worker's evaluation
+    then keeps its own core), and those cores are probed again afterwards; while other processes
+    used more than that share of them, the timing is repeated (up to ``CONTENTION_ATTEMPTS``
+    times). If they never quieted, the result carries ``latency_contended`` (the share seen) and
+    ``store_timing`` does not cache it.
     """
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     with measurement_lock(cache, threads) as cores:
         for attempt in range(CONTENTION_ATTEMPTS):
-            load = foreign_load(cores) if max_foreign_load < 1 else 0.0
+            load = 0.0
+            if max_foreign_load < 1:
+                cores, load = quietest_cores(threads, allowed or cores)
+                if allowed is not None:
+                    os.sched_setaffinity(0, cores)  # the lock restores the old affinity
             lat, _ = median_time(lambda: run(x1), runs, warmup)
             thr, _ = median_time(lambda: run(xb), max(3, runs // 4), max(1, warmup // 2))
             if max_foreign_load < 1:
