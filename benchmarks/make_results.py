@@ -100,14 +100,20 @@ def _scaling(lines: list[str]) -> None:
     lines += [f"| {c['writers']} | {c['trials_per_s']:.1f} |" for c in last["commit_rate"]]
     t, peak, knee = (last["seconds_per_trial_one_worker"], last["storage_peak_trials_per_s"],
                      last["linear_up_to_workers"])
+    rate = {(q["workers"], q.get("threads_per_worker", 0)): q["trials_per_min"]
+            for q in last["quickstart"]}
+    one = next((v for (w, _), v in rate.items() if w == 1), None)
+    two = next((v for (w, th), v in rate.items() if w == 2 and th), None)
+    pair = (f"the 2-worker row measured here is {two / one:.2f}x, not 2x, because the two "
+            "workers share one machine's 2 cores and one latency lock" if one and two else
+            "one machine's workers share its cores and one latency lock")
     lines += ["", f"Projection: each worker (one machine like this) adds 1/{t:.2f} s trials; "
               f"the storage peaks at {peak:.0f} trials/s, so throughput grows linearly up to "
               f"about {knee:.0f} workers and is flat beyond. Caveats: PostgreSQL and the "
               "writers shared these 2 cores, so the peak is partly the clients' CPU; every "
               "worker reads all trials once per trial (the repeat lookup; samplers too), so "
-              "the storage limit falls as a study grows; and the 2-worker row measured here is "
-              "1.26x, not 2x, because the two workers share one machine's 2 cores and one "
-              "latency lock. Read the knee as an upper bound.", "",
+              f"the storage limit falls as a study grows; and {pair}. Read the knee as an "
+              "upper bound.", "",
               "| workers | projected trials/min |", "|---|---|"]
     lines += [f"| {p['workers']} | {p['trials_per_min']:.0f} |" for p in last["projection"]]
     lines += ["", f"Command: `{last['command']}`.", ""]
