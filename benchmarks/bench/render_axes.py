@@ -81,8 +81,9 @@ def kept_accuracy_table(r: dict[str, Any]) -> list[str]:
     return out
 
 
-def long_budget(r: dict[str, Any], fig: Path) -> list[str]:
-    """The arch and joint studies continued past the equal budget (full runs only)."""
+def long_budget(r: dict[str, Any], fig: Path | None) -> list[str]:
+    """The arch and joint studies continued past the equal budget (full runs only); the
+    figure is drawn to ``fig`` unless it is None."""
     lg = r["long"]
     marks = sorted({r["trials"], (r["trials"] + lg["trials"]) // 2, lg["trials"]})
     out = [f"**With more budget.** The arch and joint studies of seeds "
@@ -101,7 +102,7 @@ def long_budget(r: dict[str, Any], fig: Path) -> list[str]:
             cells.append(f"{f(mean, '.4f')} ± {f(std, '.4f')}")
             means.setdefault(a, []).append(_num(mean))
         out.append(f"| {AXIS_LABEL[a]} | " + " | ".join(cells) + " |")
-    if _fig_budget(r, fig):
+    if fig is not None and _fig_budget(r, fig):
         out += ["", f"![hypervolume vs trials, arch and joint]({fig.name})"]
     last = {a: v[-1] for a, v in means.items()}
     lead = "joint" if last["joint"] > last["arch"] else "arch"
