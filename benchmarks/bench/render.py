@@ -253,6 +253,13 @@ def _plt() -> Any:
     return plt
 
 
+def save_figure(fig: Any, path: Path) -> None:
+    """Lay out, write (110 dpi, the size every figure of RESULTS.md uses) and close ``fig``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+
+
 def _fig_headline(recs: list[dict[str, Any]], path: Path) -> bool:
     if not recs:
         return False
@@ -271,7 +278,5 @@ def _fig_headline(recs: list[dict[str, Any]], path: Path) -> bool:
     ax.set_ylabel("pick / DeiT-Tiny shape (x better)")
     ax.legend(fontsize=8)
     ax.set_title("Pick vs DeiT-Tiny-shaped ViT")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return True

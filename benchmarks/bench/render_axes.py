@@ -20,6 +20,7 @@ from bench.render import (
     mode_of,
     pick_record,
     ranking,
+    save_figure,
 )
 from bench.stats import best_at_kept_accuracy, mean_std
 
@@ -128,9 +129,7 @@ def _fig_budget(r: dict[str, Any], path: Path) -> bool:
     ax.set_ylabel("normalised hypervolume")
     ax.set_title("Hypervolume vs trials (WM-811K, NSGA-II; thin: single seeds)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 
@@ -233,9 +232,7 @@ def _fig_fronts(r: dict[str, Any], path: Path) -> bool:
     ax.set_ylabel("validation accuracy")
     ax.set_title(f"Fronts, accuracy vs latency (seed 0, {mode_of(r)} run)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 

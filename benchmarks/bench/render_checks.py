@@ -10,7 +10,18 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bench.render import _num, _plt, _which, acc_ci, f, fx, mode_of, pick_record, ranking
+from bench.render import (
+    _num,
+    _plt,
+    _which,
+    acc_ci,
+    f,
+    fx,
+    mode_of,
+    pick_record,
+    ranking,
+    save_figure,
+)
 
 
 # ---- section 3 ---------------------------------------------------------------------------
@@ -38,9 +49,7 @@ def samplers(recs: list[dict[str, Any]], figdir: Path) -> list[str]:
     ax.set_ylabel("normalised hypervolume")
     ax.set_title(f"Hypervolume vs trials ({mode_of(r)} run)")
     ax.legend(fontsize=8)
-    fg.tight_layout()
-    fg.savefig(fig, dpi=110)
-    plt.close(fg)
+    save_figure(fg, fig)
     out += ["", _which(r), "", f"![hypervolume vs trials]({fig.name})", "",
             samplers_paragraph(r), ""]
     return out
@@ -134,9 +143,7 @@ def fidelity(recs: list[dict[str, Any]], figdir: Path) -> list[str]:
     ax.set_xlabel(f"standalone test accuracy ({r['epochs']} epochs)")
     ax.set_ylabel("inherited-weight test accuracy")
     ax.set_title(f"Kendall tau {f(r['kendall_tau_test'], '.2f')} (p {f(r['p_test'], '.2f')})")
-    fg.tight_layout()
-    fg.savefig(fig, dpi=110)
-    plt.close(fg)
+    save_figure(fg, fig)
     out += ["", f"![inherited vs standalone accuracy]({fig.name})", "", fidelity_paragraph(r), ""]
     return out
 
@@ -198,9 +205,7 @@ def costmodel(recs: list[dict[str, Any]], figdir: Path) -> list[str]:
     ax.set_ylabel("measured batch-1 latency (ms)")
     ax.set_title(f"rho {f(r['rho_macs'], '.2f')} over {r['n_configs']} configs")
     ax.legend(fontsize=8)
-    fg.tight_layout()
-    fg.savefig(fig, dpi=110)
-    plt.close(fg)
+    save_figure(fg, fig)
     out += ["", f"![latency vs MACs]({fig.name})", "", costmodel_paragraph(r), ""]
     return out
 
