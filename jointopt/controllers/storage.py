@@ -214,8 +214,9 @@ def recover_orphans(ostudy: optuna.Study, *, also: tuple[str, ...] = (), grace: 
     for t in ostudy.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.system_attrs.get(WORKER_ATTR)
         if owner is None:
-            # A worker names itself once the sampler has drawn the params; until then its
-            # trial has no owner. Only one that stayed unnamed for a grace period is dead.
+            # A worker names itself in the sampler's before_trial hook (Optuna backend,
+            # claim_trials) or once the params are drawn (Ray backend); until then its trial
+            # has no owner. Only one that stayed unnamed for a grace period is dead.
             started = t.datetime_start
             age = (datetime.now() - started).total_seconds() if started else math.inf
             if age < grace:
