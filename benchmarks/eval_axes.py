@@ -38,7 +38,7 @@ def main() -> None:
     os.environ["JOINTOPT_CACHE"] = tempfile.mkdtemp(prefix="jointopt-bench-")
     from jointopt import Study
     from jointopt.cost.latency import MeasureCache
-    from jointopt.evaluate import evaluate
+    from jointopt.evaluation import evaluate
 
     study = Study.from_yaml(args.study)
     net = study.load_supernet()

@@ -142,7 +142,7 @@ def _parse_config(text: str):  # type: ignore[no-untyped-def]
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def evaluate(study_file: str, config_text: str, split: str, as_json: bool) -> None:
     """Evaluate one joint config: accuracy, size, measured latency and energy."""
-    from jointopt.evaluate import evaluate as run_eval
+    from jointopt.evaluation import evaluate as run_eval
 
     study = _study(study_file)
     cfg = _parse_config(config_text)

@@ -21,7 +21,7 @@ from torch import nn
 from jointopt.controllers.objective import trial_record
 from jointopt.controllers.storage import open_storage, open_study
 from jointopt.errors import UserError
-from jointopt.evaluate import _half, build_deployable
+from jointopt.evaluation import _half, build_deployable
 from jointopt.pareto import Objective, front_table, pareto_front
 from jointopt.space import JointConfig
 from jointopt.study import Study

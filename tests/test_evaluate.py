@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from jointopt import JointConfig, Study
-from jointopt.evaluate import METRIC_KEYS, build_deployable, evaluate
+from jointopt.evaluation import METRIC_KEYS, build_deployable, evaluate
 from jointopt.export import export_onnx, onnx_predictions, torch_predictions
 from jointopt.quant import INTEGER_MATMUL_OPS, integer_ops
 from jointopt.train import accuracy

@@ -26,7 +26,7 @@ from jointopt import Study
 from jointopt.controllers import run_search
 from jointopt.controllers.storage import is_storage_error, with_storage_retry
 from jointopt.errors import StorageLost
-from jointopt.evaluate import METRIC_KEYS
+from jointopt.evaluation import METRIC_KEYS
 
 
 def _trials(path: Path) -> list[optuna.trial.FrozenTrial]:

@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from jointopt.controllers.objective import VALID_CONSTRAINT
 from jointopt.controllers.storage import WORKER_ATTR
-from jointopt.evaluate import METRIC_KEYS
+from jointopt.evaluation import METRIC_KEYS
 
 URL_VAR = "JOINTOPT_TEST_PG_URL"  # the storage URL (with its password) stays out of the YAML
 WORKERS = 4

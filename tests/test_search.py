@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from jointopt import Study
 from jointopt.controllers import run_search
 from jointopt.controllers.objective import VALID_CONSTRAINT, run_trial, trial_record
-from jointopt.evaluate import METRIC_KEYS
+from jointopt.evaluation import METRIC_KEYS
 
 
 def variant(trained: Path, tmp_path: Path, name: str, **search: object) -> Path:

@@ -295,7 +295,7 @@ def score_config(ctx: Ctx, study: Any, net: Any, cfg: Any, *, dataset: str, test
                  ) -> tuple[dict[str, Any], np.ndarray | None]:
     """Evaluate a config on validation (run cache); with ``test``, score it on the test split
     with a 95% bootstrap interval (a second deployment of the config: calibration included)."""
-    from jointopt.evaluate import evaluate
+    from jointopt.evaluation import evaluate
     from jointopt.export import deployed_model
 
     m = evaluate(study, cfg, supernet=net, cache=ctx.cache).to_dict()

@@ -65,7 +65,7 @@ def _repeat_latency(ctx: Ctx, cfg: Any, repeats: int) -> dict[str, Any]:
         runtime_for,
     )
     from jointopt.cost.registry import EvalContext
-    from jointopt.evaluate import build_deployable
+    from jointopt.evaluation import build_deployable
 
     study = ctx.study(ctx.wm_yaml)
     net = ctx.ensure_supernet(ctx.wm_yaml)

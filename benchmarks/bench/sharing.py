@@ -65,7 +65,7 @@ def run_sharing(ctx: Ctx) -> dict[str, Any]:
     """Section 4."""
     from jointopt.baselines import train_fixed
     from jointopt.cost.latency import MeasureCache
-    from jointopt.evaluate import evaluate
+    from jointopt.evaluation import evaluate
     from jointopt.export import deployed_model
     from jointopt.train import accuracy
 

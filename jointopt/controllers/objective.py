@@ -11,7 +11,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from jointopt.errors import UserError
-from jointopt.evaluate import METRIC_KEYS, evaluate
+from jointopt.evaluation import METRIC_KEYS, evaluate
 from jointopt.study import Study
 
 __all__ = ["TrialOutcome", "run_trial", "suggest_params", "find_repeat", "trial_record",
