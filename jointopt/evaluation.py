@@ -1,14 +1,15 @@
 """One joint evaluation: a config in, its accuracy and costs out.
 
 :func:`evaluate` is the only place that evaluates a config; both search controllers call it.
-The accuracy of a config is computed at its own precision: the supernet's active path for fp32,
-a real half-precision copy for fp16, and the calibrated Brevitas model for integer configs (its
-ONNX Runtime deployment agrees with it on at least 99% of predictions, checked by the tests).
+It builds the config's precision plan on the study's runtime (:mod:`jointopt.precision`), and
+everything reads that plan: the accuracy model (:func:`jointopt.deploy.accuracy_model`: float32,
+a 16-bit float copy, the calibrated Brevitas model, or dequantized integer weights), the
+deployed graph that is timed, BitOPs, energy and model bytes. The deployed graph agrees with the
+accuracy model on at least 99% of predictions (tests and benchmarks/precision.py).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import threading
@@ -18,17 +19,20 @@ from functools import lru_cache
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from jointopt.cost import get_cost_model
 from jointopt.cost.registry import EvalContext
 from jointopt.cost.size import size_costs
+from jointopt.deploy import accuracy_model
+from jointopt.precision import PrecisionPlan, plan_for
+from jointopt.runtimes import get_runtime
 from jointopt.space import JointConfig
 from jointopt.study import Study
 from jointopt.supernet import ViTSupernet
 from jointopt.train import accuracy, normalize
 
-__all__ = ["Metrics", "evaluate", "build_deployable", "METRIC_KEYS"]
+__all__ = ["Metrics", "evaluate", "build_deployable", "config_plan", "METRIC_KEYS"]
 
 log = logging.getLogger(__name__)
 _EXTRACT_LOCK = threading.Lock()
@@ -77,23 +81,16 @@ def _load(study: Study) -> ViTSupernet:
     return _supernet(str(study.checkpoint), study.checkpoint.stat().st_mtime)
 
 
-def _half(model: nn.Module) -> nn.Module:
-    half = copy.deepcopy(model).half().eval()
-
-    class _Half(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.m = half
-
-        def forward(self, x: Tensor) -> Tensor:
-            return self.m(x.half()).float()
-
-    return _Half()
+def config_plan(study: Study, cfg: JointConfig) -> PrecisionPlan:
+    """The precision plan of ``cfg`` on the study's runtime (``evaluate.runtime``)."""
+    caps = get_runtime(study.evaluation.runtime).caps()
+    return plan_for(cfg.w_bits, cfg.a_bits, depth=cfg.depth, merges=cfg.merges, caps=caps,
+                    io_bits=study.evaluation.io_bits)
 
 
 def build_deployable(study: Study, cfg: JointConfig, net: ViTSupernet
                      ) -> tuple[nn.Module, nn.Module | None]:
-    """(extracted float subnet, calibrated fake-quantized copy or None for float configs)."""
+    """(extracted float subnet, calibrated Brevitas copy for integer weights, else None)."""
     from jointopt import quant
 
     float_cfg = dataclasses.replace(cfg, w_bits=32, a_bits=32)
@@ -136,24 +133,19 @@ def evaluate(study: Study, cfg: JointConfig, *, supernet: ViTSupernet | None = N
         # that each spin all cores' worth of OpenMP threads run about 5x slower on 2 cores
         # (benchmarks/scaling.py).
         torch.set_num_threads(ev.threads)
+    plan = config_plan(study, cfg)
     float_model, quant_model = build_deployable(study, cfg, net)
     # The extracted subnet equals the supernet's active path (to 1e-5) and, unlike the shared
     # supernet, is private to this call: concurrent trials cannot switch it under us.
-    if cfg.is_float and min(cfg.w_bits, cfg.a_bits) == 32:
-        acc = accuracy(float_model, images, labels)
-    elif cfg.is_float:
-        acc = accuracy(_half(float_model), images, labels)
-    else:
-        assert quant_model is not None
-        acc = accuracy(quant_model, images, labels)
+    acc = accuracy(accuracy_model(plan, float_model, quant_model), images, labels)
     t_acc = time.perf_counter()
     shape = net.shape
     ctx = EvalContext(cfg=cfg, shape=shape, in_chans=net.in_chans, num_classes=net.num_classes,
                       io_bits=ev.io_bits, batch_size=ev.batch_size, float_model=float_model,
-                      quant_model=quant_model, settings=ev,
+                      quant_model=quant_model, settings=ev, plan=plan,
                       workdir=study.output if study.output.is_dir() else None)
-    ctx.metrics.update(size_costs(cfg, shape, in_chans=net.in_chans,
-                                  num_classes=net.num_classes, io_bits=ev.io_bits))
+    ctx.metrics.update(size_costs(cfg, shape, plan, in_chans=net.in_chans,
+                                  num_classes=net.num_classes))
     lat_model = get_cost_model("latency", ev.latency)
     if cache is not None and hasattr(lat_model, "cache"):
         lat_model.cache = cache
@@ -164,6 +156,7 @@ def evaluate(study: Study, cfg: JointConfig, *, supernet: ViTSupernet | None = N
     extra["eval_seconds"] = time.perf_counter() - t0
     extra["accuracy_seconds"] = t_acc - t0
     extra["split"] = split
+    extra["precision"] = plan.precision
     return Metrics(accuracy=acc, params=int(m["params"]), macs=int(m["macs"]),
                    bitops=int(m["bitops"]), model_bytes=int(m["model_bytes"]),
                    latency_ms=float(m["latency_ms"]), throughput_ips=float(m["throughput_ips"]),

@@ -1,7 +1,10 @@
-"""Export Pareto-optimal configs: tables, configs, weights and ONNX models.
+"""Export Pareto-optimal configs: tables, configs, weights and the deployed models.
 
-Every exported member is re-scored on the test split (``test_accuracy``), so the accuracy a
-user reads is not the one that selected it, and its ONNX model is checked against PyTorch.
+Each exported member gets the graph that was timed (``model.onnx``, float32 input for every
+precision) and the runtime's own format where it has one (OpenVINO IR ``model.xml/.bin``). It
+is re-scored on the test split (``test_accuracy``) both by the accuracy model and by the
+deployed runtime, and checked against its precision plan: the dtypes the runtime's optimized
+graph executes, ``model_bytes`` against the deployed weight files, and the runtime's name.
 """
 
 from __future__ import annotations
@@ -20,14 +23,18 @@ from torch import nn
 
 from jointopt.controllers.objective import trial_record
 from jointopt.controllers.storage import open_storage, open_study
+from jointopt.deploy import accuracy_model, check_deployment, export_onnx
 from jointopt.errors import UserError
-from jointopt.evaluation import _half, build_deployable
+from jointopt.evaluation import build_deployable, config_plan
 from jointopt.pareto import Objective, front_table, pareto_front
+from jointopt.precision import PrecisionPlan
+from jointopt.runtimes import get_runtime
 from jointopt.space import JointConfig
 from jointopt.study import Study
 from jointopt.train import accuracy, normalize
 
-__all__ = ["study_records", "export_study", "onnx_predictions", "deployed_model"]
+__all__ = ["study_records", "export_study", "deployed_model", "deploy_member",
+           "runtime_predictions", "torch_predictions", "DeployedMember"]
 
 
 def study_records(study: Study) -> tuple[list[dict[str, Any]], dict[str, Any] | None,
@@ -47,44 +54,62 @@ def objectives_of(study: Study) -> list[Objective]:
 
 
 def deployed_model(study: Study, cfg: JointConfig, net: Any) -> nn.Module:
-    """The model at the config's own precision (what accuracy is computed with)."""
+    """The PyTorch model that computes like the deployed graph (what accuracy is computed
+    with)."""
     sub, q = build_deployable(study, cfg, net)
-    if q is not None:
-        return q
-    if min(cfg.w_bits, cfg.a_bits) == 16:
-        return _half(sub)
-    return sub
+    return accuracy_model(config_plan(study, cfg), sub, q)
 
 
-def export_onnx(study: Study, cfg: JointConfig, net: Any, model: nn.Module, path: Path) -> Path:
-    """ONNX at the config's precision: QCDQ integer graph, fp16 graph, or fp32 graph."""
-    from jointopt import quant
+@dataclasses.dataclass
+class DeployedMember:
+    """A config deployed into ``folder``: its plan, model files and the check of both."""
 
+    plan: PrecisionPlan
+    model: nn.Module
+    onnx: Path
+    files: list[Path]
+    check: dict[str, Any]
+
+
+def deploy_member(study: Study, cfg: JointConfig, net: Any, folder: Path, *,
+                  model_bytes: int | None = None) -> DeployedMember:
+    """Export ``cfg``'s deployed graph into ``folder`` and check it against its plan."""
+    from jointopt.cost.latency import eval_threads
+    from jointopt.cost.size import size_costs
+
+    plan = config_plan(study, cfg)
+    runtime = get_runtime(plan.runtime)
+    sub, q = build_deployable(study, cfg, net)
     s = net.shape
     example = torch.zeros(1, net.in_chans, s.img_size, s.img_size)
-    if not cfg.is_float and cfg.w_bits < 16:
-        return quant.export_int_onnx(model, example, path)
-    inner = model.m if hasattr(model, "m") else model  # unwrap the fp16 adapter
-    half = min(cfg.w_bits, cfg.a_bits) == 16
-    # export_float_onnx works on a copy: converting `inner` here would turn the deployed fp16
-    # model into fp32 under the caller's feet.
-    return quant.export_float_onnx(inner, example, path, half=half)
+    onnx_path = export_onnx(plan, sub, q, example, folder / "model.onnx")
+    files = runtime.save_native(onnx_path, plan, folder)
+    if model_bytes is None:
+        model_bytes = size_costs(cfg, s, plan, in_chans=net.in_chans,
+                                 num_classes=net.num_classes)["model_bytes"]
+    executed = runtime.executed(onnx_path, plan, threads=eval_threads(study.evaluation))
+    check = check_deployment(plan, executed, model_bytes=model_bytes,
+                             deployed=runtime.weight_bytes(files), runtime_label=plan.label,
+                             runtime_name=runtime.name,
+                             weight_storage=runtime.caps().weight_storage)
+    return DeployedMember(plan, accuracy_model(plan, sub, q), onnx_path, files, check)
 
 
-def onnx_predictions(path: Path, images: torch.Tensor, *, batch: int = 256) -> np.ndarray:
-    """Top-1 of an ONNX model under ONNX Runtime on uint8 images."""
-    import onnxruntime as ort
+def runtime_predictions(study: Study, plan: PrecisionPlan, onnx_path: Path,
+                        images: torch.Tensor, *, batch: int = 64) -> np.ndarray:
+    """Top-1 of the deployed graph on the study's runtime, on uint8 images (the last batch is
+    padded: the runtime runs a fixed batch size)."""
+    from jointopt.cost.latency import eval_threads
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    inp = sess.get_inputs()[0]
-    half = inp.type == "tensor(float16)"
+    run = get_runtime(plan.runtime).load(onnx_path, plan, threads=eval_threads(
+        study.evaluation), batch=batch)
     preds = []
     for i in range(0, len(images), batch):
         x = normalize(images[i:i + batch]).numpy()
-        x = x.astype(np.float16) if half else x
-        preds.append(np.asarray(sess.run(None, {inp.name: x})[0]).argmax(-1))
+        n = len(x)
+        if n < batch:
+            x = np.concatenate([x, np.zeros((batch - n, *x.shape[1:]), x.dtype)])
+        preds.append(np.asarray(run(x))[:n].argmax(-1))
     return np.concatenate(preds)
 
 
@@ -114,31 +139,36 @@ def export_study(study: Study, out: Path, *, trials: list[int] | None = None,
     for n in chosen:
         rec = by_number[n]
         cfg = JointConfig.from_dict(rec["config"])
-        model = deployed_model(study, cfg, net)
         folder = out / f"trial_{n:04d}"
         folder.mkdir(exist_ok=True)
-        onnx_path = export_onnx(study, cfg, net, model, folder / "model.onnx")
-        pt = torch_predictions(model, test_x)
-        ort_pred = onnx_predictions(onnx_path, test_x)
-        test_acc = accuracy(model, test_x, test_y)
-        agree = float((pt == ort_pred).mean())
+        member = deploy_member(study, cfg, net, folder,
+                               model_bytes=rec["metrics"].get("model_bytes"))
+        pt = torch_predictions(member.model, test_x)
+        deployed = runtime_predictions(study, member.plan, member.onnx, test_x)
+        test_acc = accuracy(member.model, test_x, test_y)
+        agree = float((pt == deployed).mean())
         float_sub = net.extract(dataclasses.replace(cfg, w_bits=32, a_bits=32))
         save_file({k: v.contiguous() for k, v in float_sub.state_dict().items()},
                   str(folder / "weights.safetensors"))
-        if not cfg.is_float and cfg.w_bits < 16:
-            state = {k: v.detach().contiguous() for k, v in model.state_dict().items()
+        if member.plan.kind != "float":
+            state = {k: v.detach().contiguous() for k, v in
+                     build_deployable(study, cfg, net)[1].state_dict().items()  # type: ignore
                      if isinstance(v, torch.Tensor)}
             save_file(state, str(folder / "quant_state.safetensors"))
-        info = {"trial": n, "config": cfg.to_dict(), "metrics": rec["metrics"],
-                "test_accuracy": test_acc, "onnx_test_accuracy":
-                float((ort_pred == test_y.numpy()).mean()), "onnx_top1_agreement": agree,
-                "supernet": str(study.checkpoint), "study": str(study.path)}
+        info = {"trial": n, "config": cfg.to_dict(), "precision": member.plan.precision,
+                "latency_runtime": member.plan.label, "metrics": rec["metrics"],
+                "test_accuracy": test_acc, "deployed_test_accuracy":
+                float((deployed == test_y.numpy()).mean()), "deployed_top1_agreement": agree,
+                "deploy_check": member.check,
+                "files": sorted(p.name for p in folder.iterdir())}
         (folder / "config.yaml").write_text(yaml.safe_dump(info, sort_keys=False))
         rec["metrics"] = {**rec["metrics"], "test_accuracy": test_acc}
         exported.append(info)
         if progress:
-            print(f"trial {n}: test_accuracy={test_acc:.4f} onnx agreement={agree:.4f} "
-                  f"-> {folder}")
+            status = "ok" if member.check["ok"] else "MISMATCH: " + "; ".join(
+                member.check["problems"][:3])
+            print(f"trial {n}: {member.plan.label} test_accuracy={test_acc:.4f} "
+                  f"deployed agreement={agree:.4f} plan check {status} -> {folder}")
     table = front_table(front, objectives, base) if base is not None else front_table(
         front, objectives, front[0])
     table.to_csv(out / "pareto.csv", index=False)

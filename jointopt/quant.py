@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnx.version_converter
 import torch
 from brevitas.export import export_onnx_qcdq
 from brevitas.graph.calibrate import bias_correction_mode, calibration_mode
@@ -159,13 +160,39 @@ def export_float_onnx(
         model, example = model.half(), example.half()
     with torch.no_grad():
         torch.onnx.export(model, (example,), str(path), dynamo=False, **_EXPORT_KWARGS)
+    proto = onnx.load(str(path))
+    _name_weights(proto.graph)
+    onnx.save(proto, str(path))
     return path
 
 
-def export_int_onnx(model: nn.Module, example: Tensor, path: str | Path) -> Path:
-    """Export a quantized model with ``export_onnx_qcdq`` and rewrite it for ORT int8 kernels.
+def _name_weights(g: onnx.GraphProto) -> None:
+    """Name each matmul's weight initializer after its node (``/blocks.0/qkv/MatMul/weight``
+    instead of ``onnx::MatMul_773``), so a runtime's fused nodes can still be traced to the
+    layer they compute."""
+    inits = {t.name: t for t in g.initializer}
+    renamed: dict[str, str] = {}
+    for node in g.node:
+        if node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2:
+            continue
+        old = node.input[1]
+        if old in inits and old not in renamed and old.startswith("onnx::"):
+            renamed[old] = f"{node.name}/weight"
+    for t in g.initializer:
+        if t.name in renamed:
+            t.name = renamed[t.name]
+    for node in g.node:
+        for k, name in enumerate(node.input):
+            if name in renamed:
+                node.input[k] = renamed[name]
 
-    A model without quantized layers is exported as float. Batch axis is dynamic.
+
+def export_int_onnx(model: nn.Module, example: Tensor, path: str | Path, *,
+                    pack_int4: bool = False) -> Path:
+    """Export a quantized model with ``export_onnx_qcdq`` and rewrite it for integer kernels.
+
+    A model without quantized layers is exported as float. Batch axis is dynamic. Weight-only
+    layers keep their integer weights in the graph; ``pack_int4`` stores 4-bit ones as INT4.
     """
     path = Path(path)
     if not _is_quantized(model):
@@ -178,14 +205,18 @@ def export_int_onnx(model: nn.Module, example: Tensor, path: str | Path) -> Path
             keep_initializers_as_inputs=False, **_EXPORT_KWARGS)
         proto = onnx.load(str(raw))
     model.train(was_training)
-    proto = _integerize(proto)
+    proto = _integerize(proto, pack_int4=pack_int4)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     return path
 
 
-def _integerize(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """Rewrite a Brevitas QCDQ graph into the QDQ form ORT fuses (see the module docstring)."""
+def _integerize(proto: onnx.ModelProto, *, pack_int4: bool = False) -> onnx.ModelProto:
+    """Rewrite a Brevitas QCDQ graph into the QDQ form ORT fuses (see the module docstring).
+
+    Weight-only layers keep ``int8 weight -> DequantizeLinear -> MatMul``; with ``pack_int4``
+    weights on a grid of 4 bits or fewer are stored as INT4.
+    """
     g = proto.graph
     inits = {t.name: t for t in g.initializer}
     prod = {o: n for n in g.node for o in n.output}
@@ -230,6 +261,7 @@ def _integerize(proto: onnx.ModelProto) -> onnx.ModelProto:
         return np.clip(y, np.iinfo(z.dtype).min, np.iinfo(z.dtype).max).astype(z.dtype)
 
     extra: list[onnx.NodeProto] = []
+    weight_only: list[onnx.NodeProto] = []
     for dq in [n for n in g.node if n.op_type == "DequantizeLinear"]:
         src = prod.get(dq.input[0])
         clip = src if src is not None and src.op_type == "Clip" else None
@@ -251,16 +283,36 @@ def _integerize(proto: onnx.ModelProto) -> onnx.ModelProto:
             int_act = act is not None and act.op_type == "DequantizeLinear"
             gemm = user.op_type == "Gemm" and not attr(user, "transA", 0) and attr(
                 user, "alpha", 1.0) == attr(user, "beta", 1.0) == 1
-            if fold or not (int_act and user.input[1] == dq.output[0]
-                            and (user.op_type == "MatMul" or gemm)):
-                # bias, weight-only (float activation) or other consumer: plain float constant
+            matmul = user.input[1] == dq.output[0] and (user.op_type == "MatMul" or gemm)
+            if fold or not matmul:
+                # bias, or a consumer other than a matmul: plain float constant
                 f = _dequantize(w, scale, zp, axis)
                 rename_input(dq.output[0], add_init(f, dq.output[0] + "_f"))
                 continue
-            assert act is not None
             dq.input[0] = add_init(w, dq.output[0] + "_int")
             dq.ClearField("attribute")  # opset 17 DequantizeLinear has only `axis`
             dq.attribute.append(helper.make_attribute("axis", axis))
+            if not int_act:
+                # Weight-only: the integer weight stays in the graph (DequantizeLinear -> float
+                # MatMul), the pattern runtimes execute as compressed weights (OpenVINO's
+                # FullyConnected, ONNX Runtime's MatMulNBits). A Gemm becomes MatMul + Add,
+                # since ONNX Runtime fuses only MatMul.
+                weight_only.append(dq)
+                if user.op_type == "Gemm":
+                    if attr(user, "transB", 0):
+                        dq.input[0] = add_init(np.ascontiguousarray(w.T), dq.output[0] + "_intT")
+                        dq.ClearField("attribute")
+                        dq.attribute.append(helper.make_attribute("axis", 1 - axis))
+                    out, bias_in = user.output[0], (list(user.input) + [""])[2]
+                    user.op_type = "MatMul"
+                    user.ClearField("attribute")
+                    del user.input[2:]
+                    if bias_in:
+                        user.output[0] = out + "_matmul"
+                        extra.append(helper.make_node("Add", [user.output[0], bias_in], [out],
+                                                      name=user.name + "_bias"))
+                continue
+            assert act is not None
             bias = const(user.input[2]) if gemm and len(user.input) > 2 and user.input[2] else None
             if bias is not None:  # Gemm (2-D input): int32 bias on the accumulator grid -> QGemm
                 bs = np.broadcast_to(need(act.input[1]) * scale, bias.shape).astype(np.float32)
@@ -289,6 +341,39 @@ def _integerize(proto: onnx.ModelProto) -> onnx.ModelProto:
     g.node.extend(extra)
     g.initializer.extend(new_inits)
     _prune_and_sort(g)
+    if pack_int4:
+        proto = _pack_int4(proto, weight_only)
+    return proto
+
+
+def _pack_int4(proto: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> onnx.ModelProto:
+    """Store the weights of weight-only ``nodes`` whose values fit 4 bits as INT4 tensors.
+
+    INT4 DequantizeLinear needs opset 21; the graph is converted there first (only the opset
+    changes: the ops used here have the same semantics at 17 and 21).
+    """
+    names = {n.name for n in nodes}
+    if not names:
+        return proto
+    proto = onnx.version_converter.convert_version(proto, 21)
+    inits = {t.name: t for t in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type != "DequantizeLinear" or node.name not in names:
+            continue
+        for idx in (0, 2):
+            t = inits.get(node.input[idx])
+            if t is None:
+                continue
+            a = numpy_helper.to_array(t)
+            if a.dtype != np.int8 or a.size and (a.min() < -8 or a.max() > 7):
+                break  # wider than 4 bits: keep the int8 container
+            name = t.name + "_i4"
+            if name not in inits:  # zero points are shared between layers
+                inits[name] = helper.make_tensor(name, onnx.TensorProto.INT4, a.shape,
+                                                 a.astype(np.int8).ravel().tolist())
+                proto.graph.initializer.append(inits[name])
+            node.input[idx] = name
+    _prune_and_sort(proto.graph)
     return proto
 
 

@@ -18,11 +18,10 @@ import numpy as np
 
 from jointopt._yaml import check_keys, load_yaml, want
 from jointopt.errors import UserError, field_error
+from jointopt.precision import BITS, invalid_reason
 
 __all__ = ["JointConfig", "SearchSpace", "SupernetShape", "BITS", "PER_LAYER_FIELDS"]
 
-#: Bit-widths a config may use: 32 = fp32, 16 = fp16, the rest integer (Brevitas).
-BITS: tuple[int, ...] = (32, 16, 8, 6, 4, 3, 2)
 PER_LAYER_FIELDS: tuple[str, ...] = ("num_heads", "mlp_ratio", "tome_r")
 SCALAR_FIELDS: tuple[str, ...] = ("depth", "embed_dim", "w_bits", "a_bits")
 CONFIG_FIELDS: tuple[str, ...] = (
@@ -308,9 +307,9 @@ class SearchSpace:
             b = getattr(cfg, name)
             if b not in BITS:
                 raise field_error(src, name, b, f"must be one of {list(BITS)}")
-        if cfg.a_bits < 16 and cfg.w_bits >= 16:
-            raise field_error(src, "a_bits", cfg.a_bits,
-                              f"integer activations need integer weights (w_bits={cfg.w_bits})")
+        why = invalid_reason(cfg.w_bits, cfg.a_bits)
+        if why is not None:
+            raise field_error(src, "a_bits", cfg.a_bits, f"{why} (w_bits={cfg.w_bits})")
         return cfg
 
     # ---- sampling -----------------------------------------------------------------------

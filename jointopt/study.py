@@ -131,7 +131,8 @@ class EvalSpec:
     threads: int = 0
     max_foreign_load: float = 0.25  # share of the timed cores other processes may use; 1 = off
     proportional_attention: bool = True
-    latency: str = "onnxruntime"  # a registered latency cost model
+    runtime: str = "openvino"  # the runtime that executes the deployed model (jointopt.runtimes)
+    latency: str = "measured"  # a registered latency cost model; measured: timed on `runtime`
     energy: str = "auto"  # rapl where readable, else the horowitz45 model
 
     def check(self, source: str, prefix: str) -> None:
@@ -140,6 +141,11 @@ class EvalSpec:
         if not 0 <= self.max_foreign_load <= 1:
             raise field_error(source, f"{prefix}.max_foreign_load", self.max_foreign_load,
                               "must be in [0, 1] (1 turns the check off)")
+        from jointopt.runtimes import runtime_names
+
+        if self.runtime not in runtime_names():
+            raise field_error(source, f"{prefix}.runtime", self.runtime,
+                              f"unknown runtime (registered: {', '.join(runtime_names())})")
         if self.io_bits not in (32, 16, 8, 6, 4, 3, 2):
             raise field_error(source, f"{prefix}.io_bits", self.io_bits,
                               "must be a valid bit-width")

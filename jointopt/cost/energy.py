@@ -8,8 +8,11 @@ ISSCC 2014, for a 45 nm process:
 | add (pJ)  | 0.03 | 0.1   | 0.4  | 0.9  |
 | mult (pJ) | 0.2  | 3.1   | 1.1  | 3.7  |
 
-Integer multipliers scale with the product of the operand widths (the square of the bit-width for
-equal operands) from the int8 figure, adders linearly; products accumulate in int32. Memory:
+Each part is charged at the dtype its precision plan runs it in (:mod:`jointopt.precision`):
+float32, 16-bit float (the fp16 column, an upper bound for bfloat16), or int8 with int32
+accumulation; integer grids narrower than 8 bits run on 8-bit kernels and are charged as such.
+Element-wise parts (norms, softmax, GELU) and the token merge are charged per element
+(``jointopt.cost.size.ELEMENTWISE_OPS``). Memory:
 weights are read from DRAM once per batch at about 160 pJ per byte (Horowitz: 1.3-2.6 nJ per
 64-bit access); activations pass through SRAM at about 1.25 pJ per byte (10 pJ per 64-bit access
 of an 8 KB SRAM). Reports call the result modelled energy.
@@ -22,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from jointopt.cost.registry import EvalContext, register_cost_model
-from jointopt.cost.size import LayerCost, layer_costs
+from jointopt.cost.size import ELEMENTWISE_OPS, LayerCost, layer_costs
+from jointopt.precision import DTYPE_BYTES
 
-__all__ = ["HOROWITZ_45NM_PJ", "mac_energy_pj", "modelled_energy_mj", "rapl_available",
-           "Horowitz45", "RaplEnergy"]
+__all__ = ["HOROWITZ_45NM_PJ", "mac_energy_pj", "elementwise_pj", "modelled_energy_mj",
+           "rapl_available", "Horowitz45", "RaplEnergy", "DRAM_PJ_PER_BYTE", "SRAM_PJ_PER_BYTE"]
 
 HOROWITZ_45NM_PJ: dict[str, dict[str, float]] = {
     "add": {"int8": 0.03, "int32": 0.1, "fp16": 0.4, "fp32": 0.9},
@@ -33,76 +37,67 @@ HOROWITZ_45NM_PJ: dict[str, dict[str, float]] = {
 }
 DRAM_PJ_PER_BYTE = 160.0
 SRAM_PJ_PER_BYTE = 1.25
+# Horowitz lists fp16, not bfloat16; a bf16 multiplier (8-bit significand) is smaller than an
+# fp16 one (11-bit), so the fp16 figures are an upper bound for bf16.
+_FLOAT_KIND = {"f32": "fp32", "bf16": "fp16", "f16": "fp16"}
 
 
-def _float_bits(bits: int) -> str:
-    return "fp16" if bits == 16 else "fp32"
-
-
-def mac_energy_pj(w_bits: int, a_bits: int) -> float:
-    """Energy of one multiply-accumulate with operands of these widths."""
+def mac_energy_pj(dtype: str) -> float:
+    """Energy of one multiply-accumulate executed in ``dtype`` (``f32``, ``bf16``, ``f16``,
+    ``i8``). Integer products accumulate in int32."""
     t = HOROWITZ_45NM_PJ
-    if w_bits >= 16 or a_bits >= 16:
-        # A float operand makes the product float (weight-only quantization dequantizes).
-        kind = _float_bits(min(b for b in (w_bits, a_bits) if b >= 16))
+    if dtype in _FLOAT_KIND:
+        kind = _FLOAT_KIND[dtype]
         return t["mult"][kind] + t["add"][kind]
-    mult = t["mult"]["int8"] * (w_bits * a_bits) / 64.0
-    return mult + t["add"]["int32"]
+    return t["mult"]["int8"] + t["add"]["int32"]
 
 
-def modelled_energy_mj(ctx: EvalContext) -> float:
-    """Horowitz-45nm energy per image, in millijoules, at the context's batch size."""
-    layers = layer_costs(ctx.cfg, ctx.shape, in_chans=ctx.in_chans,
-                         num_classes=ctx.num_classes, io_bits=ctx.io_bits)
-    pj = 0.0
-    act_elems = 0.0
-    for lc in layers:
-        pj += lc.macs * mac_energy_pj(lc.w_bits, lc.a_bits)
-        act_elems += _io_elements(lc, ctx)
-    # Integer activations are stored at their width; float ones at the config's float width.
-    a_bytes = ctx.cfg.a_bits / 8.0 if ctx.cfg.a_bits < 16 else min(ctx.cfg.a_bits,
-                                                                   max(ctx.cfg.w_bits, 16)) / 8.0
-    pj += act_elems * a_bytes * SRAM_PJ_PER_BYTE
-    model_bytes = ctx.metrics.get("model_bytes", 0)
-    pj += model_bytes * DRAM_PJ_PER_BYTE / max(1, ctx.batch_size)
+def elementwise_pj(kind: str, dtype: str) -> float:
+    """Energy of one element of an element-wise part (``norm``, ``softmax``, ``gelu``,
+    ``merge``) in ``dtype``."""
+    adds, mults = ELEMENTWISE_OPS[kind]
+    k = _FLOAT_KIND.get(dtype, "fp32")
+    return adds * HOROWITZ_45NM_PJ["add"][k] + mults * HOROWITZ_45NM_PJ["mult"][k]
+
+
+def _layer_pj(lc: LayerCost, float_dtype: str) -> float:
+    """Compute and SRAM traffic of one part, per image."""
+    p = lc.part
+    pj = lc.macs * mac_energy_pj(p.compute)
+    if p.kind in ("elementwise", "merge"):
+        kind = "merge" if p.kind == "merge" else p.name.rsplit(".", 1)[-1].rstrip("12")
+        pj += lc.elements * elementwise_pj(kind, p.compute)
+    # An integer matmul reads 8-bit activations and writes float ones (dequantized output).
+    out_dtype = float_dtype if p.compute == "i8" else p.compute
+    pj += (lc.act_in * DTYPE_BYTES[p.compute] + lc.act_out * DTYPE_BYTES[out_dtype]) \
+        * SRAM_PJ_PER_BYTE
+    return pj
+
+
+def modelled_energy_mj(ctx: EvalContext, batch_size: int | None = None) -> float:
+    """Horowitz-45nm energy per image, in millijoules, at ``batch_size`` (default the
+    context's throughput batch): every part at the dtype the plan runs it in, activations
+    through SRAM, and the deployed weights read from DRAM once per batch."""
+    assert ctx.plan is not None, "energy needs the config's precision plan"
+    layers = layer_costs(ctx.cfg, ctx.shape, ctx.plan, in_chans=ctx.in_chans,
+                         num_classes=ctx.num_classes)
+    pj = sum(_layer_pj(lc, ctx.plan.float_dtype) for lc in layers)
+    batch = batch_size or ctx.batch_size
+    pj += ctx.metrics.get("model_bytes", 0) * DRAM_PJ_PER_BYTE / max(1, batch)
     return pj * 1e-9
-
-
-def _io_elements(lc: LayerCost, ctx: EvalContext) -> float:
-    """Activation elements read and written by one product (per image)."""
-    if lc.weights == 0:  # attention: q, k, v read, logits written and read, output written
-        return _attention_elements(lc, ctx)
-    out_features = _out_features(lc, ctx)
-    in_features = lc.weights // out_features
-    tokens = lc.macs // lc.weights
-    return tokens * (in_features + out_features)
-
-
-def _out_features(lc: LayerCost, ctx: EvalContext) -> int:
-    cfg = ctx.cfg
-    if lc.name == "head":
-        return ctx.num_classes
-    if lc.name == "patch_embed.proj":
-        return cfg.embed_dim
-    i = int(lc.name.split(".")[1])
-    hd = ctx.shape.head_dim
-    return {"qkv": 3 * cfg.heads[i] * hd, "proj": cfg.embed_dim, "fc1": cfg.mlp_dims()[i],
-            "fc2": cfg.embed_dim}[lc.name.split(".")[2]]
-
-
-def _attention_elements(lc: LayerCost, ctx: EvalContext) -> float:
-    i = int(lc.name.split(".")[1])
-    h, hd = ctx.cfg.heads[i], ctx.shape.head_dim
-    n = (lc.macs / (2 * h * hd)) ** 0.5  # macs = 2 h n^2 hd
-    return 3 * n * h * hd + 2 * h * n * n + n * h * hd
 
 
 @register_cost_model("energy", "horowitz45")
 class Horowitz45:
-    """Modelled energy (45 nm figures); ``energy_source`` says ``model:horowitz45``."""
+    """Modelled energy (45 nm figures); ``energy_source`` says ``model:horowitz45``.
+
+    ``energy_mj`` is per image at the study's throughput batch (``energy_batch``);
+    ``energy_b1_mj`` is per image at batch 1, where the weights are read for every image.
+    """
 
     def __call__(self, ctx: EvalContext) -> dict[str, Any]:
-        return {"energy_mj": modelled_energy_mj(ctx), "energy_source": "model:horowitz45"}
+        return {"energy_mj": modelled_energy_mj(ctx), "energy_b1_mj": modelled_energy_mj(ctx, 1),
+                "energy_batch": ctx.batch_size, "energy_source": "model:horowitz45"}
 
 
 RAPL = Path("/sys/class/powercap/intel-rapl:0/energy_uj")
@@ -136,24 +131,23 @@ class RaplEnergy:
 
         from jointopt.cost.latency import (
             MeasureCache,
-            OnnxRuntimeLatency,
+            deployed_runner,
+            eval_threads,
             measurement_lock,
-            runtime_for,
         )
 
-        runtime, _ = runtime_for(ctx.cfg)
-        lat = OnnxRuntimeLatency()
         s = ctx.shape
         x = np.zeros((ctx.batch_size, ctx.in_chans, s.img_size, s.img_size), np.float32)
         with tempfile.TemporaryDirectory(dir=ctx.workdir) as tmp:
-            run = lat._runner(ctx, runtime, Path(tmp))
+            run = deployed_runner(ctx, Path(tmp), (ctx.batch_size,))
             run(x)  # warm-up outside the measured window
-            with measurement_lock(MeasureCache(), lat._threads(ctx)):
+            with measurement_lock(MeasureCache(), eval_threads(ctx.settings)):
                 e0 = _read_uj()
                 for _ in range(self.runs):
                     run(x)
                 e1 = _read_uj()
         if e1 <= e0:  # the counter wrapped: report the model rather than nonsense
             return Horowitz45()(ctx)
-        return {"energy_mj": (e1 - e0) / 1000.0 / (self.runs * ctx.batch_size),
-                "energy_source": "rapl"}
+        model = Horowitz45()(ctx)
+        return {**model, "energy_mj": (e1 - e0) / 1000.0 / (self.runs * ctx.batch_size),
+                "energy_source": "rapl", "energy_model_mj": model["energy_mj"]}

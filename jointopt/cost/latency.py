@@ -1,23 +1,22 @@
-"""Measured latency and throughput on a runtime that really executes the config's precision.
+"""Measured latency and throughput of the deployed model, on the runtime that executes it.
 
-* fp32 (and weight-only integer configs, whose weights are dequantized to float): ONNX Runtime.
-* integer weights and activations: ONNX Runtime running integer kernels (``jointopt.quant``).
-  ONNX Runtime's CPU kernels are int8; 6/4/3/2-bit configs run on that nearest precision.
-* fp16: this class of CPU has no fp16 matrix kernels (ONNX Runtime casts to fp32 around them and
-  PyTorch's CPU fp16 matmul is slower than fp32), so 16-bit float is timed in PyTorch bfloat16,
-  the 16-bit float format the CPU executes natively (AVX512-BF16 / AMX).
+The config's precision plan (:mod:`jointopt.precision`) decides what the runtime executes:
+float32, 16-bit float, int8 kernels or compressed weights. The ONNX graph of that plan
+(:func:`jointopt.deploy.export_onnx`) is loaded on the study's runtime (:mod:`jointopt.runtimes`,
+``evaluate.runtime``; OpenVINO by default) twice, for batch 1 and for the throughput batch, with
+the same threads and options for every precision, so a precision's effect is not a runtime's.
+``latency_runtime`` is the plan's label: what ran, e.g. ``openvino-int8``, with "(nearest ...)"
+where a part runs at another width than the config names.
 
-``latency_runtime`` names what ran, with "(nearest to ...)" where it is not the config's own
-precision. One measurement at a time per machine (a file lock), a fixed thread count, and a
-cache shared across processes so nothing is measured twice. A timing taken while other processes
-kept the pinned cores busy (``jointopt.cost.contention``) is repeated, and if the cores never
-quieted it is returned flagged (``latency_contended``) and not cached.
+One measurement at a time per machine (a file lock), a fixed thread count, and a cache shared
+across processes so nothing is measured twice. A timing taken while other processes kept the
+pinned cores busy (``jointopt.cost.contention``) is repeated, and if the cores never quieted it
+is returned flagged (``latency_contended``) and not cached.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import fcntl
 import hashlib
 import json
@@ -36,11 +35,10 @@ import torch
 
 from jointopt.cost.contention import foreign_load, quietest_cores
 from jointopt.cost.registry import EvalContext, register_cost_model
-from jointopt.space import JointConfig
 
-__all__ = ["MeasureCache", "machine_id", "measurement_lock", "runtime_for", "OnnxRuntimeLatency",
-           "median_time", "default_cache_path", "time_runner", "store_timing",
-           "CONTENTION_ATTEMPTS"]
+__all__ = ["MeasureCache", "machine_id", "measurement_lock", "MeasuredLatency", "eval_threads",
+           "deployed_runner", "export_deployed", "timing_key", "median_time",
+           "default_cache_path", "time_runner", "store_timing", "CONTENTION_ATTEMPTS"]
 
 
 #: Measurements taken while other processes use the pinned cores (``evaluate.max_foreign_load``)
@@ -65,8 +63,17 @@ def machine_id() -> str:
                 cpu = line.split(":", 1)[1].strip()
                 break
     parts = [platform.node(), cpu, str(os.cpu_count()), f"torch{torch.__version__}",
-             f"ort{onnxruntime.__version__}"]
+             f"ort{onnxruntime.__version__}", f"ov{_ov_version()}"]
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _ov_version() -> str:
+    try:
+        import openvino
+
+        return str(openvino.get_version())
+    except ImportError:  # pragma: no cover - openvino is a dependency
+        return "none"
 
 
 class MeasureCache:
@@ -177,84 +184,71 @@ def store_timing(cache: MeasureCache, key: str | None, value: dict[str, Any],
     return {**value, "latency_runtime": label, "latency_cached": False}
 
 
-def runtime_for(cfg: JointConfig) -> tuple[str, str]:
-    """(runtime that executes cfg on this CPU, the name reported in ``latency_runtime``)."""
-    w, a = cfg.w_bits, cfg.a_bits
-    if w < 16 and a < 16:
-        name = "onnxruntime-int8"
-        return name, name if (w, a) == (8, 8) else f"{name} (nearest to w{w}a{a})"
-    if w < 16:  # weight-only: weights dequantized, float activations
-        return "onnxruntime-fp32", f"onnxruntime-fp32 (nearest to w{w}a{a}, weights dequantized)"
-    if min(w, a) == 16:
-        return "torch-bf16", "torch-bf16 (nearest to fp16: no fp16 kernels on this CPU)"
-    return "onnxruntime-fp32", "onnxruntime-fp32"
+def eval_threads(settings: Any) -> int:
+    """Threads of one evaluation: ``evaluate.threads``, or every core this process may use."""
+    n = getattr(settings, "threads", 0) if settings is not None else 0
+    if n:
+        return int(n)
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
-def _ort_session(path: Path, threads: int) -> Any:
-    import onnxruntime as ort
+def export_deployed(ctx: EvalContext, path: Path) -> Path:
+    """Write the ONNX graph of the context's plan to ``path``."""
+    from jointopt.deploy import export_onnx
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    assert ctx.plan is not None and ctx.float_model is not None
+    s = ctx.shape
+    example = torch.zeros(1, ctx.in_chans, s.img_size, s.img_size)
+    return export_onnx(ctx.plan, ctx.float_model, ctx.quant_model, example, path)
 
 
-@register_cost_model("latency", "onnxruntime")
-class OnnxRuntimeLatency:
-    """Batch-1 median latency and batch-B throughput on this machine's CPU."""
+def deployed_runner(ctx: EvalContext, workdir: Path, batches: tuple[int, ...]
+                    ) -> Callable[[np.ndarray], Any]:
+    """Run the deployed model on the context's runtime, compiled once per batch size."""
+    from jointopt.runtimes import get_runtime
+
+    assert ctx.plan is not None
+    runtime = get_runtime(ctx.plan.runtime)
+    path = export_deployed(ctx, workdir / "model.onnx")
+    threads = eval_threads(ctx.settings)
+    runners = {b: runtime.load(path, ctx.plan, threads=threads, batch=b) for b in batches}
+    return lambda x: runners[len(x)](x)
+
+
+def timing_key(ctx: EvalContext, threads: int, runs: int) -> str:
+    """Cache key of a timing: machine, runtime version, what ran, the architecture, batch,
+    threads and run count (not the weights: timing does not depend on their values)."""
+    from jointopt.runtimes import get_runtime
+
+    assert ctx.plan is not None
+    runtime = get_runtime(ctx.plan.runtime)
+    cfg = ctx.cfg.canonical()
+    arch = f"{cfg.key().rsplit('_', 1)[0]}_c{ctx.in_chans}k{ctx.num_classes}" \
+           f"s{ctx.shape.img_size}p{ctx.shape.patch_size}hd{ctx.shape.head_dim}" \
+           f"pool{ctx.shape.pool}io{ctx.io_bits}"
+    return (f"{machine_id()}|{runtime.name}{runtime.version()}|{ctx.plan.label}|"
+            f"{ctx.plan.precision}|{arch}|b{ctx.batch_size}|t{threads}|n{runs}")
+
+
+@register_cost_model("latency", "measured")
+class MeasuredLatency:
+    """Batch-1 median latency and batch-B throughput of the deployed model on this machine."""
 
     def __init__(self, cache: MeasureCache | None = None) -> None:
         self.cache = cache
 
-    def _runner(self, ctx: EvalContext, runtime: str, workdir: Path
-                ) -> Callable[[np.ndarray], Any]:
-        from jointopt import quant
-
-        s = ctx.shape
-        example = torch.zeros(1, ctx.in_chans, s.img_size, s.img_size)
-        if runtime == "torch-bf16":
-            assert ctx.float_model is not None
-            model = copy.deepcopy(ctx.float_model).to(torch.bfloat16).eval()
-
-            def run_torch(x: np.ndarray) -> Any:
-                with torch.inference_mode():
-                    return model(torch.from_numpy(x).to(torch.bfloat16))
-
-            return run_torch
-        if runtime == "onnxruntime-int8":
-            assert ctx.quant_model is not None
-            path = quant.export_int_onnx(ctx.quant_model, example, workdir / "model.onnx")
-        else:
-            assert ctx.float_model is not None
-            path = quant.export_float_onnx(ctx.float_model, example, workdir / "model.onnx")
-        sess = _ort_session(path, self._threads(ctx))
-        name = sess.get_inputs()[0].name
-        return lambda x: sess.run(None, {name: x})
-
-    @staticmethod
-    def _threads(ctx: EvalContext) -> int:
-        n = getattr(ctx.settings, "threads", 0) if ctx.settings is not None else 0
-        if n:
-            return int(n)
-        if hasattr(os, "sched_getaffinity"):
-            return len(os.sched_getaffinity(0))
-        return os.cpu_count() or 1
-
     def __call__(self, ctx: EvalContext) -> dict[str, Any]:
-        runtime, label = runtime_for(ctx.cfg)
-        threads = self._threads(ctx)
+        assert ctx.plan is not None
+        threads = eval_threads(ctx.settings)
         runs = getattr(ctx.settings, "latency_runs", 20)
         warmup = getattr(ctx.settings, "warmup_runs", 5)
-        timing_cfg = ctx.cfg.canonical()
-        arch = f"{timing_cfg.key().rsplit('_', 1)[0]}_c{ctx.in_chans}k{ctx.num_classes}" \
-               f"s{ctx.shape.img_size}p{ctx.shape.patch_size}hd{ctx.shape.head_dim}"
-        key = f"{machine_id()}|{runtime}|{arch}|b{ctx.batch_size}|t{threads}|n{runs}"
+        key = timing_key(ctx, threads, runs)
         cache = self.cache or MeasureCache()
         hit = cache.get(key)
         if hit is not None:
-            return {**hit, "latency_runtime": label, "latency_cached": True}
+            return {**hit, "latency_runtime": ctx.plan.label, "latency_cached": True}
         s = ctx.shape
         rng = np.random.default_rng(0)
         x1 = rng.standard_normal((1, ctx.in_chans, s.img_size, s.img_size)).astype(np.float32)
@@ -262,7 +256,7 @@ class OnnxRuntimeLatency:
                                  ).astype(np.float32)
         limit = float(getattr(ctx.settings, "max_foreign_load", 1.0))
         with tempfile.TemporaryDirectory(dir=ctx.workdir) as tmp:
-            run = self._runner(ctx, runtime, Path(tmp))
+            run = deployed_runner(ctx, Path(tmp), (1, ctx.batch_size))
             value = time_runner(run, x1, xb, cache=cache, threads=threads, runs=runs,
                                 warmup=warmup, max_foreign_load=limit)
-        return store_timing(cache, key, value, label)
+        return store_timing(cache, key, value, ctx.plan.label)

@@ -7,7 +7,9 @@ A cost model turns an :class:`EvalContext` into metric values. Register one with
         def __call__(self, ctx: EvalContext) -> dict[str, Any]:
             return {"latency_ms": ..., "throughput_ips": ..., "latency_runtime": "my-npu"}
 
-and name it in the study (``evaluate: {latency: my-npu}``).
+and name it in the study (``evaluate: {latency: my-npu}``). ``ctx.plan`` says what each part
+of the config runs in; a device with its own kernels registers a runtime too
+(:func:`jointopt.runtimes.register_runtime`) so the plan describes it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from torch import nn
 
+from jointopt.precision import PrecisionPlan
 from jointopt.space import JointConfig, SupernetShape
 
 __all__ = ["CostModel", "EvalContext", "register_cost_model", "get_cost_model", "cost_models"]
@@ -39,6 +42,7 @@ class EvalContext:
         metrics: metrics computed so far (size costs come first, so energy can use them).
         workdir: a scratch folder for exported models.
         settings: the study's evaluation settings.
+        plan: the config's precision plan on the study's runtime (what every part runs in).
     """
 
     cfg: JointConfig
@@ -52,6 +56,7 @@ class EvalContext:
     metrics: dict[str, Any] = field(default_factory=dict)
     workdir: Path | None = None
     settings: Any = None
+    plan: PrecisionPlan | None = None
 
 
 @runtime_checkable

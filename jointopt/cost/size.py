@@ -1,72 +1,111 @@
-"""Analytic size costs of a subnet: parameters, MACs, BitOPs and stored bytes.
+"""Analytic size costs of a subnet: parameters, MACs, BitOPs and stored bytes, read off the plan.
 
-MACs count multiply-accumulates per image, layer by layer, with the tokens that are left after
-each merge. Token merging happens between attention and the MLP (ToMe, arXiv 2210.09461), so a
-block's attention runs on the tokens that entered it and its MLP on the tokens left. The
-matching itself (a similarity product of about (N/2)^2 x head_dim per merging block) is left out:
-it is small and its real cost shows in the measured latency.
+:func:`layer_costs` lists every part of the precision plan (:mod:`jointopt.precision`) with its
+work per image: the matrix products (MACs, weight entries, widths, activation elements in and
+out) and the element-wise parts (norms, softmax, GELU, the merge). Widths come from the config
+and the supernet shape when each entry is built, never from parsing layer names afterwards.
+
+MACs count multiply-accumulates per image with the tokens left after each merge. Token merging
+happens between attention and the MLP (ToMe, arXiv 2210.09461), so a block's attention runs on
+the tokens that entered it and its MLP on the tokens left. The merge's own work (a similarity
+product of (N/2)^2 x head_dim, the ranking and the weighted sums) is its own entry.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from jointopt.precision import DTYPE_BITS, DTYPE_BYTES, Part, PrecisionPlan
 from jointopt.space import JointConfig, SupernetShape, merge_limits
 
-__all__ = ["LayerCost", "layer_costs", "size_costs", "effective_bits"]
+__all__ = ["LayerCost", "layer_costs", "size_costs", "count_params", "ELEMENTWISE_OPS"]
+
+#: (adds, multiplies) per element of the element-wise parts, counted as a vectorised CPU kernel
+#: computes them. LayerNorm: mean, centre, variance sum, then scale by 1/std, gain and bias.
+#: Softmax: max, subtract, exp (a degree-5 polynomial after range reduction), sum, divide.
+#: GELU (tanh form): the cubic, the tanh (rational approximation) and the products around it.
+#: Merge: per channel of each token, the size-weighted sum and the divide (gathers and
+#: scatters only move data).
+ELEMENTWISE_OPS: dict[str, tuple[int, int]] = {
+    "norm": (4, 3), "softmax": (8, 7), "gelu": (7, 10), "merge": (2, 2)}
 
 
 @dataclass(frozen=True)
 class LayerCost:
-    """One matrix product of the subnet.
+    """One part of the subnet and its work per image.
 
     Args:
-        name: layer name, e.g. ``blocks.0.fc1``.
-        macs: multiply-accumulates per image.
-        weights: weight entries (0 for activation-by-activation products).
-        w_bits: bit-width of the weight operand (the second activation for attention).
-        a_bits: bit-width of the activation operand.
+        part: the plan's entry (name, kind, compute and weight dtypes).
+        macs: multiply-accumulates (matrix products; for the merge, its similarity product).
+        weights: weight entries (0 for activation-by-activation products and element-wise parts).
+        out_features: output channels of a linear part (one scale each when its weights are
+            integers).
+        act_in, act_out: activation elements read and written.
+        elements: elements an element-wise part (or the merge's weighted sums) computes on.
     """
 
-    name: str
-    macs: int
-    weights: int
-    w_bits: int
-    a_bits: int
+    part: Part
+    macs: int = 0
+    weights: int = 0
+    out_features: int = 0
+    act_in: int = 0
+    act_out: int = 0
+    elements: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.part.name
+
+    @property
+    def operand_bits(self) -> tuple[int, int]:
+        """Bit-widths of the two operands of each multiply, as executed."""
+        b = DTYPE_BITS[self.part.compute]
+        return b, b
 
 
-def effective_bits(cfg: JointConfig, io_bits: int) -> tuple[int, int, int, int]:
-    """(w, a) bits of the blocks and (w, a) bits of the patch embedding and head.
-
-    The patch embedding and the head run at max(io_bits, config bits), so an fp32 config is
-    float from end to end.
-    """
-    return cfg.w_bits, cfg.a_bits, max(io_bits, cfg.w_bits), max(io_bits, cfg.a_bits)
-
-
-def layer_costs(cfg: JointConfig, shape: SupernetShape, *, in_chans: int, num_classes: int,
-                io_bits: int = 8) -> list[LayerCost]:
-    """Every matrix product of ``cfg`` with its MACs per image and operand bit-widths."""
-    w, a, io_w, io_a = effective_bits(cfg, io_bits)
+def layer_costs(cfg: JointConfig, shape: SupernetShape, plan: PrecisionPlan, *,
+                in_chans: int, num_classes: int) -> list[LayerCost]:
+    """Every part of ``plan`` with its work per image for ``cfg``."""
     e, hd, p = cfg.embed_dim, shape.head_dim, shape.patch_size
     patches = shape.num_tokens - 1
-    out = [LayerCost("patch_embed.proj", patches * in_chans * p * p * e, in_chans * p * p * e,
-                     io_w, io_a)]
     limits = merge_limits(shape.num_tokens, cfg.merges)
+
+    def linear(name: str, tokens: int, fin: int, fout: int) -> LayerCost:
+        return LayerCost(plan.part(name), macs=tokens * fin * fout, weights=fin * fout,
+                         out_features=fout, act_in=tokens * fin, act_out=tokens * fout)
+
+    out = [linear("patch_embed", patches, in_chans * p * p, e)]
     for i, ((n, _), r, h, m) in enumerate(
         zip(limits, cfg.merges, cfg.heads, cfg.mlp_dims(), strict=True)
     ):
-        width = h * hd
-        left = n - r
+        width, left = h * hd, n - r
+        b = f"blocks.{i}."
         out += [
-            LayerCost(f"blocks.{i}.qkv", n * e * 3 * width, e * 3 * width, w, a),
-            # q @ k^T and attn @ v multiply two activations: both operands count at a_bits.
-            LayerCost(f"blocks.{i}.attn", 2 * h * n * n * hd, 0, a, a),
-            LayerCost(f"blocks.{i}.proj", n * width * e, width * e, w, a),
-            LayerCost(f"blocks.{i}.fc1", left * e * m, e * m, w, a),
-            LayerCost(f"blocks.{i}.fc2", left * m * e, m * e, w, a),
+            LayerCost(plan.part(b + "norm1"), elements=n * e, act_in=n * e, act_out=n * e),
+            linear(b + "qkv", n, e, 3 * width),
+            LayerCost(plan.part(b + "attn_qk"), macs=h * n * n * hd, act_in=2 * n * width,
+                      act_out=h * n * n),
+            LayerCost(plan.part(b + "softmax"), elements=h * n * n, act_in=h * n * n,
+                      act_out=h * n * n),
+            LayerCost(plan.part(b + "attn_av"), macs=h * n * n * hd,
+                      act_in=h * n * n + n * width, act_out=n * width),
+            linear(b + "proj", n, width, e),
         ]
-    out.append(LayerCost("head", e * num_classes, e * num_classes, io_w, io_a))
+        if r > 0:
+            na, nb = (n + 1) // 2, n // 2
+            out.append(LayerCost(plan.part(b + "merge"), macs=na * nb * hd,
+                                 act_in=n * (e + 1) + n * hd, act_out=left * (e + 1),
+                                 elements=n * (e + 1)))
+        out += [
+            LayerCost(plan.part(b + "norm2"), elements=left * e, act_in=left * e,
+                      act_out=left * e),
+            linear(b + "fc1", left, e, m),
+            LayerCost(plan.part(b + "gelu"), elements=left * m, act_in=left * m,
+                      act_out=left * m),
+            linear(b + "fc2", left, m, e),
+        ]
+    out += [LayerCost(plan.part("norm"), elements=e, act_in=e, act_out=e),
+            linear("head", 1, e, num_classes)]
     return out
 
 
@@ -83,39 +122,37 @@ def count_params(cfg: JointConfig, shape: SupernetShape, *, in_chans: int,
     return linear + other, linear
 
 
-def size_costs(cfg: JointConfig, shape: SupernetShape, *, in_chans: int, num_classes: int,
-               io_bits: int = 8) -> dict[str, int]:
-    """params, macs, bitops and model_bytes of ``cfg``.
-
-    model_bytes stores Linear weights at their bit-width (packed), a 32-bit scale per output
-    channel of each integer layer, and every other parameter (biases, norms, embeddings) at 16
-    bits for fp16 configs and 32 bits otherwise.
-    """
-    layers = layer_costs(cfg, shape, in_chans=in_chans, num_classes=num_classes,
-                         io_bits=io_bits)
-    params, linear = count_params(cfg, shape, in_chans=in_chans, num_classes=num_classes)
-    macs = sum(lc.macs for lc in layers)
-    bitops = sum(lc.macs * lc.w_bits * lc.a_bits for lc in layers)
-    other_bits = 16 if cfg.w_bits == 16 else 32
-    bits = 0.0
+def _stored_bytes(layers: list[LayerCost], plan: PrecisionPlan, other_params: int) -> float:
+    """Bytes of the deployed weights: each linear's weights in their stored dtype, with one
+    scale (in the float storage dtype) and one zero point (in the weight dtype) per output
+    channel for integer weights, a scale and zero point for each quantized activation, and
+    every other parameter in the plan's float storage dtype."""
+    scale = DTYPE_BYTES[plan.other_weights]
+    total = other_params * scale
     for lc in layers:
-        if lc.weights:
-            bits += lc.weights * lc.w_bits
-            if lc.w_bits < 16:
-                bits += 32 * (lc.weights // max(1, _in_features(lc, cfg, shape, in_chans)))
-    bits += (params - linear) * other_bits
-    return {"params": params, "macs": macs, "bitops": bitops, "model_bytes": int(bits // 8)}
+        if not lc.weights:
+            continue
+        stored = lc.part.weight or plan.other_weights
+        total += lc.weights * DTYPE_BYTES[stored]
+        if stored in ("i8", "i4"):
+            total += lc.out_features * (scale + DTYPE_BYTES[stored])
+        if lc.part.compute == "i8":
+            total += scale + 1  # the input's scale and zero point
+    return total
 
 
-def _in_features(lc: LayerCost, cfg: JointConfig, shape: SupernetShape, in_chans: int) -> int:
-    """Input width of a Linear, so weights // in_features gives its output channels."""
-    if lc.name == "patch_embed.proj":
-        return in_chans * shape.patch_size**2
-    if lc.name == "head":
-        return cfg.embed_dim
-    i = int(lc.name.split(".")[1])
-    if lc.name.endswith(".proj"):
-        return cfg.heads[i] * shape.head_dim
-    if lc.name.endswith(".fc2"):
-        return cfg.mlp_dims()[i]
-    return cfg.embed_dim
+def size_costs(cfg: JointConfig, shape: SupernetShape, plan: PrecisionPlan, *, in_chans: int,
+               num_classes: int) -> dict[str, int]:
+    """params, macs, bitops and model_bytes of ``cfg`` under ``plan``.
+
+    ``macs`` counts the matrix products the network is defined by (linear layers and the
+    attention products); ``bitops`` charges each of them at the bit-widths its multiply runs in
+    (a weight-only layer multiplies in float, whatever its storage).
+    """
+    layers = layer_costs(cfg, shape, plan, in_chans=in_chans, num_classes=num_classes)
+    params, linear = count_params(cfg, shape, in_chans=in_chans, num_classes=num_classes)
+    products = [lc for lc in layers if lc.part.kind in ("linear", "matmul")]
+    macs = sum(lc.macs for lc in products)
+    bitops = sum(lc.macs * lc.operand_bits[0] * lc.operand_bits[1] for lc in products)
+    model_bytes = _stored_bytes(layers, plan, params - linear)
+    return {"params": params, "macs": macs, "bitops": bitops, "model_bytes": int(model_bytes)}

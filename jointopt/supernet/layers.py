@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from jointopt import tokens
 
-__all__ = ["DynLinear", "DynQKV", "DynLayerNorm", "PatchEmbed", "Block"]
+__all__ = ["DynLinear", "DynQKV", "DynLayerNorm", "PatchEmbed", "Block", "MatMul"]
 
 
 class DynLinear(nn.Module):
@@ -109,6 +109,14 @@ class PatchEmbed(nn.Module):
         return self.proj(x.reshape(b, (h // p) * (w // p), c * p * p))
 
 
+class MatMul(nn.Module):
+    """``a @ b`` as a module, so the deployed graph names each attention matmul after it
+    (``/blocks.0/attn_qk/MatMul``) and the precision plan can be checked against it."""
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        return a @ b
+
+
 class Block(nn.Module):
     """Pre-norm transformer block with optional token merging between attention and MLP.
 
@@ -124,6 +132,7 @@ class Block(nn.Module):
         self.norm1, self.qkv, self.proj = norm1, qkv, proj
         self.norm2, self.fc1, self.fc2 = norm2, fc1, fc2
         self.act = nn.GELU()
+        self.attn_qk, self.attn_av = MatMul(), MatMul()
         self.num_heads, self.head_dim = num_heads, head_dim
 
     def attention(self, x: Tensor, size: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -132,12 +141,12 @@ class Block(nn.Module):
         h, d = self.num_heads, self.head_dim
         qkv = self.qkv(x).reshape(b, n, 3, h, d).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
-        logits = (q * d**-0.5) @ k.transpose(-2, -1)
+        logits = self.attn_qk(q * d**-0.5, k.transpose(-2, -1))
         if size is not None:
             # Proportional attention (ToMe, arXiv 2210.09461, eq. 1): a token standing for s
             # patches gets log(s) added to its logits, so merging keeps its attention mass.
             logits = logits + tokens.proportional_bias(size)
-        out = (logits.softmax(dim=-1) @ v).transpose(1, 2).reshape(b, n, h * d)
+        out = self.attn_av(logits.softmax(dim=-1), v).transpose(1, 2).reshape(b, n, h * d)
         return self.proj(out), k.mean(dim=1)
 
     def forward(self, x: Tensor, size: Tensor | None = None, r: int = 0,
