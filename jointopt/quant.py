@@ -418,17 +418,13 @@ def _prune_and_sort(g: onnx.GraphProto) -> None:
 
 
 def integer_ops(onnx_path: str | Path) -> collections.Counter:
-    """Op-type counts of the graph ONNX Runtime (CPU, ``ORT_ENABLE_ALL``) actually executes.
-
-    Integer matmuls show as e.g. ``MatMulIntegerToFloat`` (see :data:`INTEGER_MATMUL_OPS`).
-    """
-    import onnxruntime as ort
+    """Op-type counts of the graph ONNX Runtime (CPU, the session options jointopt deploys
+    with) actually executes. Integer matmuls show as e.g. ``MatMulIntegerToFloat`` (see
+    :data:`INTEGER_MATMUL_OPS`), weight-only ones as ``MatMulNBits``."""
+    from jointopt.runtimes import OnnxRuntimeRuntime
 
     with tempfile.TemporaryDirectory() as tmp:
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        opts.log_severity_level = 3
-        ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-        optimized = onnx.load(opts.optimized_model_filepath)
-    return collections.Counter(n.op_type for n in optimized.graph.node)
+        optimized = Path(tmp) / "optimized.onnx"
+        OnnxRuntimeRuntime.session(Path(onnx_path), 1, optimized=optimized)
+        graph = onnx.load(str(optimized)).graph
+    return collections.Counter(n.op_type for n in graph.node)

@@ -43,6 +43,10 @@ __all__ = [
 ONNX_OPSET = 18
 
 
+#: Merge with one 0/1 matrix product (True) or with gathers and a scatter-add (False).
+MATRIX_MERGE = True
+
+
 class MergeFn(Protocol):
     """``merge(x [B, N, K], mode) -> [B, N - r, K]`` for any trailing width ``K``."""
 
@@ -104,20 +108,30 @@ def bipartite_soft_matching(metric: Tensor, r: int, class_token: bool = True) ->
         unm_idx = order[:, r:].sort(dim=1).values  # [B, Na - r, 1]
         dst_idx = node_idx[..., None].gather(dim=1, index=src_idx)  # their B partners [B, r, 1]
 
+        if MATRIX_MERGE:
+            # The whole merge as one 0/1 matrix P [B, N - r, N]: row k of the output sums the
+            # input tokens P[k] marks. Kept A tokens first (one 1 each), then every B token
+            # with the A tokens merged into it. A runtime then merges with one batched matmul
+            # instead of gathers and a scatter-add.
+            n, nb = int(metric.shape[1]), int(metric.shape[1]) // 2
+            cols = torch.arange(n, device=metric.device)
+            kept = (2 * unm_idx == cols).to(metric.dtype)  # [B, Na - r, N]
+            own = (2 * torch.arange(nb, device=metric.device)[:, None] + 1 == cols)  # [Nb, N]
+            moved = (2 * src_idx == cols).to(metric.dtype)  # [B, r, N]
+            to_b = (dst_idx == torch.arange(nb, device=metric.device)).to(metric.dtype)
+            merged = own.to(metric.dtype) + to_b.transpose(1, 2) @ moved  # [B, Nb, N]
+            matrix = torch.cat([kept, merged], dim=1)
+
     def merge_sum(x: Tensor) -> Tensor:
+        if MATRIX_MERGE:
+            return matrix.to(x.dtype) @ x
         src_all, dst = x[:, ::2], x[:, 1::2]  # [B, Na, K], [B, Nb, K]
         k = x.shape[-1]
         # expand(-1, -1, k): batch and count come from the index tensor, never a traced int.
         unm = src_all.gather(dim=1, index=unm_idx.expand(-1, -1, k))
         src = src_all.gather(dim=1, index=src_idx.expand(-1, -1, k))
         # Several A tokens may share a B partner: scatter_add sums them all (ScatterElements add).
-        # ONNX Runtime's CPU ScatterElements has no float16 'add', so 16-bit models sum in fp32
-        # (the dtype is fixed at trace time; float32 models get no casts).
-        if dst.dtype == torch.float16:
-            summed = dst.float().scatter_add(1, dst_idx.expand(-1, -1, k), src.float())
-            dst = summed.to(torch.float16)
-        else:
-            dst = dst.scatter_add(1, dst_idx.expand(-1, -1, k), src)
+        dst = dst.scatter_add(1, dst_idx.expand(-1, -1, k), src)
         return torch.cat([unm, dst], dim=1)
 
     def merge(x: Tensor, mode: str = "mean") -> Tensor:

@@ -12,8 +12,7 @@ import torch
 
 from jointopt import JointConfig, Study
 from jointopt.evaluation import METRIC_KEYS, build_deployable, evaluate
-from jointopt.export import export_onnx, onnx_predictions, torch_predictions
-from jointopt.quant import INTEGER_MATMUL_OPS, integer_ops
+from jointopt.export import deploy_member, runtime_predictions, torch_predictions
 from jointopt.train import accuracy
 
 
@@ -30,7 +29,8 @@ def test_evaluate_baseline_has_every_key_and_supernet_accuracy(trained_tiny: Pat
     assert set(METRIC_KEYS) <= set(m)
     net.set_active(base)
     assert m["accuracy"] == accuracy(net, *study.data().val)
-    assert m["latency_runtime"] == "onnxruntime-fp32"
+    assert m["latency_runtime"] == "openvino-f32"
+    assert m["precision"] == "w32a32" and m["energy_b1_mj"] > m["energy_mj"]
     assert m["energy_source"] in ("rapl", "model:horowitz45")
     assert m["accuracy"] > 0.3  # the tiny supernet learned something (chance is 1/6)
 
@@ -42,7 +42,7 @@ def test_cli_evaluate_json(trained_tiny: Path) -> None:
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert set(METRIC_KEYS) <= set(out)
-    assert out["latency_runtime"] == "onnxruntime-int8"
+    assert out["latency_runtime"] == "openvino-int8"
 
 
 @pytest.mark.parametrize(
@@ -62,29 +62,23 @@ def test_cli_bad_configs_exit_2(trained_tiny: Path, change: dict, needle: str) -
     assert needle in r.stderr and r.stderr.strip().count("\n") == 0
 
 
-def _deployed(study: Study, cfg: JointConfig):  # type: ignore[no-untyped-def]
-    from jointopt.export import deployed_model
-
-    return deployed_model(study, cfg, study.load_supernet())
-
-
-@pytest.mark.parametrize("bits", [(32, 32), (16, 16), (8, 8)])
-@pytest.mark.parametrize("r", [0, 2])
-def test_onnx_parity_on_validation_split(trained_tiny: Path, tmp_path: Path, bits, r) -> None:
+@pytest.mark.parametrize(("bits", "r"), [((32, 32), 2), ((16, 16), 0), ((8, 8), 2),
+                                         ((4, 16), 2), ((4, 32), 0)])
+def test_deployed_parity_on_the_tiny_set(trained_tiny: Path, tmp_path: Path, bits, r) -> None:
+    """The runtime's deployed graph predicts what the accuracy model predicts, and runs what
+    the plan says (the members `jointopt export` writes)."""
     study = Study.from_yaml(trained_tiny)
     cfg = dataclasses.replace(study.space.max_config, tome_r=r, w_bits=bits[0], a_bits=bits[1])
-    net = study.load_supernet()
-    model = _deployed(study, cfg)
-    path = export_onnx(study, cfg, net, model, tmp_path / "m.onnx")
-    images = study.data().val[0]
-    agree = (onnx_predictions(path, images) == torch_predictions(model, images)).mean()
-    assert agree >= 0.99
-    if bits == (16, 16):  # the deployed model keeps its precision after the export
-        assert next(model.parameters()).dtype == torch.float16
-    if bits == (8, 8):
-        ops = integer_ops(path)
-        assert sum(ops[o] for o in INTEGER_MATMUL_OPS) >= 4 * 3  # qkv, proj, fc1, fc2 x depth
-        assert ops["MatMul"] <= 2 * 3  # only attention's activation products stay float
+    member = deploy_member(study, cfg, study.load_supernet(), tmp_path)
+    assert member.check["ok"], member.check["problems"]
+    assert {p.name for p in member.files} == {"model.xml", "model.bin"}
+    data = study.data()  # every image (240): on the 36 validation images one flip is 2.8%
+    images = torch.cat([data.train[0], data.val[0], data.test[0]])
+    agree = (runtime_predictions(study, member.plan, member.onnx, images)
+             == torch_predictions(member.model, images)).mean()
+    # 16-bit float rounds at other points in the runtime (its norms and softmax accumulate
+    # in float32) than in PyTorch: an untrained-margin tiny model may flip a few images.
+    assert agree >= (0.97 if member.plan.float_dtype != "f32" else 0.99)
 
 
 def test_int8_agrees_with_float_and_error_grows_as_bits_fall(trained_tiny: Path) -> None:

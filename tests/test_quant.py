@@ -17,6 +17,7 @@ from jointopt.quant import (
     integer_ops,
     quantize_module,
 )
+from jointopt.runtimes import OnnxRuntimeRuntime
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -118,7 +119,7 @@ def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def run_ort(path, x: torch.Tensor) -> np.ndarray:
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = OnnxRuntimeRuntime.session(path, 1)  # the session options jointopt deploys with
     return sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
 
 
@@ -194,9 +195,18 @@ def test_onnxruntime_matches_pytorch(trained, data, tmp_path, bits):
         assert all(np.abs(w).max() <= 2 ** (bits - 1) - 1 for w in weights)
 
 
-def test_weight_only_exports_float_matmuls(trained, data, tmp_path):
-    q = quantized(trained, data["calib"], 8, 32)
-    path = export_int_onnx(q, data["test"][:2], tmp_path / "w8.onnx")
-    assert not any(integer_ops(path)[k] for k in INTEGER_MATMUL_OPS)
+@pytest.mark.parametrize("bits", [8, 4])
+def test_weight_only_keeps_integer_weights_in_the_graph(trained, data, tmp_path, bits):
+    """Weight-only: int8 (or, packed, int4) weights -> DequantizeLinear -> float MatMul, which
+    ONNX Runtime fuses into its weight-only kernel (MatMulNBits), no integer activations."""
+    q = quantized(trained, data["calib"], bits, 32)
+    path = export_int_onnx(q, data["test"][:2], tmp_path / f"w{bits}.onnx", pack_int4=True)
+    graph = onnx.load(str(path)).graph
+    want = onnx.TensorProto.INT4 if bits == 4 else onnx.TensorProto.INT8
+    ints = [t for t in graph.initializer if t.data_type == want and len(t.dims) == 2]
+    assert len(ints) == 4 * DEPTH + 1
+    ops = integer_ops(path)
+    assert not any(ops[k] for k in INTEGER_MATMUL_OPS), ops
+    assert ops["MatMulNBits"] == 4 * DEPTH + 1, ops
     np.testing.assert_allclose(run_ort(path, data["test"]), logits(q, data["test"]).numpy(),
                                atol=1e-4)
