@@ -282,12 +282,15 @@ def jointopt_modelled_energy(study: Any, net: Any, cfg: Any) -> float:
     from jointopt.cost.registry import EvalContext
     from jointopt.cost.size import size_costs
 
+    from jointopt.evaluation import config_plan
+
     ev = study.evaluation
-    costs = size_costs(cfg, net.shape, in_chans=net.in_chans, num_classes=net.num_classes,
-                       io_bits=ev.io_bits)
+    plan = config_plan(study, cfg)
+    costs = size_costs(cfg, net.shape, plan, in_chans=net.in_chans,
+                       num_classes=net.num_classes)
     ectx = EvalContext(cfg=cfg, shape=net.shape, in_chans=net.in_chans,
                        num_classes=net.num_classes, io_bits=ev.io_bits,
-                       batch_size=ev.batch_size, metrics=dict(costs))
+                       batch_size=ev.batch_size, metrics=dict(costs), plan=plan)
     return modelled_energy_mj(ectx)
 
 
@@ -328,7 +331,7 @@ def fixed_reference(ctx: Ctx, study_yaml: Path, name: str, epochs: int,
     from safetensors.torch import load_file, save_file
 
     from jointopt.baselines import build_fixed_model, train_fixed
-    from jointopt.cost.generic import module_costs, time_onnx_model
+    from jointopt.cost.generic import module_costs, time_model
 
     study = ctx.study(study_yaml)
     spec = dataclasses.replace(study.train, epochs=epochs)
@@ -368,11 +371,11 @@ def fixed_reference(ctx: Ctx, study_yaml: Path, name: str, epochs: int,
 
     with torch.no_grad():
         costs = module_costs(model, chans, size, batch_size=ev.batch_size)
-    timing = time_onnx_model(model, chans, size, batch_size=ev.batch_size,
-                             threads=threads_of(study), runs=ev.latency_runs,
-                             warmup=ev.warmup_runs, cache=ctx.cache,
-                             max_foreign_load=ev.max_foreign_load,
-                             key=f"{name}|k{len(study.data().classes)}")
+    timing = time_model(model, chans, size, batch_size=ev.batch_size, runtime=ev.runtime,
+                        threads=threads_of(study), runs=ev.latency_runs,
+                        warmup=ev.warmup_runs, cache=ctx.cache,
+                        max_foreign_load=ev.max_foreign_load,
+                        key=f"{name}|k{len(study.data().classes)}")
     correct = test_correct(study, model)
     acc, lo, hi = bootstrap_ci(correct, n_boot=ctx.budget["n_boot"])
     out = {**costs, **timing, "model": name, "epochs": epochs,

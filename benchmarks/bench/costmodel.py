@@ -58,36 +58,32 @@ def _run_points(ctx: Ctx) -> dict[str, dict[str, Any]]:
 
 
 def _repeat_latency(ctx: Ctx, cfg: Any, repeats: int) -> dict[str, Any]:
-    from jointopt.cost.latency import (
-        OnnxRuntimeLatency,
-        measurement_lock,
-        median_time,
-        runtime_for,
-    )
+    from jointopt.cost.latency import deployed_runner, measurement_lock, median_time
     from jointopt.cost.registry import EvalContext
-    from jointopt.evaluation import build_deployable
+    from jointopt.evaluation import build_deployable, config_plan
 
     study = ctx.study(ctx.wm_yaml)
     net = ctx.ensure_supernet(ctx.wm_yaml)
     ev = study.evaluation
     sub, q = build_deployable(study, cfg, net)
+    plan = config_plan(study, cfg)
     ectx = EvalContext(cfg=cfg, shape=net.shape, in_chans=net.in_chans,
                        num_classes=net.num_classes, io_bits=ev.io_bits,
-                       batch_size=ev.batch_size, float_model=sub, quant_model=q, settings=ev)
-    runtime, label = runtime_for(cfg)
+                       batch_size=ev.batch_size, float_model=sub, quant_model=q, settings=ev,
+                       plan=plan)
     threads = threads_of(study)
     s = net.shape
     x1 = np.random.default_rng(0).standard_normal(
         (1, net.in_chans, s.img_size, s.img_size)).astype(np.float32)
     lats = []
     with tempfile.TemporaryDirectory() as tmp:
-        run = OnnxRuntimeLatency()._runner(ectx, runtime, Path(tmp))
+        run = deployed_runner(ectx, Path(tmp), (1,))
         for _ in range(repeats):
             with measurement_lock(ctx.cache, threads):  # the lock only; nothing is cached
                 lat, _ = median_time(lambda: run(x1), ev.latency_runs, ev.warmup_runs)
             lats.append(lat * 1e3)
     mean = statistics.fmean(lats)
-    return {"config": cfg.to_dict(), "runtime": label, "latencies_ms": lats,
+    return {"config": cfg.to_dict(), "runtime": plan.label, "latencies_ms": lats,
             "mean_ms": mean, "cv": statistics.stdev(lats) / mean if len(lats) > 1 else 0.0}
 
 
