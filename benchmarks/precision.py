@@ -62,13 +62,13 @@ class Cell:
 
     def __init__(self, study: Any, net: Any, cfg: Any, runtime: str, threads: int,
                  folder: Path) -> None:
+        import torch
+
         from jointopt.cost.size import size_costs
         from jointopt.deploy import export_onnx
         from jointopt.evaluation import build_deployable
         from jointopt.precision import plan_for
         from jointopt.runtimes import get_runtime
-
-        import torch
 
         rt = get_runtime(runtime)
         self.plan = plan_for(cfg.w_bits, cfg.a_bits, depth=cfg.depth, merges=cfg.merges,
@@ -155,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     import torch
-
     from bench.common import _git, machine
+
     from jointopt import JointConfig, Study
     from jointopt.cost.latency import eval_threads
     from jointopt.precision import parse_precision

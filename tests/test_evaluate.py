@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from jointopt import JointConfig, Study
+from jointopt import Study
 from jointopt.evaluation import METRIC_KEYS, build_deployable, evaluate
 from jointopt.export import deploy_member, runtime_predictions, torch_predictions
 from jointopt.train import accuracy

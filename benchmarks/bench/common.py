@@ -281,7 +281,6 @@ def jointopt_modelled_energy(study: Any, net: Any, cfg: Any) -> float:
     from jointopt.cost.energy import modelled_energy_mj
     from jointopt.cost.registry import EvalContext
     from jointopt.cost.size import size_costs
-
     from jointopt.evaluation import config_plan
 
     ev = study.evaluation
