@@ -31,7 +31,8 @@ from optuna._hypervolume import compute_hypervolume
 
 __all__ = [
     "ACCURACY_KEYS", "CONFIG_AXES", "DEFAULT_OBJECTIVES", "Objective", "front_table",
-    "hypervolume", "hypervolume_history", "is_eligible", "knee_point", "normalize",
+    "hypervolume", "hypervolume_history", "hypervolume_of_points", "is_eligible", "knee_point",
+    "normalize",
     "objective_value", "pareto_front", "reductions",
 ]
 
@@ -249,6 +250,13 @@ def _compact(value: Any) -> str:
         return ""
     values = value if isinstance(value, (list, tuple)) else [value]
     return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+
+
+def hypervolume_of_points(pts: np.ndarray) -> float:
+    """Hypervolume of points already in :func:`normalize`'s space (reference point all ones);
+    points outside the reference box add nothing."""
+    pts = np.asarray(pts, dtype=float)
+    return _hv(pts.reshape(len(pts), -1)) if len(pts) else 0.0
 
 
 def _within_reference(pts: np.ndarray) -> np.ndarray:

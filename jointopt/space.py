@@ -3,6 +3,13 @@
 A :class:`JointConfig` names one subnet of the supernet together with its token-merging and
 bit-width settings. A :class:`SearchSpace` holds the supernet's shape (what can run) and the
 choices a search draws from, validates configs and turns them into Optuna parameters.
+
+Search parameters (define-by-run, :meth:`SearchSpace.suggest`): ``depth``, ``embed_dim``, then
+``num_heads_{i}``, ``mlp_ratio_{i}`` and ``tome_r_{i}`` for the ``depth`` layers that exist
+only, then one categorical ``precision`` over the valid (w, a) pairs of the space (``w32a32``,
+``w16a16``, ``w8a8``, ``w4a16``, ...). ``tome_r_{i}`` offers only the merges that block ``i``
+can always do (even after the most merging in the blocks before it), so a search cannot ask for
+a config the space rejects.
 """
 
 from __future__ import annotations
@@ -18,14 +25,19 @@ import numpy as np
 
 from jointopt._yaml import check_keys, load_yaml, want
 from jointopt.errors import UserError, field_error
-from jointopt.precision import BITS, invalid_reason
+from jointopt.precision import BITS, invalid_reason, parse_precision, precision_name, valid_pairs
 
-__all__ = ["JointConfig", "SearchSpace", "SupernetShape", "BITS", "PER_LAYER_FIELDS"]
+__all__ = ["JointConfig", "SearchSpace", "SupernetShape", "BITS", "PER_LAYER_FIELDS",
+           "SPACE_FIELDS"]
 
 PER_LAYER_FIELDS: tuple[str, ...] = ("num_heads", "mlp_ratio", "tome_r")
 SCALAR_FIELDS: tuple[str, ...] = ("depth", "embed_dim", "w_bits", "a_bits")
 CONFIG_FIELDS: tuple[str, ...] = (
     "depth", "embed_dim", "num_heads", "mlp_ratio", "tome_r", "w_bits", "a_bits",
+)
+#: The axes of a search space: the architecture, merging, and one ``precision`` axis.
+SPACE_FIELDS: tuple[str, ...] = (
+    "depth", "embed_dim", "num_heads", "mlp_ratio", "tome_r", "precision",
 )
 
 PerLayerInt = int | tuple[int, ...]
@@ -60,12 +72,20 @@ class JointConfig:
         """Parse a config, rejecting unknown or missing keys with an error naming them."""
         if not isinstance(data, Mapping):
             raise field_error(source, "config", data, "must be a mapping of config fields")
-        check_keys(data, CONFIG_FIELDS, source=source, prefix="")
+        check_keys(data, (*CONFIG_FIELDS, "precision"), source=source, prefix="")
         required = ("depth", "embed_dim", "num_heads", "mlp_ratio")
         for key in required:
             if key not in data:
                 raise field_error(source, key, None, "is required")
         kwargs: dict[str, Any] = {}
+        if "precision" in data:  # "w8a8" stands for w_bits: 8, a_bits: 8
+            if "w_bits" in data or "a_bits" in data:
+                raise field_error(source, "precision", data["precision"],
+                                  "give either precision or w_bits/a_bits, not both")
+            try:
+                kwargs["w_bits"], kwargs["a_bits"] = parse_precision(data["precision"])
+            except ValueError as e:
+                raise field_error(source, "precision", data["precision"], str(e)) from None
         for key in ("depth", "embed_dim", "w_bits", "a_bits"):
             if key in data:
                 kwargs[key] = want(data[key], int, source, key)
@@ -135,6 +155,11 @@ class JointConfig:
     def is_float(self) -> bool:
         return self.w_bits >= 16 and self.a_bits >= 16
 
+    @property
+    def precision(self) -> str:
+        """``w{w_bits}a{a_bits}``, the search's precision parameter."""
+        return precision_name(self.w_bits, self.a_bits)
+
 
 @dataclass(frozen=True)
 class SupernetShape:
@@ -203,8 +228,9 @@ class SearchSpace:
 
     Args:
         supernet: the shape every config must fit into.
-        choices: for each config field, the values a search draws from. Per-layer fields get one
-            Optuna parameter per layer index (``num_heads_0``, ``num_heads_1``, ...).
+        choices: for each axis of :data:`SPACE_FIELDS`, the values a search draws from
+            (``precision`` holds names such as ``w8a8``). Per-layer fields get one Optuna
+            parameter per existing layer (``num_heads_0``, ``num_heads_1``, ...).
     """
 
     supernet: SupernetShape
@@ -212,12 +238,22 @@ class SearchSpace:
     source: str | None = None
 
     def __post_init__(self) -> None:
-        for name in CONFIG_FIELDS:
+        choices = dict(self.choices)
+        if "precision" not in choices:  # built from bit-width lists (the supernet's own space)
+            pairs = valid_pairs(tuple(choices.pop("w_bits", (32,))),
+                                tuple(choices.pop("a_bits", (32,))))
+            choices["precision"] = tuple(precision_name(w, a) for w, a in pairs)
+        choices.pop("w_bits", None)
+        choices.pop("a_bits", None)
+        object.__setattr__(self, "choices", choices)
+        for name in SPACE_FIELDS:
             if name not in self.choices or not self.choices[name]:
                 raise field_error(self.source, f"choices.{name}", None, "needs at least one value")
-        for b in self.choices["w_bits"] + self.choices["a_bits"]:
-            if b not in BITS:
-                raise field_error(self.source, "choices.w_bits/a_bits", b, f"must be one of {BITS}")
+        for p in self.choices["precision"]:
+            try:
+                parse_precision(p)
+            except ValueError as e:
+                raise field_error(self.source, "choices.precision", p, str(e)) from None
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -233,16 +269,17 @@ class SearchSpace:
         raw = data.get("choices")
         if not isinstance(raw, Mapping):
             raise field_error(source, "choices", raw, "must be a mapping of field: [values]")
-        check_keys(raw, CONFIG_FIELDS, source=source, prefix="choices")
+        check_keys(raw, (*SPACE_FIELDS, "w_bits", "a_bits"), source=source, prefix="choices")
         choices: dict[str, tuple[Any, ...]] = {}
-        for name in CONFIG_FIELDS:
+        for name in SPACE_FIELDS[:-1]:
             vals = raw.get(name)
-            if vals is None:
-                vals = [0] if name == "tome_r" else [32] if name.endswith("bits") else None
+            if vals is None and name == "tome_r":
+                vals = [0]
             if not isinstance(vals, list) or not vals:
                 raise field_error(source, f"choices.{name}", vals, "must be a non-empty list")
             typ = float if name == "mlp_ratio" else int
             choices[name] = tuple(sorted({want(v, typ, source, f"choices.{name}") for v in vals}))
+        choices["precision"] = _precision_choices(raw, source)
         space = cls(supernet=shape, choices=choices, source=source)
         for cfg, what in ((space.max_config, "largest"), (space.min_config, "smallest")):
             try:
@@ -263,17 +300,29 @@ class SearchSpace:
 
     @property
     def min_config(self) -> JointConfig:
-        """Smallest architecture, fewest bits and most merging that the choices allow."""
+        """Smallest architecture, most merging and fewest bits that the choices allow."""
         c = self.choices
         depth = min(c["depth"])
-        w = min(c["w_bits"])
-        a_choices = [a for a in c["a_bits"] if a >= 16 or w < 16]
-        r = max(c["tome_r"])
-        limits = merge_limits(self.supernet.num_tokens, [r] * depth)
+        w, a = min((parse_precision(p) for p in c["precision"]), key=lambda p: (p[0] + p[1], p))
+        merges = tuple(max(self.merge_choices(i)) for i in range(depth))
         return JointConfig(depth=depth, embed_dim=min(c["embed_dim"]),
                            num_heads=min(c["num_heads"]), mlp_ratio=min(c["mlp_ratio"]),
-                           tome_r=tuple(min(r, lim) for _, lim in limits) if r else 0,
-                           w_bits=w, a_bits=min(a_choices)).canonical()
+                           tome_r=merges, w_bits=w, a_bits=a).canonical()
+
+    @property
+    def pairs(self) -> list[tuple[int, int]]:
+        """The (w_bits, a_bits) pairs of the precision axis."""
+        return [parse_precision(p) for p in self.choices["precision"]]
+
+    def merge_choices(self, layer: int) -> tuple[int, ...]:
+        """The ``tome_r`` choices block ``layer`` can always do, however much the blocks before
+        it merged (each merges at most (tokens entering - 1) // 2)."""
+        most = max(self.choices["tome_r"])
+        n = self.supernet.num_tokens
+        for _ in range(layer):
+            n -= min(most, (n - 1) // 2)
+        limit = (n - 1) // 2
+        return tuple(r for r in self.choices["tome_r"] if r <= limit) or (0,)
 
     # ---- validation ---------------------------------------------------------------------
     def validate(self, cfg: JointConfig, *, source: str | None = None) -> JointConfig:
@@ -312,58 +361,119 @@ class SearchSpace:
             raise field_error(src, "a_bits", cfg.a_bits, f"{why} (w_bits={cfg.w_bits})")
         return cfg
 
-    # ---- sampling -----------------------------------------------------------------------
-    def param_names(self) -> list[str]:
-        """Optuna parameter names: scalars, then one per layer index for per-layer fields."""
+    # ---- search parameters --------------------------------------------------------------
+    def param_names(self, depth: int | None = None) -> list[str]:
+        """Optuna parameter names of a config of ``depth`` layers (default: the deepest)."""
+        depth = max(self.choices["depth"]) if depth is None else depth
         names = ["depth", "embed_dim"]
-        for name in PER_LAYER_FIELDS:
-            names += [f"{name}_{i}" for i in range(max(self.choices["depth"]))]
-        return names + ["w_bits", "a_bits"]
+        for i in range(depth):
+            names += [f"{name}_{i}" for name in PER_LAYER_FIELDS]
+        return names + ["precision"]
 
     def param_choices(self, param: str) -> tuple[Any, ...]:
-        base = param.rsplit("_", 1)[0] if param.split("_")[-1].isdigit() else param
-        return self.choices[base]
+        """The choices of one parameter (``tome_r_3`` offers block 3's merges)."""
+        base, _, idx = param.rpartition("_")
+        if idx.isdigit() and base in PER_LAYER_FIELDS:
+            return self.merge_choices(int(idx)) if base == "tome_r" else self.choices[base]
+        return self.choices[param]
+
+    def suggest(self, trial: Any) -> JointConfig:
+        """Draw a config through an Optuna trial, define-by-run: per-layer parameters exist only
+        for the ``depth`` layers drawn, and ``precision`` is one categorical."""
+        depth = trial.suggest_categorical("depth", list(self.choices["depth"]))
+        params: dict[str, Any] = {"depth": depth, "embed_dim": trial.suggest_categorical(
+            "embed_dim", list(self.choices["embed_dim"]))}
+        for name in self.param_names(depth)[2:]:
+            params[name] = trial.suggest_categorical(name, list(self.param_choices(name)))
+        return self.config_from_params(params)
 
     def config_from_params(self, params: Mapping[str, Any]) -> JointConfig:
         """Build a config from Optuna-style parameters (uses the first ``depth`` layers)."""
         depth = int(params["depth"])
+        w, a = parse_precision(params["precision"])
         kw: dict[str, Any] = {"depth": depth, "embed_dim": int(params["embed_dim"]),
-                              "w_bits": int(params["w_bits"]), "a_bits": int(params["a_bits"])}
+                              "w_bits": w, "a_bits": a}
         for name in PER_LAYER_FIELDS:
             kw[name] = tuple(params[f"{name}_{i}"] for i in range(depth))
         return JointConfig(**kw).canonical()
 
     def params_from_config(self, cfg: JointConfig) -> dict[str, Any]:
-        """Inverse of :meth:`config_from_params`; unused layers repeat the last value."""
+        """Inverse of :meth:`config_from_params`: the parameters of the layers that exist."""
         out: dict[str, Any] = {"depth": cfg.depth, "embed_dim": cfg.embed_dim}
-        for name in PER_LAYER_FIELDS:
-            vals = cfg.layer(name)
-            for i in range(max(self.choices["depth"])):
-                out[f"{name}_{i}"] = vals[min(i, len(vals) - 1)]
-        out["w_bits"], out["a_bits"] = cfg.w_bits, cfg.a_bits
+        for i in range(cfg.depth):
+            for name in PER_LAYER_FIELDS:
+                out[f"{name}_{i}"] = cfg.layer(name)[i]
+        out["precision"] = cfg.precision
         return out
 
-    def sample(self, rng: np.random.Generator, *, axes: Sequence[str] = CONFIG_FIELDS
-               ) -> JointConfig:
-        """Draw a config uniformly from the choices; fields not in ``axes`` keep max_config's.
+    def size(self) -> int:
+        """How many distinct configs the space holds (exactly; a Python int)."""
+        c = self.choices
+        total = 0
+        for depth in c["depth"]:
+            per_layer = 1
+            for i in range(depth):
+                per_layer *= len(c["num_heads"]) * len(c["mlp_ratio"]) * len(self.merge_choices(i))
+            total += per_layer
+        return total * len(c["embed_dim"]) * len(c["precision"])
 
-        Draws are repeated until the config validates (a merge that exceeds a block's limit or
-        integer activations with float weights are redrawn).
+    def sample(self, rng: np.random.Generator, *, axes: Sequence[str] = SPACE_FIELDS
+               ) -> JointConfig:
+        """Draw a config uniformly from the choices; axes not in ``axes`` keep max_config's.
+
+        ``axes`` names fields of :data:`SPACE_FIELDS` (``w_bits``/``a_bits`` mean ``precision``).
         """
-        base = self.params_from_config(self.max_config)
-        for _ in range(1000):
-            params = dict(base)
-            for p in self.param_names():
-                field_name = p.rsplit("_", 1)[0] if p.split("_")[-1].isdigit() else p
-                if field_name in axes:
-                    ch = self.param_choices(p)
-                    params[p] = ch[int(rng.integers(len(ch)))]
-            cfg = self.config_from_params(params)
+        axes = {("precision" if a in ("w_bits", "a_bits") else a) for a in axes}
+        base = self.max_config
+        depth = int(self.choices["depth"][rng.integers(len(self.choices["depth"]))]) \
+            if "depth" in axes else base.depth
+        params: dict[str, Any] = {"depth": depth}
+
+        def draw(name: str, param: str, default: Any) -> Any:
+            if name not in axes:
+                return default
+            ch = self.param_choices(param)
+            return ch[int(rng.integers(len(ch)))]
+
+        params["embed_dim"] = draw("embed_dim", "embed_dim", base.embed_dim)
+        for i in range(depth):
+            for name in PER_LAYER_FIELDS:
+                params[f"{name}_{i}"] = draw(name, f"{name}_{i}", base.layer(name)[0])
+        params["precision"] = draw("precision", "precision", base.precision)
+        return self.validate(self.config_from_params(params))
+
+
+def _precision_choices(raw: Mapping[str, Any], source: str | None) -> tuple[str, ...]:
+    """``choices.precision`` (names), or the valid pairs of legacy ``w_bits``/``a_bits`` lists."""
+    if "precision" in raw:
+        if "w_bits" in raw or "a_bits" in raw:
+            raise field_error(source, "choices.precision", raw["precision"],
+                              "give either precision or w_bits/a_bits lists, not both")
+        vals = raw["precision"]
+        if not isinstance(vals, list) or not vals:
+            raise field_error(source, "choices.precision", vals,
+                              "must be a non-empty list such as [w32a32, w8a8]")
+        out = []
+        for v in vals:
             try:
-                return self.validate(cfg)
-            except UserError:
-                continue
-        raise RuntimeError("could not draw a valid config from the search space in 1000 tries")
+                out.append(precision_name(*parse_precision(v)))
+            except ValueError as e:
+                raise field_error(source, "choices.precision", v, str(e)) from None
+        return tuple(dict.fromkeys(out))
+    lists = {}
+    for name in ("w_bits", "a_bits"):
+        vals = raw.get(name, [32])
+        if not isinstance(vals, list) or not vals:
+            raise field_error(source, f"choices.{name}", vals, "must be a non-empty list")
+        for b in vals:
+            if want(b, int, source, f"choices.{name}") not in BITS:
+                raise field_error(source, f"choices.{name}", b, f"must be one of {list(BITS)}")
+        lists[name] = tuple(int(b) for b in vals)
+    pairs = valid_pairs(lists["w_bits"], lists["a_bits"])
+    if not pairs:
+        raise field_error(source, "choices.w_bits/a_bits", [lists["w_bits"], lists["a_bits"]],
+                          "hold no valid precision pair")
+    return tuple(precision_name(w, a) for w, a in pairs)
 
 
 def _at(name: str, cfg: JointConfig, i: int) -> str:

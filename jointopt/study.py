@@ -196,6 +196,9 @@ class Study:
             evaluation=_section(EvalSpec, data.get("evaluate"), source=src, prefix="evaluate"),
         )
         space = study.space  # parse now so a bad space fails before any work
+        from jointopt.controllers.spec import check_sampler
+
+        check_sampler(study.search, space, src)
         from jointopt.space import JointConfig
 
         for i, c in enumerate(study.search.seed_configs):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ from optuna.trial import TrialState
 
 from jointopt import Study
 from jointopt.controllers import run_search
-from jointopt.controllers.objective import VALID_CONSTRAINT, run_trial, trial_record
+from jointopt.controllers.objective import InvalidConfig, run_trial, trial_record
 from jointopt.evaluation import METRIC_KEYS
 
 
@@ -50,30 +51,63 @@ def test_optuna_search_stores_params_metrics_and_constraints(trained_tiny, tmp_p
     assert len(done) == 6
     assert done[0].user_attrs.get("baseline") is True
     assert study.space.config_from_params(done[0].params) == study.space.max_config
+    assert ostudy.metric_names == ["accuracy", "latency_ms", "energy_mj"]
     for t in done:
-        assert set(t.params) == set(study.space.param_names())
-        assert "accuracy>=0.2" in t.constraints and VALID_CONSTRAINT in t.constraints
-        if "invalid" not in t.user_attrs:
-            assert set(METRIC_KEYS) <= set(t.user_attrs)
-            assert t.values[0] == t.user_attrs["accuracy"]
-            rec = trial_record(t)
-            assert rec is not None and rec["feasible"] == (t.user_attrs["accuracy"] >= 0.2)
+        # define-by-run: only the layers that exist, and one precision parameter
+        cfg = study.space.config_from_params(t.params)
+        assert set(t.params) == set(study.space.param_names(cfg.depth))
+        assert "w_bits" not in t.params and t.params["precision"] == cfg.precision
+        # constraints where optuna-dashboard reads them, in the study's order
+        assert t.system_attrs["constraints"] == [0.2 - t.user_attrs["accuracy"]]
+        assert set(METRIC_KEYS) <= set(t.user_attrs)
+        assert t.values[0] == t.user_attrs["accuracy"]
+        assert all(v == v and abs(v) != float("inf") for v in t.values)
+        rec = trial_record(t)
+        assert rec is not None and rec["feasible"] == (t.user_attrs["accuracy"] >= 0.2)
+    # n_trials counts distinct configs: repeats are pruned, never counted or measured
+    keys = [t.user_attrs["config_key"] for t in done]
+    assert len(set(keys)) == len(keys)
+    for t in ostudy.trials:
+        if t.state == TrialState.PRUNED:
+            assert t.user_attrs["config_key"] in keys and "repeat_of" in t.user_attrs
     # Running it again completes nothing more: the study is at n_trials.
     again = run_search(study, progress=False)
     assert len([t for t in again.trials if t.state == TrialState.COMPLETE]) == 6
 
 
-def test_invalid_sample_is_infeasible_and_repeats_are_not_measured(trained_tiny) -> None:
+@pytest.mark.parametrize("sampler", ["axiswise", "tpe", "random"])
+def test_every_sampler_completes_distinct_configs(trained_tiny, tmp_path, sampler) -> None:
+    path = variant(trained_tiny, tmp_path, sampler, n_trials=9,
+                   sampler={"name": sampler, "seed": 1} | (
+                       {"n_startup": 2} if sampler == "axiswise" else {}))
+    ostudy = run_search(Study.from_yaml(path), progress=False)
+    done = [t for t in ostudy.trials if t.state == TrialState.COMPLETE]
+    keys = {t.user_attrs["config_key"] for t in done}
+    assert len(done) == len(keys) == 9
+    if sampler == "axiswise":  # it proposes only configs it has not measured
+        assert not [t for t in ostudy.trials if t.state == TrialState.PRUNED]
+
+
+def test_an_exhausted_space_stops_the_search(trained_tiny, tmp_path) -> None:
+    space = yaml.safe_load((trained_tiny.parent / "space.yaml").read_text())
+    space["choices"] = {"depth": [3], "embed_dim": [32], "num_heads": [2], "mlp_ratio": [2.0],
+                        "tome_r": [0], "precision": ["w32a32", "w8a8", "w16a16"]}
+    (tmp_path / "bits-space.yaml").write_text(yaml.safe_dump(space))
+    path = variant(trained_tiny, tmp_path, "bits", n_trials=8,
+                   sampler={"name": "random", "seed": 0})
+    data = yaml.safe_load(path.read_text())
+    data["search_space"] = str(tmp_path / "bits-space.yaml")
+    path.write_text(yaml.safe_dump(data))
+    ostudy = run_search(Study.from_yaml(path), progress=False)
+    done = [t for t in ostudy.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 3 == Study.from_yaml(path).space.size()
+
+
+def test_a_rejected_config_fails_without_values(trained_tiny) -> None:
     study = Study.from_yaml(trained_tiny)
-    space = study.space
-    bad = space.params_from_config(space.max_config) | {"w_bits": 32, "a_bits": 8}
-    out = run_trial(study, bad)
-    assert out.constraints[VALID_CONSTRAINT] == 1.0 and "a_bits=8" in out.user_attrs["invalid"]
-    good = space.params_from_config(space.min_config)
-    earlier = {k: 1.0 for k in METRIC_KEYS} | {"latency_runtime": "x", "energy_source": "y",
-                                               "_number": 3}
-    rep = run_trial(study, good, repeat=lambda key: earlier)
-    assert rep.user_attrs["repeat_of"] == 3 and rep.user_attrs["accuracy"] == 1.0
+    bad = dataclasses.replace(study.space.max_config, depth=9)
+    with pytest.raises(InvalidConfig, match="depth=9"):
+        run_trial(study, bad)
 
 
 @pytest.mark.parametrize("storage", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
@@ -147,7 +181,8 @@ def test_dashboard_serves_the_study_on_loopback(trained_tiny, tmp_path) -> None:
     import socket
     import urllib.request
 
-    path = variant(trained_tiny, tmp_path, "dash", n_trials=2)
+    path = variant(trained_tiny, tmp_path, "dash", n_trials=4,
+                   sampler={"name": "axiswise", "seed": 0, "n_startup": 1})
     assert _cli("search", str(path), "--quiet").returncode == 0
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -169,8 +204,19 @@ def test_dashboard_serves_the_study_on_loopback(trained_tiny, tmp_path) -> None:
         sid = next(s["study_id"] for s in body["study_summaries"] if s["study_name"] == "dash")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{sid}", timeout=5) as f:
             detail = json.load(f)
-        assert len(detail["trials"]) == 2
-        assert any(a["key"] == "accuracy" for a in detail["trials"][0]["user_attrs"])
+        assert len(detail["trials"]) == 4
+        assert detail["metric_names"] == ["accuracy", "latency_ms", "energy_mj"]
+        space = Study.from_yaml(path).space
+        for t in detail["trials"]:
+            assert t["state"] == "Complete"
+            assert any(a["key"] == "accuracy" for a in t["user_attrs"])
+            accuracy = float(next(a["value"] for a in t["user_attrs"] if a["key"] == "accuracy"))
+            assert t["constraints"] == [pytest.approx(0.2 - accuracy)]
+            names = {p["name"] for p in t["params"]}
+            depth = int(next(p["param_external_value"] for p in t["params"]
+                             if p["name"] == "depth"))
+            assert names == set(space.param_names(depth))  # only the layers that exist
+            assert all(v not in ("inf", "-inf", "nan") for v in t["values"])
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)

@@ -98,3 +98,37 @@ def test_space_yaml_errors_name_file_key_value(tmp_path) -> None:
                  " mlp_ratio: [1.0]}\n")
     with pytest.raises(UserError, match="depth=3"):
         SearchSpace.from_yaml(p)
+
+
+def test_precision_axis_and_define_by_run_parameters() -> None:
+    space = SearchSpace.from_dict(TINY_SPACE)  # legacy w_bits/a_bits lists: their valid pairs
+    assert space.choices["precision"] == ("w32a32", "w16a16", "w8a32", "w8a16", "w8a8",
+                                          "w4a32", "w4a16", "w4a8")
+    assert space.param_names(1) == ["depth", "embed_dim", "num_heads_0", "mlp_ratio_0",
+                                    "tome_r_0", "precision"]
+    named = SearchSpace.from_dict({**TINY_SPACE, "choices": {
+        **{k: v for k, v in TINY_SPACE["choices"].items() if not k.endswith("bits")},
+        "precision": ["w8a8", "w32a32"]}})
+    assert named.choices["precision"] == ("w8a8", "w32a32")
+    with pytest.raises(UserError, match="choices.precision='w32a8'.*integer activations"):
+        SearchSpace.from_dict({**TINY_SPACE, "choices": {
+            **{k: v for k, v in TINY_SPACE["choices"].items() if not k.endswith("bits")},
+            "precision": ["w32a8"]}})
+    cfg = JointConfig.from_dict({"depth": 2, "embed_dim": 16, "num_heads": 1, "mlp_ratio": 1,
+                                 "precision": "w4a16"})
+    assert (cfg.w_bits, cfg.a_bits) == (4, 16) and cfg.precision == "w4a16"
+
+
+def test_merge_choices_never_exceed_what_a_block_can_do() -> None:
+    space = SearchSpace.from_dict({**TINY_SPACE, "choices": {**TINY_SPACE["choices"],
+                                                             "tome_r": [0, 2, 4, 6]}})
+    # 17 tokens: block 0 may merge 8, then at most 6 of 17 -> 11 tokens: block 1 merges <= 5,
+    # then 11 - 5 = 6 tokens: block 2 merges <= 2
+    assert space.merge_choices(0) == (0, 2, 4, 6)
+    assert space.merge_choices(1) == (0, 2, 4)
+    assert space.merge_choices(2) == (0, 2)
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # every draw validates: a search cannot ask for an invalid config
+        space.validate(space.sample(rng))
+    assert space.size() == len(space.choices["embed_dim"]) * len(space.choices["precision"]) * (
+        (2 * 2 * 4) + (2 * 2 * 4) * (2 * 2 * 3) + (2 * 2 * 4) * (2 * 2 * 3) * (2 * 2 * 2))

@@ -1,4 +1,9 @@
-"""The Optuna backend: ``study.optimize`` in this process, ``n_jobs`` trials at a time."""
+"""The Optuna backend: ``study.optimize`` in this process, ``n_jobs`` trials at a time.
+
+The search runs until ``n_trials`` distinct configs are complete: a repeat suggestion is pruned
+at once (``repeat_of`` names the trial that measured it) and does not count, and a space with
+fewer distinct configs than the budget stops once it is exhausted.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,13 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from jointopt.controllers.objective import find_repeat, run_trial, suggest_params
+from jointopt.controllers.objective import (
+    InvalidConfig,
+    find_repeat,
+    run_trial,
+    store_constraints,
+    suggest_config,
+)
 from jointopt.controllers.samplers import make_sampler
 from jointopt.controllers.storage import (
     WORKER_ATTR,
@@ -23,9 +34,12 @@ from jointopt.controllers.storage import (
 )
 from jointopt.study import Study
 
-__all__ = ["run_optuna", "count_complete"]
+__all__ = ["run_optuna", "count_complete", "summary", "MAX_REPEATS_IN_A_ROW"]
 
 log = logging.getLogger(__name__)
+#: Consecutive repeat suggestions after which a search stops: its sampler keeps drawing
+#: configs it has measured (a space nearly exhausted for it).
+MAX_REPEATS_IN_A_ROW = 200
 
 
 def count_complete(ostudy: optuna.Study) -> int:
@@ -40,10 +54,11 @@ def run_optuna(study: Study, *, n_trials: int | None = None, n_jobs: int | None 
     target = n_trials or spec.n_trials
     supernet = study.load_supernet()  # fails clearly before any trial if not trained
     storage = open_storage(study, url=storage_url)
-    sampler = make_sampler(spec, n_objectives=len(spec.objectives))
+    sampler = make_sampler(spec, n_objectives=len(spec.objectives), space=study.space)
     ostudy = open_study(study, storage, sampler=sampler)
     ostudy.sampler = claim_trials(make_sampler(spec, n_objectives=len(spec.objectives),
-                                               seed=worker_seed(ostudy, spec.seed)))
+                                               seed=worker_seed(ostudy, spec.seed),
+                                               space=study.space))
     recover_orphans(ostudy, also=orphans, grace=spec.grace_period)
     done = count_complete(ostudy)
     if done + _running(ostudy) >= target:  # other workers are finishing the budget
@@ -53,32 +68,53 @@ def run_optuna(study: Study, *, n_trials: int | None = None, n_jobs: int | None 
     bar = tqdm(total=target, initial=done, disable=not progress, desc=f"search {study.name}",
                unit="trial")
 
+    size = study.space.size()
+    repeats_in_a_row = 0
+
     def objective(trial: optuna.Trial) -> list[float]:
         trial.storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, me)
-        params = suggest_params(trial, study)
-        out = run_trial(study, params, supernet=supernet, repeat=repeat)
+        cfg = suggest_config(trial, study)
+        earlier = repeat(cfg.key())
+        if earlier is not None:
+            trial.set_user_attr("repeat_of", earlier)
+            raise optuna.TrialPruned(f"repeat of trial {earlier}")
+        try:
+            out = run_trial(study, cfg, supernet=supernet)
+        except InvalidConfig as e:
+            trial.set_user_attr("invalid", str(e))
+            raise
         for k, v in out.user_attrs.items():
             trial.set_user_attr(k, v)
-        for k, v in out.constraints.items():
-            trial.set_constraint(k, v)
+        store_constraints(trial.storage, trial._trial_id, out.constraints)
         return out.values
 
     def on_done(s: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
-        bar.update(1)
-        if progress and t.state == TrialState.COMPLETE:
-            a = t.user_attrs
-            what = "invalid" if "invalid" in a else (
-                f"acc={a['accuracy']:.3f} lat={a['latency_ms']:.2f}ms "
-                f"E={a['energy_mj']:.4f}mJ" + (" (repeat)" if "repeat_of" in a else ""))
-            tqdm.write(f"trial {t.number:>3} {a.get('config_key', '')}: {what}")
-        if count_complete(s) + _running(s) >= target:
+        nonlocal repeats_in_a_row
+        repeats_in_a_row = repeats_in_a_row + 1 if t.state == TrialState.PRUNED else 0
+        a = t.user_attrs
+        if t.state == TrialState.COMPLETE:
+            bar.update(1)
+            if progress:
+                tqdm.write(f"trial {t.number:>3} {a.get('config_key', '')}: "
+                           f"acc={a['accuracy']:.3f} lat={a['latency_ms']:.2f}ms "
+                           f"thr={a['throughput_ips']:.0f}/s E={a['energy_mj']:.4f}mJ")
+        done = count_complete(s)
+        if done + _running(s) >= target:
+            s.stop()
+        elif done >= size:
+            log.warning("the search space holds %d distinct configs, all evaluated: stopping",
+                        size)
+            s.stop()
+        elif repeats_in_a_row >= MAX_REPEATS_IN_A_ROW:
+            log.warning("the sampler suggested %d configs in a row that were evaluated "
+                        "before: stopping at %d distinct configs", repeats_in_a_row, done)
             s.stop()
 
     t0 = time.perf_counter()
     try:
-        ostudy.optimize(objective, n_trials=target - done, timeout=spec.timeout,
-                        n_jobs=n_jobs or spec.n_jobs, catch=(Exception,), callbacks=[on_done],
-                        gc_after_trial=False)
+        ostudy.optimize(objective, n_trials=None, timeout=spec.timeout,
+                        n_jobs=n_jobs or spec.n_jobs, catch=(InvalidConfig,),
+                        callbacks=[on_done], gc_after_trial=False)
     finally:
         bar.close()
     log.info("search ran %.0f s", time.perf_counter() - t0)
@@ -90,5 +126,12 @@ def _running(s: optuna.Study) -> int:
 
 
 def summary(ostudy: optuna.Study) -> dict[str, Any]:
-    states = [t.state.name for t in ostudy.get_trials(deepcopy=False)]
-    return {s: states.count(s) for s in sorted(set(states))}
+    """Trials by state, plus how many of the complete ones are distinct configs and how many
+    suggestions were repeats (pruned, not measured)."""
+    trials = ostudy.get_trials(deepcopy=False)
+    states = [t.state.name for t in trials]
+    out: dict[str, Any] = {s: states.count(s) for s in sorted(set(states))}
+    out["distinct_configs"] = len({t.user_attrs.get("config_key") for t in trials
+                                   if t.state == TrialState.COMPLETE})
+    out["repeats"] = sum(1 for t in trials if "repeat_of" in t.user_attrs)
+    return out

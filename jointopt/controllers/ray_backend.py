@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any
 
 import optuna
 
-from jointopt.controllers.objective import VALID_CONSTRAINT, find_repeat, run_trial
+from jointopt.controllers.objective import (
+    InvalidConfig,
+    find_repeat,
+    run_trial,
+    store_constraints,
+)
 from jointopt.controllers.optuna_backend import count_complete
 from jointopt.controllers.samplers import make_sampler
 from jointopt.controllers.storage import (
@@ -35,6 +39,9 @@ __all__ = ["run_ray", "init_ray"]
 log = logging.getLogger(__name__)
 _ATTRS = "jointopt_attrs"
 _CONS = "jointopt_constraints"
+_INVALID = "jointopt_invalid"
+#: Repeat suggestions drawn again in a row before the searcher reports its space exhausted.
+MAX_REDRAWS = 200
 
 
 def _searcher_class() -> type:
@@ -43,25 +50,53 @@ def _searcher_class() -> type:
     class JointOptunaSearch(OptunaSearch):  # type: ignore[misc]
         """OptunaSearch that also stores user_attrs and constraints on the Optuna trial."""
 
-        def __init__(self, *args: Any, owner: str, **kwargs: Any) -> None:
+        def __init__(self, *args: Any, owner: str, study: Study, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._owner = owner
+            self._space = study.space
+            self._repeat = find_repeat(self._ot_study)
+            self._pending: dict[str, str] = {}
 
         def suggest(self, trial_id: str) -> dict | None:
-            params = super().suggest(trial_id)
-            ot = self._ot_trials.get(trial_id)
-            if ot is not None:
+            """The next config no trial has measured: a repeat suggestion is pruned here and
+            drawn again, so Ray never runs it and ``num_samples`` counts distinct configs."""
+            from ray.tune.search import Searcher
+
+            for _ in range(MAX_REDRAWS):
+                params = super().suggest(trial_id)
+                ot = self._ot_trials.get(trial_id)
+                if params is None or ot is None:
+                    return params
                 ot.storage.set_trial_system_attr(ot._trial_id, WORKER_ATTR, self._owner)
-            return params
+                cfg = self._space.config_from_params(params)
+                key = cfg.key()
+                earlier = self._repeat(key)
+                if earlier is None and key not in self._pending.values():
+                    self._pending[trial_id] = key
+                    ot.set_user_attr("config", cfg.to_dict())
+                    ot.set_user_attr("config_key", key)
+                    return params
+                ot.set_user_attr("repeat_of", earlier if earlier is not None else -1)
+                self._ot_study.tell(ot, state=optuna.trial.TrialState.PRUNED)
+                del self._ot_trials[trial_id]
+            log.warning("%d repeat suggestions in a row: the space is exhausted for this "
+                        "sampler", MAX_REDRAWS)
+            return Searcher.FINISHED
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None,
                               error: bool = False) -> None:
+            self._pending.pop(trial_id, None)
             ot = self._ot_trials.get(trial_id)
             if ot is not None and result and _ATTRS in result:
                 for k, v in json.loads(result[_ATTRS]).items():
                     ot.set_user_attr(k, v)
-                for k, v in json.loads(result[_CONS]).items():
-                    ot.set_constraint(k, v)
+                store_constraints(ot.storage, ot._trial_id, json.loads(result[_CONS]))
+            if result and result.get(_INVALID):
+                ot = self._ot_trials.pop(trial_id, None)
+                if ot is not None:
+                    ot.set_user_attr("invalid", result[_INVALID])
+                    self._ot_study.tell(ot, state=optuna.trial.TrialState.FAIL)
+                return
             super().on_trial_complete(trial_id, result=result, error=error)
 
     return JointOptunaSearch
@@ -89,14 +124,16 @@ def _trainable(config: dict[str, Any], study: Study, supernet: Any) -> None:
         cpus = max(1, int(study.search.cpus_per_trial))
         study = dataclasses.replace(study, evaluation=dataclasses.replace(study.evaluation,
                                                                           threads=cpus))
-    ostudy = optuna.load_study(study_name=study.search.study_name,
-                               storage=open_storage(study))
-    out = run_trial(study, config, supernet=supernet, repeat=find_repeat(ostudy))
-    result = {o.key: v for o, v in zip(study.search.objectives, out.values, strict=True)}
-    result = {k: (v if math.isfinite(v) else 1e30) for k, v in result.items()}
+    cfg = study.space.config_from_params(config)
+    try:
+        out = run_trial(study, cfg, supernet=supernet)
+    except InvalidConfig as e:  # reported, then failed by the searcher: no made-up values
+        tune.report({_INVALID: str(e), **{o.key: 0.0 for o in study.search.objectives}})
+        return
+    result: dict[str, Any] = {o.key: v for o, v in zip(study.search.objectives, out.values,
+                                                      strict=True)}
     result[_ATTRS] = json.dumps(out.user_attrs, default=float)
     result[_CONS] = json.dumps(out.constraints)
-    result["valid"] = out.constraints.get(VALID_CONSTRAINT, 0.0) <= 0
     tune.report(result)
 
 
@@ -109,10 +146,10 @@ def run_ray(study: Study, *, n_trials: int | None = None, progress: bool = True,
     target = n_trials or spec.n_trials
     supernet = study.load_supernet()
     storage = open_storage(study)
-    sampler = make_sampler(spec, n_objectives=len(spec.objectives))
+    sampler = make_sampler(spec, n_objectives=len(spec.objectives), space=study.space)
     ostudy = open_study(study, storage, sampler=sampler)  # checks objectives, queues baseline
     sampler = make_sampler(spec, n_objectives=len(spec.objectives),
-                           seed=worker_seed(ostudy, spec.seed))
+                           seed=worker_seed(ostudy, spec.seed), space=study.space)
     recover_orphans(ostudy, also=orphans, grace=spec.grace_period)
     remaining = target - count_complete(ostudy)
     if remaining <= 0:
@@ -121,7 +158,8 @@ def run_ray(study: Study, *, n_trials: int | None = None, progress: bool = True,
     searcher = _searcher_class()(
         space=_Define(study), metric=[o.key for o in spec.objectives],
         mode=["max" if o.direction == "maximize" else "min" for o in spec.objectives],
-        sampler=sampler, storage=storage, study_name=spec.study_name, owner=worker_id())
+        sampler=sampler, storage=storage, study_name=spec.study_name, owner=worker_id(),
+        study=study)
     trainable = tune.with_resources(
         tune.with_parameters(_trainable, study=study, supernet=supernet),
         {"cpu": spec.cpus_per_trial})
@@ -145,6 +183,4 @@ class _Define:
         self.study = study
 
     def __call__(self, trial: optuna.Trial) -> None:
-        space = self.study.space
-        for p in space.param_names():
-            trial.suggest_categorical(p, list(space.param_choices(p)))
+        self.study.space.suggest(trial)

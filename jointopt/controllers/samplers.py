@@ -3,12 +3,18 @@
 Add your own with::
 
     @register_sampler("my-sampler")
-    def _make(spec: SearchSpec, n_objectives: int, **options) -> optuna.samplers.BaseSampler:
+    def _make(*, seed, n_objectives, space, **options) -> optuna.samplers.BaseSampler:
         ...
+
+``space`` is the study's :class:`~jointopt.space.SearchSpace` (None while the study file is
+being checked); ``options`` are the other keys of ``search.sampler``. Built in: ``axiswise``
+(jointopt's joint strategy, :mod:`jointopt.controllers.axiswise`), ``nsga2``, ``nsga3``,
+``tpe``, ``gp`` and ``random``.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +23,7 @@ import optuna
 if TYPE_CHECKING:
     from jointopt.controllers.spec import SearchSpec
 
-__all__ = ["register_sampler", "make_sampler", "sampler_names"]
+__all__ = ["register_sampler", "make_sampler", "sampler_names", "check_sampler_options"]
 
 SamplerFactory = Callable[..., optuna.samplers.BaseSampler]
 _SAMPLERS: dict[str, SamplerFactory] = {}
@@ -35,16 +41,35 @@ def sampler_names() -> list[str]:
     return sorted(_SAMPLERS)
 
 
-def make_sampler(spec: SearchSpec, *, n_objectives: int, seed: int | None = None
-                 ) -> optuna.samplers.BaseSampler:
+def make_sampler(spec: SearchSpec, *, n_objectives: int, seed: int | None = None,
+                 space: Any = None) -> optuna.samplers.BaseSampler:
     """Build the study's sampler (seeded with ``seed``, default the study's); unknown options
     raise TypeError naming them."""
     return _SAMPLERS[spec.sampler](seed=spec.seed if seed is None else seed,
-                                   n_objectives=n_objectives, **dict(spec.sampler_options))
+                                   n_objectives=n_objectives, space=space,
+                                   **dict(spec.sampler_options))
+
+
+def check_sampler_options(name: str, options: dict[str, Any]) -> None:
+    """Raise TypeError if sampler ``name`` does not take ``options``."""
+    inspect.signature(_SAMPLERS[name]).bind(seed=0, n_objectives=1, space=None, **options)
+
+
+@register_sampler("axiswise")
+def _axiswise(*, seed: int, n_objectives: int, space: Any = None, n_startup: int = 6,
+              n_candidates: int = 96, arch_share: float = 0.5, explore: float = 1.0
+              ) -> optuna.samplers.BaseSampler:
+    from jointopt.controllers.axiswise import AxiswiseSampler
+
+    if space is None:
+        raise ValueError("the axiswise sampler needs the study's search space")
+    return AxiswiseSampler(space=space, seed=seed, n_startup=n_startup,
+                           n_candidates=n_candidates, arch_share=arch_share, explore=explore)
 
 
 @register_sampler("nsga2")
-def _nsga2(*, seed: int, n_objectives: int, population_size: int = 10, **kw: Any
+def _nsga2(*, seed: int, n_objectives: int, space: Any = None, population_size: int = 10,
+           **kw: Any
            ) -> optuna.samplers.BaseSampler:
     # Optuna's default population of 50 never reaches a second generation in a 40-trial search;
     # 10 gives four generations.
@@ -52,24 +77,28 @@ def _nsga2(*, seed: int, n_objectives: int, population_size: int = 10, **kw: Any
 
 
 @register_sampler("nsga3")
-def _nsga3(*, seed: int, n_objectives: int, population_size: int = 10, **kw: Any
+def _nsga3(*, seed: int, n_objectives: int, space: Any = None, population_size: int = 10,
+           **kw: Any
            ) -> optuna.samplers.BaseSampler:
     return optuna.samplers.NSGAIIISampler(population_size=population_size, seed=seed, **kw)
 
 
 @register_sampler("tpe")
-def _tpe(*, seed: int, n_objectives: int, n_startup_trials: int = 10, **kw: Any
+def _tpe(*, seed: int, n_objectives: int, space: Any = None, n_startup_trials: int = 10,
+         **kw: Any
          ) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials,
                                       multivariate=True, **kw)
 
 
 @register_sampler("gp")
-def _gp(*, seed: int, n_objectives: int, n_startup_trials: int = 10, **kw: Any
+def _gp(*, seed: int, n_objectives: int, space: Any = None, n_startup_trials: int = 10,
+        **kw: Any
         ) -> optuna.samplers.BaseSampler:
     return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_startup_trials, **kw)
 
 
 @register_sampler("random")
-def _random(*, seed: int, n_objectives: int, **kw: Any) -> optuna.samplers.BaseSampler:
+def _random(*, seed: int, n_objectives: int, space: Any = None, **kw: Any
+            ) -> optuna.samplers.BaseSampler:
     return optuna.samplers.RandomSampler(seed=seed, **kw)

@@ -15,7 +15,7 @@ from jointopt._yaml import check_keys, want
 from jointopt.errors import UserError, field_error
 from jointopt.pareto import Objective
 
-__all__ = ["SearchSpec", "Constraint", "NUMERIC_METRICS", "parse_search"]
+__all__ = ["SearchSpec", "Constraint", "NUMERIC_METRICS", "parse_search", "check_sampler"]
 
 #: Metric keys an objective or a constraint may name.
 NUMERIC_METRICS: tuple[str, ...] = ("accuracy", "params", "macs", "bitops", "model_bytes",
@@ -171,9 +171,19 @@ def parse_search(data: Any, *, source: str, default_name: str, seed: int) -> Sea
         for i, c in enumerate(seeds))
     spec = SearchSpec(**kw)
     try:
-        from jointopt.controllers.samplers import make_sampler
+        from jointopt.controllers.samplers import check_sampler_options
 
-        make_sampler(spec, n_objectives=len(spec.objectives))
+        check_sampler_options(spec.sampler, dict(spec.sampler_options))
     except TypeError as e:
         raise UserError(f"{source}: search.sampler={dict(sampler)!r}: {e}") from e
     return spec
+
+
+def check_sampler(spec: SearchSpec, space: Any, source: str) -> None:
+    """Build the study's sampler once, so a bad option value is a one-line error up front."""
+    from jointopt.controllers.samplers import make_sampler
+
+    try:
+        make_sampler(spec, n_objectives=len(spec.objectives), space=space)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{source}: search.sampler.name={spec.sampler!r}: {e}") from e

@@ -175,6 +175,10 @@ def open_study(study: Study, storage: BaseStorage, *, create: bool = True,
         except optuna.exceptions.DuplicatedStudyError:
             return open_study(study, storage, create=False, sampler=sampler)
         ostudy.set_user_attr("study_file", str(study.path))
+        # optuna-dashboard shows each objective by its metric name, not "Objective 0".
+        ostudy.set_metric_names(_keys(study))
+        if study.search.constraints:
+            ostudy.set_user_attr("constraints", [c.name for c in study.search.constraints])
         ostudy.enqueue_trial(study.space.params_from_config(study.space.max_config),
                              user_attrs={"baseline": True})
         for c in study.search.seed_configs:

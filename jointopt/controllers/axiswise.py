@@ -1,0 +1,285 @@
+"""``axiswise``: a joint sampler that moves one axis at a time, screened by fitted surrogates.
+
+The three axes are not alike. The architecture decides accuracy; merging and precision change
+an architecture's cost predictably and its accuracy a little. So the sampler:
+
+1. starts from the study's queued configs (the baseline, seed configs) and ``n_startup``
+   spread-out configs whose precisions cycle through the space's choices, so every precision
+   is measured early;
+2. then, each trial, builds ``n_candidates`` neighbours of the current Pareto front, each one
+   axis away from its parent (an architecture step: depth, width, one layer's heads or MLP
+   ratio; or a cheap step: the precision, the merging of one or all layers), plus a few
+   uniform draws;
+3. screens them with ridge regressions fitted on every measured trial (the log of each cost
+   ratio and the error, against log MACs, log weight count, depth, merging and the precision),
+   applied as a change from the parent, so the parent's measured values anchor the
+   prediction;
+4. measures the candidate whose predicted point adds the most hypervolume to the front
+   (optimistic by the accuracy model's residual spread, so unexplored architectures get
+   tried), never one measured or running already.
+
+Screening measures nothing: every candidate that is evaluated is a trial and counts against
+the budget, and every front member is measured. HAT (Wang et al., ACL 2020) and Once-for-All
+(Cai et al., ICLR 2020) screen candidates with fitted predictors in the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from jointopt.pareto import Objective, hypervolume_of_points, normalize
+from jointopt.precision import parse_precision
+from jointopt.space import PER_LAYER_FIELDS, JointConfig, SearchSpace, merge_limits
+
+__all__ = ["AxiswiseSampler"]
+
+_ACCURACY = ("accuracy", "balanced_accuracy")
+
+
+def _features(cfg: JointConfig, space: SearchSpace, precisions: list[str]) -> np.ndarray:
+    """log MACs (tokens after merging), log weight entries, depth, merged share, precision."""
+    s = space.supernet
+    e, hd = cfg.embed_dim, s.head_dim
+    patches = s.num_tokens - 1
+    macs = patches * s.patch_size**2 * e
+    weights = s.patch_size**2 * e
+    for (n, _), r, h, m in zip(merge_limits(s.num_tokens, cfg.merges), cfg.merges, cfg.heads,
+                               cfg.mlp_dims(), strict=True):
+        w = h * hd
+        macs += n * e * 4 * w + 2 * n * n * w + (n - r) * 2 * e * m
+        weights += 4 * e * w + 2 * e * m
+    merged = sum(cfg.merges) / max(1, s.num_tokens)
+    onehot = [1.0 if cfg.precision == p else 0.0 for p in precisions]
+    return np.array([1.0, math.log(macs), math.log(weights), cfg.depth / s.depth, merged,
+                     *onehot])
+
+
+class _Ridge:
+    def __init__(self, x: np.ndarray, y: np.ndarray, alpha: float = 0.3) -> None:
+        reg = alpha * np.eye(x.shape[1])
+        reg[0, 0] = 0.0  # no shrinkage of the intercept
+        self.coef = np.linalg.solve(x.T @ x + reg, x.T @ y)
+        resid = y - x @ self.coef
+        self.sigma = float(np.sqrt(np.mean(resid**2))) if len(y) > 1 else 0.1
+
+    def __call__(self, x: np.ndarray) -> float:
+        return float(x @ self.coef)
+
+
+class AxiswiseSampler(optuna.samplers.BaseSampler):
+    """One-axis-at-a-time moves from the Pareto front, screened by fitted surrogates.
+
+    Args:
+        space: the study's search space.
+        seed: seeds every draw (with the trial number, so a resumed search draws the same).
+        n_startup: spread-out configs before the surrogates take over.
+        n_candidates: neighbours screened per trial.
+        arch_share: share of the moves that change the architecture (the rest change merging
+            or precision).
+        explore: how many residual standard deviations the accuracy estimate is raised by.
+    """
+
+    def __init__(self, *, space: SearchSpace, seed: int | None = None, n_startup: int = 6,
+                 n_candidates: int = 96, arch_share: float = 0.5, explore: float = 1.0) -> None:
+        if n_startup < 1 or n_candidates < 1:
+            raise ValueError(f"n_startup ({n_startup}) and n_candidates ({n_candidates}) must "
+                             "be at least 1")
+        if not 0.0 <= arch_share <= 1.0:
+            raise ValueError(f"arch_share must be in [0, 1], got {arch_share}")
+        self._space = space
+        self._seed = 0 if seed is None else seed
+        self._n_startup, self._n_candidates = n_startup, n_candidates
+        self._arch_share, self._explore = arch_share, explore
+        self._precisions = list(space.choices["precision"])
+        self._proposals: dict[int, dict[str, Any]] = {}
+        self._fallback = optuna.samplers.RandomSampler(seed=seed)
+
+    # ---- Optuna's sampler interface -----------------------------------------------------
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial
+                                    ) -> dict[str, BaseDistribution]:
+        return {}
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        return {}
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if "fixed_params" in trial.system_attrs:  # a queued config (baseline, seeds)
+            return
+        cfg = self.propose(study, trial.number)
+        self._proposals[trial._trial_id] = self._space.params_from_config(cfg)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        params = self._proposals.get(trial._trial_id, {})
+        value = params.get(param_name)
+        if isinstance(param_distribution, CategoricalDistribution) \
+                and value in param_distribution.choices:
+            return value
+        return self._fallback.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Any) -> None:
+        self._proposals.pop(trial._trial_id, None)
+
+    # ---- proposal -----------------------------------------------------------------------
+    def propose(self, study: optuna.Study, number: int) -> JointConfig:
+        """The config trial ``number`` should measure, from the study's trials so far."""
+        rng = np.random.default_rng([self._seed, number])
+        trials = study.get_trials(deepcopy=False)
+        taken = {t.user_attrs.get("config_key") for t in trials
+                 if t.state in (TrialState.COMPLETE, TrialState.RUNNING)}
+        taken |= {self._key(p) for p in self._proposals.values()}
+        done = [t for t in trials if t.state == TrialState.COMPLETE and t.values
+                and "config" in t.user_attrs]
+        fresh = sum(1 for t in done if not t.user_attrs.get("baseline")
+                    and not t.user_attrs.get("seed_config"))
+        if fresh < self._n_startup or len(done) < 3:
+            return self._startup(rng, fresh, taken)
+        return self._screened(study, done, rng, taken)
+
+    def _key(self, params: dict[str, Any]) -> str:
+        return self._space.config_from_params(params).key()
+
+    def _startup(self, rng: np.random.Generator, k: int, taken: set[Any]) -> JointConfig:
+        prec = self._precisions[(k * 3 + 1) % len(self._precisions)]
+        for _ in range(200):
+            cfg = self._space.sample(rng)
+            cfg = self._with(cfg, precision=prec)
+            if cfg.key() not in taken:
+                return cfg
+        return self._uniform(rng, taken)
+
+    def _uniform(self, rng: np.random.Generator, taken: set[Any]) -> JointConfig:
+        for _ in range(1000):
+            cfg = self._space.sample(rng)
+            if cfg.key() not in taken:
+                return cfg
+        return self._space.sample(rng)  # exhausted: the backend prunes the repeat and stops
+
+    def _with(self, cfg: JointConfig, **changes: Any) -> JointConfig:
+        params = self._space.params_from_config(cfg)
+        params.update(changes)
+        return self._space.config_from_params(params)
+
+    def _screened(self, study: optuna.Study, done: list[FrozenTrial], rng: np.random.Generator,
+                  taken: set[Any]) -> JointConfig:
+        names = study.metric_names or [f"objective_{i}" for i in range(len(study.directions))]
+        objectives = [Objective(n, d.name.lower()) for n, d in zip(names, study.directions,
+                                                                    strict=True)]
+        records = [{"metrics": dict(zip(names, t.values, strict=True)), "feasible": True}
+                   for t in done]
+        base_trial = next((t for t in done if t.user_attrs.get("baseline")), done[0])
+        base = {"metrics": dict(zip(names, base_trial.values, strict=True))}
+        pts = normalize(records, objectives, base)
+        cfgs = [JointConfig.from_dict(t.user_attrs["config"]) for t in done]
+        feats = np.array([_features(c, self._space, self._precisions) for c in cfgs])
+        ok = np.all(np.isfinite(pts), axis=1)
+        models = []
+        for j, obj in enumerate(objectives):
+            y = pts[ok, j]
+            y = y if obj.is_accuracy or obj.key in _ACCURACY else np.log(np.maximum(y, 1e-9))
+            models.append(_Ridge(feats[ok], y))
+        front_idx = [i for i in np.flatnonzero(ok)
+                     if not np.any(np.all(pts[ok] <= pts[i], axis=1)
+                                   & np.any(pts[ok] < pts[i], axis=1))]
+        front = pts[front_idx]
+        hv0 = hypervolume_of_points(front)
+        best, best_gain = None, -math.inf
+        for cand, parent in self._candidates(cfgs, front_idx, rng, taken):
+            f = _features(cand, self._space, self._precisions)
+            pred = np.empty(len(objectives))
+            for j, (obj, model) in enumerate(zip(objectives, models, strict=True)):
+                accuracy = obj.is_accuracy or obj.key in _ACCURACY
+                if parent is None:
+                    value = model(f)
+                else:  # the parent's measurement, moved by the model's difference
+                    anchor = pts[parent, j] if accuracy else math.log(max(pts[parent, j], 1e-9))
+                    value = anchor + model(f) - model(feats[parent])
+                if accuracy:
+                    pred[j] = max(0.0, value - self._explore * model.sigma)
+                else:
+                    pred[j] = math.exp(value)
+            gain = hypervolume_of_points(np.vstack([front, pred])) - hv0
+            gain += 1e-9 * rng.random()  # ties: a random one
+            if gain > best_gain:
+                best, best_gain = cand, gain
+        return best if best is not None else self._uniform(rng, taken)
+
+    def _candidates(self, cfgs: list[JointConfig], front: list[int], rng: np.random.Generator,
+                    taken: set[Any]) -> list[tuple[JointConfig, int | None]]:
+        out: list[tuple[JointConfig, int | None]] = []
+        seen = set(taken)
+        for _ in range(self._n_candidates * 4):
+            if len(out) >= self._n_candidates:
+                break
+            if rng.random() < 0.1:
+                cand, parent = self._space.sample(rng), None
+            else:
+                parent = int(front[rng.integers(len(front))])
+                move = self._arch_move if rng.random() < self._arch_share else self._cheap_move
+                cand = move(cfgs[parent], rng)
+                if cand is None:
+                    continue
+            try:
+                self._space.validate(cand)
+            except Exception:  # noqa: BLE001  (a step outside the space: skip it)
+                continue
+            if cand.key() not in seen:
+                seen.add(cand.key())
+                out.append((cand, parent))
+        return out
+
+    def _step(self, values: tuple[Any, ...], current: Any, rng: np.random.Generator) -> Any:
+        if current not in values:
+            return values[int(rng.integers(len(values)))]
+        i = values.index(current) + (1 if rng.random() < 0.5 else -1)
+        return values[min(max(i, 0), len(values) - 1)]
+
+    def _arch_move(self, cfg: JointConfig, rng: np.random.Generator) -> JointConfig | None:
+        params = self._space.params_from_config(cfg)
+        c = self._space.choices
+        kind = rng.choice(["depth", "embed_dim", "layer", "all"])
+        if kind == "depth":
+            depth = self._step(c["depth"], cfg.depth, rng)
+            params["depth"] = depth
+            for i in range(cfg.depth, depth):  # a new layer copies the last one
+                for name in PER_LAYER_FIELDS:
+                    value = params[f"{name}_{cfg.depth - 1}"]
+                    choices = self._space.param_choices(f"{name}_{i}")
+                    params[f"{name}_{i}"] = value if value in choices else choices[-1]
+        elif kind == "embed_dim":
+            params["embed_dim"] = self._step(c["embed_dim"], cfg.embed_dim, rng)
+        else:
+            name = str(rng.choice(["num_heads", "mlp_ratio"]))
+            layers = [int(rng.integers(cfg.depth))] if kind == "layer" else range(cfg.depth)
+            new = self._step(c[name], params[f"{name}_{layers[0]}"], rng)
+            for i in layers:
+                params[f"{name}_{i}"] = new
+        return self._space.config_from_params(params)
+
+    def _cheap_move(self, cfg: JointConfig, rng: np.random.Generator) -> JointConfig | None:
+        params = self._space.params_from_config(cfg)
+        if len(self._precisions) > 1 and rng.random() < 0.5:
+            others = [p for p in self._precisions if p != cfg.precision]
+            params["precision"] = others[int(rng.integers(len(others)))]
+        else:
+            if len(self._space.choices["tome_r"]) < 2:
+                return None
+            if rng.random() < 0.5:
+                i = int(rng.integers(cfg.depth))
+                params[f"tome_r_{i}"] = self._step(self._space.merge_choices(i),
+                                                   params[f"tome_r_{i}"], rng)
+            else:
+                r = self._step(self._space.choices["tome_r"], params["tome_r_0"], rng)
+                for i in range(cfg.depth):
+                    ch = self._space.merge_choices(i)
+                    params[f"tome_r_{i}"] = r if r in ch else max(ch)
+        parse_precision(params["precision"])
+        return self._space.config_from_params(params)
