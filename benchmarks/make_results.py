@@ -16,7 +16,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 RESULTS_DIR = HERE / "results"
-BENCH_SECTIONS = ("headline", "axes", "samplers", "sharing", "fidelity", "costmodel")
+BENCH_SECTIONS = ("headline", "joint", "samplers", "sharing", "fidelity", "costmodel")
 
 
 def _records(name: str) -> list[dict]:
@@ -28,12 +28,12 @@ def _records(name: str) -> list[dict]:
 
 def _bench(lines: list[str], figdir: Path) -> None:
     """Sections 1-6 of benchmarks/run_bench.py (bench_*.jsonl)."""
-    from bench import render, render_axes, render_checks
+    from bench import render, render_checks, render_joint
 
     recs = {name: _records(f"bench_{name}") for name in BENCH_SECTIONS}
     lines += render.summary(recs)
     lines += render.headline(recs["headline"], figdir)
-    lines += render_axes.axes(recs["axes"], figdir)
+    lines += render_joint.joint(recs["joint"])
     lines += render_checks.samplers(recs["samplers"], figdir)
     lines += render_checks.sharing(recs["sharing"])
     lines += render_checks.fidelity(recs["fidelity"], figdir)

@@ -5,7 +5,8 @@ finishes, so a crash later keeps the earlier ones):
 
   1 headline   a Pareto member vs DeiT-Tiny-shaped ViT, resnet10t and max_config (WM-811K,
                synthetic): ratios of params, MACs, BitOPs, bytes, latency, throughput, energy
-  2 axes       joint vs architecture-only, tokens-only, bits-only search (WM-811K)
+  2 joint      joint search vs the staged selection and every single-axis search, per
+               dataset x objective set (WM-811K latency and throughput, DeepPCB throughput)
   3 samplers   hypervolume vs trials for nsga2, tpe, gp, random (WM-811K, joint space)
   4 sharing    inherited-weight evaluation vs training a subnet from scratch
   5 fidelity   inherited vs standalone accuracy ranking (Kendall's tau)
@@ -36,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-SECTIONS = {1: "headline", 2: "axes", 3: "samplers", 4: "sharing", 5: "fidelity",
+SECTIONS = {1: "headline", 2: "joint", 3: "samplers", 4: "sharing", 5: "fidelity",
             6: "costmodel"}
 
 
@@ -90,8 +91,11 @@ def main(argv: list[str] | None = None) -> int:
                 headline.run(ctx)  # one record per dataset, each as soon as it is done
                 continue
             if s == 2:
-                from bench.axes import run_axes as fn
-            elif s == 3:
+                from bench.joint import run_joint
+
+                run_joint(ctx)  # one record per cell, each as soon as it is done
+                continue
+            if s == 3:
                 from bench.axes import run_samplers as fn
             elif s == 4:
                 from bench.sharing import run_sharing as fn

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -81,6 +82,14 @@ def _load(study: Study) -> ViTSupernet:
     return _supernet(str(study.checkpoint), study.checkpoint.stat().st_mtime)
 
 
+def per_class_subset(labels: torch.Tensor, per_class: int, *, seed: int) -> torch.Tensor:
+    """Sorted indices of at most ``per_class`` images of each class, drawn with ``seed``."""
+    rng = np.random.default_rng([seed, per_class])
+    y = labels.numpy()
+    keep = [rng.permutation(np.flatnonzero(y == c))[:per_class] for c in np.unique(y)]
+    return torch.from_numpy(np.sort(np.concatenate(keep)))
+
+
 def config_plan(study: Study, cfg: JointConfig) -> PrecisionPlan:
     """The precision plan of ``cfg`` on the study's runtime (``evaluate.runtime``)."""
     caps = get_runtime(study.evaluation.runtime).caps()
@@ -128,6 +137,9 @@ def evaluate(study: Study, cfg: JointConfig, *, supernet: ViTSupernet | None = N
     data = study.data()
     images, labels = data.split(split)
     ev = study.evaluation
+    if split == "val" and ev.val_per_class:
+        keep = per_class_subset(labels, ev.val_per_class, seed=study.dataset.split_seed)
+        images, labels = images[keep], labels[keep]
     if ev.threads:
         # Several workers on one machine: each keeps to its share of the cores. Two processes
         # that each spin all cores' worth of OpenMP threads run about 5x slower on 2 cores

@@ -131,13 +131,17 @@ class EvalSpec:
     threads: int = 0
     max_foreign_load: float = 0.25  # share of the timed cores other processes may use; 1 = off
     proportional_attention: bool = True
+    # Score search trials on a seeded, stratified subset of the validation split with at most
+    # this many images per class (0 = the whole split): for large sets such as DeepPCB.
+    val_per_class: int = 0
     runtime: str = "openvino"  # the runtime that executes the deployed model (jointopt.runtimes)
     latency: str = "measured"  # a registered latency cost model; measured: timed on `runtime`
     energy: str = "auto"  # rapl where readable, else the horowitz45 model
 
     def check(self, source: str, prefix: str) -> None:
         _positive(source, prefix, self, "calib_batches", "batch_size", "latency_runs")
-        _positive(source, prefix, self, "warmup_runs", "threads", allow_zero=True)
+        _positive(source, prefix, self, "warmup_runs", "threads", "val_per_class",
+                  allow_zero=True)
         if not 0 <= self.max_foreign_load <= 1:
             raise field_error(source, f"{prefix}.max_foreign_load", self.max_foreign_load,
                               "must be in [0, 1] (1 turns the check off)")

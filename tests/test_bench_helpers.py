@@ -21,7 +21,7 @@ from jointopt.precision import RuntimeCaps, plan_for
 from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench import render, render_axes  # noqa: E402
+from bench import render, render_joint  # noqa: E402
 from bench.stats import bootstrap_ci, paired_bootstrap_diff, ratios, verdict  # noqa: E402
 
 TINY_SPACE = {
@@ -147,20 +147,59 @@ def test_headline_paragraph_is_computed_from_the_numbers() -> None:
     assert "missed" not in text and "throughput (12.0x)" in text
 
 
-def test_summary_and_axes_paragraph_follow_the_record() -> None:
+def test_summary_follows_the_record() -> None:
     rows = "\n".join(render.summary({"headline": [_fake_headline(4.0)]}))
     assert "| >= 10x throughput vs DeiT-Tiny shape | wm811k | 4.00x | missed" in rows
     assert "| >= 10x energy vs DeiT-Tiny shape | wm811k | 50.0x | met" in rows
-
-    def ax(hv_joint: float) -> dict:
-        s = {a: {"hv_mean": v, "hv_std": 0.01, "runs": []} for a, v in
-             (("arch", 0.30), ("tokens", 0.01), ("bits", 0.20), ("joint", hv_joint))}
-        return {"trials": 40, "seeds": [0, 1], "searches": s}
-
-    assert "Joint search beats the best single axis (architecture only) by 0.1000" in \
-        render_axes.axes_paragraph(ax(0.40))
-    assert "does NOT beat" in render_axes.axes_paragraph(ax(0.25))
     assert render.ranking({"a": 0.2, "b": 0.3, "c": 0.2}) == "b (0.3000) > a (0.2000) = c (0.2000)"
+
+
+def test_joint_vs_best_other_pairs_seeds_and_reuses_the_single_grid() -> None:
+    from bench.stats import joint_vs_best_other
+
+    cells = [{"name": "a", "hv": {"joint": {0: 0.6, 1: 0.5}, "arch": {0: 0.5, 1: 0.55},
+                                  "bits": {None: 0.4}}},
+             {"name": "b", "hv": {"joint": {0: 0.3}, "arch": {0: 0.2}, "tokens": {0: 0.25}}}]
+    out = joint_vs_best_other(cells)
+    assert out["cells"]["a"]["ratios"] == pytest.approx([0.6 / 0.5, 0.5 / 0.55])
+    assert out["cells"]["b"]["ratios"] == pytest.approx([0.3 / 0.25])
+    assert out["n_pairs"] == 3
+    assert out["pooled_mean"] == pytest.approx(np.mean([1.2, 0.5 / 0.55, 1.2]))
+    assert out["min_cell_mean"] == pytest.approx(np.mean([1.2, 0.5 / 0.55]))
+    assert out["pooled_lower"] <= out["pooled_mean"]
+
+
+def _joint_record() -> dict:
+    def run(seed: int, hv: float, long: bool = False) -> dict:
+        hist = [hv * min(1.0, (i + 1) / 40) for i in range(120 if long else 40)]
+        r = {"seed": seed, "hv_history": hist, "hv_40": hist[39], "seconds": 100.0,
+             "kept_accuracy_cut": {"latency_ms": 3.0 + seed, "energy_mj": 20.0}}
+        if long:
+            r.update(hv_60=hist[59], hv_120=hist[119])
+        return r
+
+    searches = {name: {"runs": [run(s, hv, s < 1) for s in range(2)]}
+                for name, hv in (("joint", 0.6), ("arch", 0.5), ("tokens", 0.1),
+                                 ("staged", 0.55), ("joint-nsga2", 0.45))}
+    searches["bits"] = {"runs": [{"seed": 0, "hv_history": [0.2] * 5, "seconds": 9.0,
+                                  "exhausted": True,
+                                  "kept_accuracy_cut": {"latency_ms": 2.0}}]}
+    return {"dataset": "wm811k", "objectives": "latency", "mode": "full", "run_id": "r1",
+            "commit": "abc", "date": "d", "trials": 40, "long_trials": 120, "long_seeds": 1,
+            "baseline": {"accuracy": 0.9, "latency_ms": 1.0, "throughput_ips": 1000.0,
+                         "energy_mj": 0.5, "latency_runtime": "openvino-f32"},
+            "searches": searches}
+
+
+def test_section_2_tables_come_from_the_numbers() -> None:
+    lines = render_joint.joint([_joint_record()])
+    text = "\n".join(lines)
+    assert "| joint (axiswise) | 0.6000 ± 0.0000 (2) | 0.6000 ± 0.0000 (1) |" in text
+    assert "| bits only (grid) | 0.2000 ± 0.0000 (1) | 0.2000 ± 0.0000 (1) | 0.2000" in text
+    # joint 0.6 vs the best other (staged 0.55) in both seeds at 40, one seed at 120
+    assert "| wm811k/latency/40 | 1.091, 1.091 | 1.091 |" in text
+    assert "| pooled seed-paired ratio >= 1.05 | 1.091 (3 pairs) | met |" in text
+    assert "| latency: joint at 60 >= best other at 120 | 0.6000 vs 0.5500 | met |" in text
 
 
 def test_best_cut_at_kept_accuracy_ignores_inaccurate_and_infeasible_points() -> None:
@@ -176,23 +215,3 @@ def test_best_cut_at_kept_accuracy_ignores_inaccurate_and_infeasible_points() ->
     assert all(math.isnan(v) for v in best_at_kept_accuracy(pts[1:3], base).values())
 
 
-def _long_record() -> dict:
-    hist = {"arch": [[0.1 * (i // 10) for i in range(1, 121)]] * 2,
-            "joint": [[0.2] * 120, [0.4] * 120]}
-    return {"trials": 40, "long": {"trials": 120, "seeds": [0, 1],
-                                   "axes": {a: {"hv_histories": h} for a, h in hist.items()}}}
-
-
-def test_longer_budget_table_reads_each_history_at_the_marks() -> None:
-    lines = render_axes.long_budget(_long_record(), None)  # no figure: matplotlib is optional
-    assert "| search | 40 trials | 80 trials | 120 trials |" in lines
-    assert "| architecture only | 0.4000 ± 0.0000 | 0.8000 ± 0.0000 | 1.2000 ± 0.0000 |" in lines
-    assert "| joint | 0.3000 ± 0.1414 | 0.3000 ± 0.1414 | 0.3000 ± 0.1414 |" in lines
-    assert any("After 120 trials architecture only leads" in x for x in lines)
-    assert not any("fig.png" in x for x in lines)
-
-
-def test_longer_budget_figure(tmp_path) -> None:
-    pytest.importorskip("matplotlib")  # the bench extra
-    lines = render_axes.long_budget(_long_record(), tmp_path / "fig.png")
-    assert (tmp_path / "fig.png").stat().st_size > 0 and any("fig.png" in x for x in lines)

@@ -43,10 +43,12 @@ BIN = Path(sys.executable).parent
 #: ``make demo``, so it now trains half the full WM-811K budget and runs 24 trials.
 BUDGETS: dict[str, dict[str, int]] = {
     "quick": {"wm_epochs": 30, "syn_baseline_epochs": 6, "trials": 24, "seeds": 1,
+              "pcb_cells": 0,
               "long_trials": 0, "long_seeds": 0,
               "sampler_trials": 24, "fidelity_epochs": 5, "fidelity_configs": 6,
               "latency_repeats": 10, "costmodel_min_configs": 20, "n_boot": 2000},
     "full": {"wm_epochs": 0, "syn_baseline_epochs": 0, "trials": 40, "seeds": 4,
+             "pcb_cells": 1,
              "long_trials": 120, "long_seeds": 2,
              "sampler_trials": 40, "fidelity_epochs": 10, "fidelity_configs": 6,
              "latency_repeats": 10, "costmodel_min_configs": 40, "n_boot": 2000},
@@ -184,6 +186,32 @@ class Ctx:
             derive_yaml(WM_YAML, path, {
                 "name": f"wm811k-e{epochs}", "train": train,
                 "output": str(ROOT / "runs" / f"bench-{self.mode}" / f"wm811k-e{epochs}")})
+        return path
+
+    def derived_study(self, src: Path, name: str) -> Path:
+        """A study of this mode: as is (full), or a copy with ``<name>_epochs`` epochs and
+        ``<name>_per_class`` training images per class (quick runs only, never a headline)."""
+        epochs = self.budget.get(f"{name}_epochs", 0)
+        cap = self.budget.get(f"{name}_per_class", 0)
+        if self.mode == "full" or not (epochs or cap):
+            return src
+        path = self.run_dir / f"{name}-e{epochs}-c{cap}.yaml"
+        if not path.is_file():
+            data = load_yaml(src)
+            train = dict(data.get("train") or {})
+            orig = int(train.get("epochs", 20))
+            if epochs:
+                train["epochs"] = epochs
+                for k in ("warmup_epochs", "distill_start"):
+                    if k in train:
+                        train[k] = max(1 if k == "warmup_epochs" else 0,
+                                       round(int(train[k]) * epochs / orig))
+            ds = dict(data.get("dataset") or {})
+            if cap:
+                ds["max_per_class"] = cap
+            derive_yaml(src, path, {
+                "name": f"{name}-e{epochs}-c{cap}", "train": train, "dataset": ds,
+                "output": str(ROOT / "runs" / f"bench-{self.mode}" / f"{name}-e{epochs}-c{cap}")})
         return path
 
     def study(self, path: Path) -> Any:

@@ -52,7 +52,7 @@ def _pick_study(ctx: Ctx, dataset: str) -> Any:
     if dataset == "wm811k":
         from bench.axes import search_study
 
-        return search_study(ctx, "joint", "nsga2", 0, ctx.budget["trials"])
+        return search_study(ctx, "axiswise", 0, ctx.budget["trials"])
     study = ctx.study(SYN_YAML)
     if not Path(study.storage_url[len("sqlite:///"):]).is_file():
         log("no quickstart search yet (runs/quickstart/optuna.db): running the demo's search")

@@ -28,7 +28,7 @@ from bench.render import (
 def samplers(recs: list[dict[str, Any]], figdir: Path) -> list[str]:
     if not recs:
         return []
-    names = ("nsga2", "tpe", "gp", "random")
+    names = ("axiswise", "nsga2", "tpe", "gp", "random")
     out = ["## 3. Samplers on the joint space (WM-811K)", "",
            "Final normalised hypervolume per sampler (one seed each):", "",
            "| date | commit | mode | trials | " + " | ".join(names) + " |",

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["bootstrap_ci", "paired_bootstrap_diff", "ratios", "RATIO_KEYS", "TARGET_KEYS",
-           "verdict", "mean_std", "best_at_kept_accuracy"]
+           "verdict", "mean_std", "best_at_kept_accuracy", "joint_vs_best_other"]
 
 # (metric, ratio name, smaller is better): a ratio > 1 always means "the pick is better".
 RATIO_KEYS: tuple[tuple[str, str, bool], ...] = (
@@ -107,3 +107,42 @@ def best_at_kept_accuracy(points: Sequence[Mapping[str, Any]], baseline: Mapping
 
 def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def joint_vs_best_other(cells: Sequence[Mapping[str, Any]], *, joint: str = "joint",
+                        others: Sequence[str] = ("arch", "tokens", "bits", "staged"),
+                        n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Seed-paired ratios of joint's hypervolume to the best other search's, per cell.
+
+    ``cells``: ``{"name": str, "hv": {search: {seed: hv}}}``; a search with one run (the bits
+    grid, keyed by any seed) is the same for every seed. Returns each cell's ratios and mean,
+    the pooled mean over every (cell, seed) pair, its percentile-bootstrap 95% lower bound, and
+    the smallest cell mean.
+    """
+    per_cell, pooled = {}, []
+    for cell in cells:
+        hv = cell["hv"]
+        ratios_ = []
+        for s, j in sorted(hv.get(joint, {}).items()):
+            best = []
+            for o in others:
+                runs = hv.get(o, {})
+                if s in runs:
+                    best.append(runs[s])
+                elif len(runs) == 1:
+                    best.append(next(iter(runs.values())))
+            if best and max(best) > 0:
+                ratios_.append(j / max(best))
+        per_cell[cell["name"]] = {"ratios": ratios_, "mean": float(np.mean(ratios_))
+                                  if ratios_ else math.nan}
+        pooled += ratios_
+    out: dict[str, Any] = {"cells": per_cell, "pooled_mean": math.nan, "pooled_lower": math.nan,
+                           "min_cell_mean": min((c["mean"] for c in per_cell.values()),
+                                                default=math.nan), "n_pairs": len(pooled)}
+    if pooled:
+        v = np.asarray(pooled)
+        rng = np.random.default_rng(seed)
+        means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
+        out["pooled_mean"] = float(v.mean())
+        out["pooled_lower"] = float(np.quantile(means, 0.025))
+    return out

@@ -8,8 +8,9 @@ Add your own with::
 
 ``space`` is the study's :class:`~jointopt.space.SearchSpace` (None while the study file is
 being checked); ``options`` are the other keys of ``search.sampler``. Built in: ``axiswise``
-(jointopt's joint strategy, :mod:`jointopt.controllers.axiswise`), ``nsga2``, ``nsga3``,
-``tpe``, ``gp`` and ``random``.
+(jointopt's joint strategy, :mod:`jointopt.controllers.axiswise`), ``staged`` (the seed
+paper's architecture-then-tokens-then-precision selection, :mod:`jointopt.controllers.staged`),
+``nsga2``, ``nsga3``, ``tpe``, ``gp`` and ``random``.
 """
 
 from __future__ import annotations
@@ -65,6 +66,18 @@ def _axiswise(*, seed: int, n_objectives: int, space: Any = None, n_startup: int
         raise ValueError("the axiswise sampler needs the study's search space")
     return AxiswiseSampler(space=space, seed=seed, n_startup=n_startup,
                            n_candidates=n_candidates, arch_share=arch_share, explore=explore)
+
+
+@register_sampler("staged")
+def _staged(*, seed: int, n_objectives: int, space: Any = None, n_trials: int = 40,
+            n_startup: int = 6, n_candidates: int = 96, explore: float = 1.0
+            ) -> optuna.samplers.BaseSampler:
+    from jointopt.controllers.staged import StagedSampler
+
+    if space is None:
+        raise ValueError("the staged sampler needs the study's search space")
+    return StagedSampler(space=space, n_trials=n_trials, seed=seed, n_startup=n_startup,
+                         n_candidates=n_candidates, explore=explore)
 
 
 @register_sampler("nsga2")

@@ -1,0 +1,106 @@
+"""``staged``: the seed paper's selection in stages, as a sampler (a baseline for the joint one).
+
+Nguyen et al. (arXiv 2605.01742) select in stages: an AutoFormer architecture search, then
+token merging on the chosen architectures, then a lower precision. Here the same budget
+(``n_trials``) is split 50/25/25:
+
+1. architecture: float32, no merging, moves on the architecture axes only;
+2. tokens: merging steps on the members of the front so far;
+3. precision: precision changes on the members of the front so far.
+
+Each stage uses the axiswise machinery (front neighbours, fitted surrogates, predicted
+hypervolume gain) restricted to its axis, so the comparison with ``axiswise`` is about the
+order of the axes, not the quality of the proposals.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from jointopt.controllers.axiswise import AxiswiseSampler
+from jointopt.space import JointConfig, SearchSpace
+
+__all__ = ["StagedSampler", "STAGE_SHARES"]
+
+STAGE_SHARES = (0.5, 0.25, 0.25)
+
+
+class StagedSampler(AxiswiseSampler):
+    """Architecture, then tokens, then precision; ``n_trials`` is the whole budget."""
+
+    def __init__(self, *, space: SearchSpace, n_trials: int, seed: int | None = None,
+                 n_startup: int = 6, n_candidates: int = 96, explore: float = 1.0) -> None:
+        if n_trials < 3:
+            raise ValueError(f"n_trials must be at least 3 (one per stage), got {n_trials}")
+        super().__init__(space=space, seed=seed, n_startup=n_startup,
+                         n_candidates=n_candidates, arch_share=1.0, explore=explore)
+        self._ends = (round(STAGE_SHARES[0] * n_trials),
+                      round((STAGE_SHARES[0] + STAGE_SHARES[1]) * n_trials))
+        self._stage = 1
+
+    def stage_of(self, done: int) -> int:
+        return 1 if done < self._ends[0] else 2 if done < self._ends[1] else 3
+
+    def propose(self, study: optuna.Study, number: int) -> JointConfig:
+        done = sum(1 for t in study.get_trials(deepcopy=False)
+                   if t.state == TrialState.COMPLETE)
+        self._stage = self.stage_of(done)
+        return super().propose(study, number)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        super().before_trial(study, trial)
+        study._storage.set_trial_system_attr(trial._trial_id, "jointopt:stage", self._stage)
+
+    def _startup(self, rng: np.random.Generator, k: int, taken: set[Any]) -> JointConfig:
+        for _ in range(200):
+            cfg = self._float_unmerged(self._space.sample(rng))
+            if cfg.key() not in taken:
+                return cfg
+        return self._uniform(rng, taken)
+
+    def _float_unmerged(self, cfg: JointConfig) -> JointConfig:
+        base = self._space.max_config
+        prec = base.precision if base.precision in self._precisions else self._precisions[0]
+        return self._with(cfg, precision=prec, **{f"tome_r_{i}": 0 for i in range(cfg.depth)})
+
+    def _arch_move(self, cfg: JointConfig, rng: np.random.Generator) -> JointConfig | None:
+        if self._stage != 1:
+            return self._stage_move(cfg, rng)
+        moved = super()._arch_move(cfg, rng)
+        return None if moved is None else self._float_unmerged(moved)
+
+    def _cheap_move(self, cfg: JointConfig, rng: np.random.Generator) -> JointConfig | None:
+        return self._stage_move(cfg, rng)
+
+    def _stage_move(self, cfg: JointConfig, rng: np.random.Generator) -> JointConfig | None:
+        params = self._space.params_from_config(cfg)
+        if self._stage == 2:  # merging only
+            if len(self._space.choices["tome_r"]) < 2:
+                return None
+            i = int(rng.integers(cfg.depth))
+            if rng.random() < 0.5:
+                params[f"tome_r_{i}"] = self._step(self._space.merge_choices(i),
+                                                   params[f"tome_r_{i}"], rng)
+            else:
+                r = self._step(self._space.choices["tome_r"], params["tome_r_0"], rng)
+                for j in range(cfg.depth):
+                    ch = self._space.merge_choices(j)
+                    params[f"tome_r_{j}"] = r if r in ch else max(ch)
+        elif self._stage == 3:  # precision only
+            others = [p for p in self._precisions if p != cfg.precision]
+            if not others:
+                return None
+            params["precision"] = others[int(rng.integers(len(others)))]
+        else:
+            return None
+        return self._space.config_from_params(params)
+
+    def _candidates(self, cfgs: list[JointConfig], front: list[int], rng: np.random.Generator,
+                    taken: set[Any]) -> list[tuple[JointConfig, int | None]]:
+        # No uniform draws: each stage moves only along its own axis from the front.
+        out = [(c, p) for c, p in super()._candidates(cfgs, front, rng, taken) if p is not None]
+        return out
