@@ -26,6 +26,7 @@ from jointopt.controllers.storage import open_storage, open_study
 from jointopt.deploy import accuracy_model, check_deployment, export_onnx
 from jointopt.errors import UserError
 from jointopt.evaluation import build_deployable, config_plan
+from jointopt.modelcard import card_facts, write_card
 from jointopt.pareto import Objective, front_table, pareto_front
 from jointopt.precision import PrecisionPlan
 from jointopt.runtimes import get_runtime
@@ -133,7 +134,8 @@ def export_study(study: Study, out: Path, *, trials: list[int] | None = None,
             raise UserError(f"--trial={n}: no finished valid trial with that number in study "
                             f"{study.search.study_name!r}")
     net = study.load_supernet()
-    test_x, test_y = study.data().test
+    data = study.data()
+    classes, (test_x, test_y) = data.classes, data.test
     out.mkdir(parents=True, exist_ok=True)
     exported = []
     for n in chosen:
@@ -155,13 +157,23 @@ def export_study(study: Study, out: Path, *, trials: list[int] | None = None,
                      build_deployable(study, cfg, net)[1].state_dict().items()  # type: ignore
                      if isinstance(v, torch.Tensor)}
             save_file(state, str(folder / "quant_state.safetensors"))
+        test = {"images": len(test_y), "accuracy": test_acc,
+                "deployed_accuracy": float((deployed == test_y.numpy()).mean()),
+                "deployed_top1_agreement": agree}
         info = {"trial": n, "config": cfg.to_dict(), "precision": member.plan.precision,
                 "latency_runtime": member.plan.label, "metrics": rec["metrics"],
-                "test_accuracy": test_acc, "deployed_test_accuracy":
-                float((deployed == test_y.numpy()).mean()), "deployed_top1_agreement": agree,
-                "deploy_check": member.check,
-                "files": sorted(p.name for p in folder.iterdir())}
-        (folder / "config.yaml").write_text(yaml.safe_dump(info, sort_keys=False))
+                "test_accuracy": test_acc, "deployed_test_accuracy": test["deployed_accuracy"],
+                "deployed_top1_agreement": agree, "deploy_check": member.check}
+        runtime = get_runtime(member.plan.runtime)
+        files = sorted({p.name for p in folder.iterdir()} | {"README.md", "card.json",
+                                                            "config.yaml"})
+        write_card(folder, card_facts(
+            classes=list(classes), channels=net.in_chans, size=net.shape.img_size,
+            plan=member.plan, runtime_version=runtime.version(), config=cfg.to_dict(),
+            metrics=rec["metrics"], test=test, trial=n, study=study.search.study_name,
+            batch=study.evaluation.batch_size, files=files), runtime=runtime, plan=member.plan)
+        (folder / "config.yaml").write_text(yaml.safe_dump({**info, "files": files},
+                                                           sort_keys=False))
         rec["metrics"] = {**rec["metrics"], "test_accuracy": test_acc}
         exported.append(info)
         if progress:

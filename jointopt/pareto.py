@@ -17,6 +17,7 @@ studies, runtimes and machines, and only subnets that beat the baseline on every
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -217,9 +218,9 @@ def front_table(front: Sequence[Record], objectives: Sequence[Objective],
                 baseline: Record) -> pd.DataFrame:
     """One row per front member: config axes, objective values, accuracy, runtime, factors.
 
-    Per-layer fields are shown compactly as text ("2,2,1"); scalar per-layer values as well,
-    so each column has one type. Rows are sorted best first by the first objective (trial
-    number breaks ties).
+    Per-layer fields are JSON lists ("[2, 2, 1]"; a scalar stored value as a one-element
+    list), so each column has one type and a CSV reader gets numbers back. Rows are sorted
+    best first by the first objective (trial number breaks ties).
     """
     rows = []
     for rec in front:
@@ -245,11 +246,12 @@ def front_table(front: Sequence[Record], objectives: Sequence[Objective],
 
 
 def _compact(value: Any) -> str:
-    """A per-layer value as text: 3 -> "3", [2, 2, 1] -> "2,2,1", [3.0, 2.5] -> "3,2.5"."""
+    """A per-layer value as a JSON list, whatever was stored: 3 -> "[3]", [2, 2, 1] ->
+    "[2, 2, 1]" (one type per column; `json.loads` reads it back as numbers)."""
     if value is None:
         return ""
     values = value if isinstance(value, (list, tuple)) else [value]
-    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+    return json.dumps(list(values))
 
 
 def hypervolume_of_points(pts: np.ndarray) -> float:

@@ -51,7 +51,8 @@ class Runtime(Protocol):
     def load(self, onnx_path: Path, plan: PrecisionPlan, *, threads: int, batch: int
              ) -> Runner: ...
 
-    def save_native(self, onnx_path: Path, plan: PrecisionPlan, folder: Path) -> list[Path]: ...
+    def save_native(self, onnx_path: Path, plan: PrecisionPlan, folder: Path,
+                    metadata: dict[str, str] | None = None) -> list[Path]: ...
 
     def executed(self, onnx_path: Path, plan: PrecisionPlan, *, threads: int
                  ) -> dict[str, tuple[str, str | None]]: ...
@@ -145,10 +146,15 @@ class OpenVinoRuntime:
         return RuntimeCaps("openvino", half=half, int8="INT8" in have,
                            weight_storage=("i8", "i4"))
 
+    @staticmethod
+    def precision_options(plan: PrecisionPlan) -> dict[str, str]:
+        """The compile options that make OpenVINO run ``plan`` (deployers need them too)."""
+        return {"INFERENCE_PRECISION_HINT": plan.float_dtype,
+                "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
+
     def _config(self, plan: PrecisionPlan, threads: int) -> dict[str, Any]:
-        return {"INFERENCE_PRECISION_HINT": plan.float_dtype, "INFERENCE_NUM_THREADS": threads,
-                "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
-                "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}
+        return {**self.precision_options(plan), "INFERENCE_NUM_THREADS": threads,
+                "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
 
     def _compiled(self, onnx_path: Path, plan: PrecisionPlan, threads: int, batch: int) -> Any:
         core = _ov_core()
@@ -172,12 +178,17 @@ class OpenVinoRuntime:
 
         return run
 
-    def save_native(self, onnx_path: Path, plan: PrecisionPlan, folder: Path) -> list[Path]:
+    def save_native(self, onnx_path: Path, plan: PrecisionPlan, folder: Path,
+                    metadata: dict[str, str] | None = None) -> list[Path]:
+        """OpenVINO IR (``model.xml`` / ``model.bin``), 16-bit plans with float16 weights;
+        ``metadata`` goes into the IR's ``rt_info`` under ``jointopt``."""
         import openvino as ov
 
         xml = folder / "model.xml"
-        ov.save_model(_ov_core().read_model(str(onnx_path)), str(xml),
-                      compress_to_fp16=plan.other_weights == "f16")
+        model = _ov_core().read_model(str(onnx_path))
+        for k, v in (metadata or {}).items():
+            model.set_rt_info(v, ["jointopt", k])
+        ov.save_model(model, str(xml), compress_to_fp16=plan.other_weights == "f16")
         return [xml, xml.with_suffix(".bin")]
 
     def weight_bytes(self, files: list[Path]) -> int:
@@ -262,6 +273,9 @@ class OnnxRuntimeRuntime:
     def caps(self) -> RuntimeCaps:
         return RuntimeCaps("onnxruntime", half=None, int8=True, weight_storage=("i8", "i4"))
 
+    #: Session config entries that make ONNX Runtime run the plan (deployers need them too).
+    SESSION_CONFIG = {"session.qdq_matmulnbits_accuracy_level": "1"}
+
     @staticmethod
     def session(path: Path, threads: int, optimized: Path | None = None) -> Any:
         import onnxruntime as ort
@@ -271,7 +285,8 @@ class OnnxRuntimeRuntime:
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
-        so.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "1")  # f32
+        for k, v in OnnxRuntimeRuntime.SESSION_CONFIG.items():  # weight-only: f32 compute
+            so.add_session_config_entry(k, v)
         if optimized is not None:
             so.optimized_model_filepath = str(optimized)
         return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
@@ -282,8 +297,16 @@ class OnnxRuntimeRuntime:
         name = sess.get_inputs()[0].name
         return lambda x: sess.run(None, {name: x})[0]
 
-    def save_native(self, onnx_path: Path, plan: PrecisionPlan, folder: Path) -> list[Path]:
-        return [onnx_path]  # ONNX is this runtime's own format
+    def save_native(self, onnx_path: Path, plan: PrecisionPlan, folder: Path,
+                    metadata: dict[str, str] | None = None) -> list[Path]:
+        """ONNX is this runtime's own format; ``metadata`` goes into its metadata_props."""
+        if metadata:
+            import onnx
+
+            proto = onnx.load(str(onnx_path))
+            onnx.helper.set_model_props(proto, dict(metadata))
+            onnx.save(proto, str(onnx_path))
+        return [onnx_path]
 
     def weight_bytes(self, files: list[Path]) -> int:
         """Bytes of the ONNX initializers, less int64 shape and index constants."""

@@ -168,9 +168,10 @@ def test_front_table() -> None:
     table = front_table(pareto_front(records, DEFAULT_OBJECTIVES), DEFAULT_OBJECTIVES, BASELINE)
     assert list(table["number"]) == [7, 3]  # best accuracy first
     row = table.iloc[0]
-    assert (row["num_heads"], row["mlp_ratio"], row["tome_r"]) == ("2,2,1", "2,1.5,1.5", "2")
+    assert (row["num_heads"], row["mlp_ratio"], row["tome_r"]) == ("[2, 2, 1]", "[2.0, 1.5, 1.5]",
+                                                                   "[2]")
     assert (row["depth"], row["w_bits"], row["latency_runtime"]) == (3, 4, "torch-fp32")
-    assert table.iloc[1]["num_heads"] == "2,1" and table.iloc[1]["params_x"] == 2.0
+    assert table.iloc[1]["num_heads"] == "[2, 1]" and table.iloc[1]["params_x"] == 2.0
     assert table.iloc[1]["latency_x"] == 4.0
     for col in ("embed_dim", "a_bits", "accuracy", "latency_ms", "energy_mj", "energy_x",
                 "throughput_x"):
