@@ -64,6 +64,93 @@ def _eval_axes(lines: list[str]) -> None:
     lines.append("")
 
 
+def _precision(lines: list[str]) -> None:
+    """benchmarks/precision.py: every precision on both runtimes, merging, agreement."""
+    recs = _records("precision")
+    if not recs:
+        return
+    r = recs[-1]
+    default = r["default_runtime"]
+    t = r["precision"]
+    lines += ["## Precision and runtime (quickstart architectures, 64x64, patch 8)", "",
+              f"`{r['command']}` on {r['machine']}, {r['date']}, commit {r['commit']}; "
+              f"{r['threads']} threads, batch 1 and batch {r['batch']}, median of "
+              f"{r['rounds']} interleaved rounds; runtimes {r['versions']}. Ratios divide by "
+              "the fastest fp32 of the two runtimes for that architecture (> 1 = faster).", ""]
+    for arch in ("largest", "d4e128h2m3"):
+        cells = {k: v for k, v in t.items() if k.startswith(arch + "|")}
+        fp32 = [v for k, v in cells.items() if "|w32a32|" in k]
+        if not fp32:
+            continue
+        best_lat = min(v["latency_ms"] for v in fp32)
+        best_thr = max(v["throughput_ips"] for v in fp32)
+        lines += [f"**{arch}**", "",
+                  "| precision | runtime | ran as | b1 ms | b1 vs fp32 | b{0} img/s | "
+                  "b{0} vs fp32 | model bytes |".format(r["batch"]),
+                  "|---|---|---|---|---|---|---|---|"]
+        for k, v in cells.items():
+            _, _, prec, rt, _ = k.split("|")
+            lines.append(f"| {prec} | {rt} | {v['label']} | {v['latency_ms']:.3f} | "
+                         f"{best_lat / v['latency_ms']:.2f}x | {v['throughput_ips']:.0f} | "
+                         f"{v['throughput_ips'] / best_thr:.2f}x | {v['model_bytes']:,} |")
+        lines.append("")
+        if arch == "largest":
+            on = {p: cells[f"largest|r0|{p}|{default}|t{r['threads']}"]
+                  for p in ("w8a8", "w16a16")}
+            checks = [("w8a8 >= 1.5x fp32 at batch 1", best_lat / on["w8a8"]["latency_ms"],
+                       1.5),
+                      (f"w8a8 >= 2x fp32 at batch {r['batch']}",
+                       on["w8a8"]["throughput_ips"] / best_thr, 2.0),
+                      (f"16-bit >= 1.3x fp32 at batch {r['batch']}",
+                       on["w16a16"]["throughput_ips"] / best_thr, 1.3)]
+            merge = r.get("merging", {})
+            r0 = merge.get(f"largest|r0|w32a32|{default}|t{r['threads']}")
+            r8 = merge.get(f"largest|r8|w32a32|{default}|t{r['threads']}")
+            if r0 and r8:
+                checks.append((f"r = 8 >= 1.3x r = 0 throughput (fp32, batch {r['batch']})",
+                               r8["throughput_ips"] / r0["throughput_ips"], 1.3))
+            lines += [f"Targets on the default runtime ({default}, largest architecture):", "",
+                      "| target | measured | verdict |", "|---|---|---|"]
+            lines += [f"| {name} | {x:.2f}x | {'met' if x >= want else 'missed'} |"
+                      for name, x, want in checks]
+            lines.append("")
+    if r.get("threads_sweep"):
+        lines += ["Threads (largest architecture):", "",
+                  "| precision | runtime | threads | b1 ms | b{} img/s |".format(r["batch"]),
+                  "|---|---|---|---|---|"]
+        for k, v in r["threads_sweep"].items():
+            _, _, prec, rt, th = k.split("|")
+            lines.append(f"| {prec} | {rt} | {th[1:]} | {v['latency_ms']:.3f} | "
+                         f"{v['throughput_ips']:.0f} |")
+        lines.append("")
+    if r.get("merging"):
+        lines += [f"Token merging on {default} (largest architecture; r tokens merged in "
+                  "each of the 6 blocks):", "",
+                  "| precision | r | b1 ms | b1 vs r=0 | b{0} img/s | b{0} vs r=0 |".format(
+                      r["batch"]), "|---|---|---|---|---|---|"]
+        base = {}
+        for k, v in r["merging"].items():
+            _, rr, prec, _, _ = k.split("|")
+            base.setdefault(prec, v)
+            b = base[prec]
+            lines.append(f"| {prec} | {rr[1:]} | {v['latency_ms']:.3f} | "
+                         f"{b['latency_ms'] / v['latency_ms']:.2f}x | "
+                         f"{v['throughput_ips']:.0f} | "
+                         f"{v['throughput_ips'] / b['throughput_ips']:.2f}x |")
+        lines.append("")
+    if r.get("agreement"):
+        lines += ["Deployed graph vs the accuracy model (trained quickstart supernet, largest "
+                  "architecture, validation + test images):", "",
+                  "| config | ran as | images | top-1 agreement | reported acc | deployed acc | "
+                  "plan check | model_bytes / deployed |", "|---|---|---|---|---|---|---|---|"]
+        for k, v in r["agreement"].items():
+            lines.append(f"| {k} | {v['label']} | {v['images']} | {v['agreement']:.4f} | "
+                         f"{v['reported_accuracy']:.4f} | {v['deployed_accuracy']:.4f} | "
+                         f"{'ok' if v['check_ok'] else '; '.join(v['problems'])} | "
+                         f"{v['model_bytes_ratio']:.3f} |")
+        lines.append("")
+
+
 def _training(lines: list[str]) -> None:
     recs = _records("training")
     if not recs:
@@ -133,6 +220,7 @@ def main(argv: list[str] | None = None) -> None:
              "(a `*` marks budgets overridden by hand). `make bench` / `make bench-quick` "
              "append the raw records (machine, date, commit, commands) and regenerate this "
              "file.", ""]
+    _precision(lines)
     _bench(lines, args.out.parent)
     _training(lines)
     _eval_axes(lines)
