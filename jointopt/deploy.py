@@ -118,7 +118,7 @@ def check_deployment(plan: PrecisionPlan, executed: dict[str, tuple[str, str | N
                 want = {p.compute, "f32"}
             if weight not in want:
                 problems.append(f"{p.name}: weight operand {weight}, plan says "
-                                f"{'/'.join(sorted(want))}")
+                                f"{'/'.join(sorted(str(w) for w in want))}")
     ratio = model_bytes / deployed if deployed else float("nan")
     if not 0.95 <= ratio <= 1.05:
         problems.append(f"model_bytes {model_bytes} is {ratio:.3f}x the deployed {deployed}")

@@ -39,7 +39,7 @@ def card_facts(*, classes: list[str], channels: int, size: int, plan: PrecisionP
                files: list[str]) -> dict[str, Any]:
     mode = "L" if channels == 1 else "RGB"
     steps = [s.format(mode=mode, channels=channels, size=size) for s in PREPROCESSING]
-    linears = {}
+    linears: dict[str, dict[str, str | None]] = {}
     for p in plan.linear_parts():
         kind = p.name.rsplit(".", 1)[-1] if p.name.startswith("blocks.") else p.name
         linears.setdefault(kind, {"compute": p.compute, "weight": p.weight})

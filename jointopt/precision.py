@@ -168,7 +168,8 @@ class PrecisionPlan:
         """The first block linear (the ends may run at io_bits), else any linear."""
         linears = list(self.linear_parts())
         blocks = [p for p in linears if p.name.startswith("blocks.")]
-        return (blocks or linears or [None])[0]
+        chosen = blocks or linears
+        return chosen[0] if chosen else None
 
     @classmethod
     def float32(cls, runtime: str) -> PrecisionPlan:

@@ -231,7 +231,8 @@ class OpenVinoRuntime:
             weight = _DT.get(ins[1].split(",")[0], ins[1]) if layer == "FullyConnected" \
                 and len(ins) > 1 else None
             for part in parts:
-                out.setdefault(part, (act, weight))
+                if part is not None:
+                    out.setdefault(part, (act, weight))
         return out
 
 

@@ -423,14 +423,14 @@ class SearchSpace:
 
         ``axes`` names fields of :data:`SPACE_FIELDS` (``w_bits``/``a_bits`` mean ``precision``).
         """
-        axes = {("precision" if a in ("w_bits", "a_bits") else a) for a in axes}
+        wanted = {("precision" if a in ("w_bits", "a_bits") else a) for a in axes}
         base = self.max_config
         depth = int(self.choices["depth"][rng.integers(len(self.choices["depth"]))]) \
-            if "depth" in axes else base.depth
+            if "depth" in wanted else base.depth
         params: dict[str, Any] = {"depth": depth}
 
         def draw(name: str, param: str, default: Any) -> Any:
-            if name not in axes:
+            if name not in wanted:
                 return default
             ch = self.param_choices(param)
             return ch[int(rng.integers(len(ch)))]

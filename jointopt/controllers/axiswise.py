@@ -186,7 +186,7 @@ class AxiswiseSampler(optuna.samplers.BaseSampler):
             y = pts[ok, j]
             y = y if obj.is_accuracy or obj.key in _ACCURACY else np.log(np.maximum(y, 1e-9))
             models.append(_Ridge(feats[ok], y))
-        front_idx = [i for i in np.flatnonzero(ok)
+        front_idx = [int(i) for i in np.flatnonzero(ok)
                      if not np.any(np.all(pts[ok] <= pts[i], axis=1)
                                    & np.any(pts[ok] < pts[i], axis=1))]
         front = pts[front_idx]
@@ -219,6 +219,7 @@ class AxiswiseSampler(optuna.samplers.BaseSampler):
         for _ in range(self._n_candidates * 4):
             if len(out) >= self._n_candidates:
                 break
+            cand: JointConfig | None
             if rng.random() < 0.1:
                 cand, parent = self._space.sample(rng), None
             else:

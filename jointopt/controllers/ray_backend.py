@@ -53,8 +53,8 @@ def _searcher_class() -> type:
         def __init__(self, *args: Any, owner: str, study: Study, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._owner = owner
-            self._space = study.space
-            self._repeat = find_repeat(self._ot_study)
+            # not `_space`: OptunaSearch keeps its define-by-run function there
+            self._jointopt_space = study.space
             self._pending: dict[str, str] = {}
 
         def suggest(self, trial_id: str) -> dict | None:
@@ -68,9 +68,10 @@ def _searcher_class() -> type:
                 if params is None or ot is None:
                     return params
                 ot.storage.set_trial_system_attr(ot._trial_id, WORKER_ATTR, self._owner)
-                cfg = self._space.config_from_params(params)
+                cfg = self._jointopt_space.config_from_params(params)
                 key = cfg.key()
-                earlier = self._repeat(key)
+                assert self._ot_study is not None
+                earlier = find_repeat(self._ot_study)(key)
                 if earlier is None and key not in self._pending.values():
                     self._pending[trial_id] = key
                     ot.set_user_attr("config", cfg.to_dict())
@@ -81,7 +82,7 @@ def _searcher_class() -> type:
                 del self._ot_trials[trial_id]
             log.warning("%d repeat suggestions in a row: the space is exhausted for this "
                         "sampler", MAX_REDRAWS)
-            return Searcher.FINISHED
+            return Searcher.FINISHED  # type: ignore[return-value]
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None,
                               error: bool = False) -> None:
@@ -93,7 +94,7 @@ def _searcher_class() -> type:
                 store_constraints(ot.storage, ot._trial_id, json.loads(result[_CONS]))
             if result and result.get(_INVALID):
                 ot = self._ot_trials.pop(trial_id, None)
-                if ot is not None:
+                if ot is not None and self._ot_study is not None:
                     ot.set_user_attr("invalid", result[_INVALID])
                     self._ot_study.tell(ot, state=optuna.trial.TrialState.FAIL)
                 return

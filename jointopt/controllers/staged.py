@@ -102,5 +102,4 @@ class StagedSampler(AxiswiseSampler):
     def _candidates(self, cfgs: list[JointConfig], front: list[int], rng: np.random.Generator,
                     taken: set[Any]) -> list[tuple[JointConfig, int | None]]:
         # No uniform draws: each stage moves only along its own axis from the front.
-        out = [(c, p) for c, p in super()._candidates(cfgs, front, rng, taken) if p is not None]
-        return out
+        return [(c, p) for c, p in super()._candidates(cfgs, front, rng, taken) if p is not None]
