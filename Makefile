@@ -10,7 +10,7 @@ STUDY ?= studies/quickstart.yaml
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: demo test install install-dev install-bench lint bench bench-quick clean
+.PHONY: demo test install install-dev install-bench lint bench bench-quick bench-precision clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,11 +51,18 @@ lint: install-dev
 # Raw records go to benchmarks/results/bench_*.jsonl; RESULTS.md and its figures are then
 # regenerated from all records (also when a section failed; the exit status still says so).
 bench: install install-bench
+	$(BIN)/python benchmarks/precision.py --rounds 5; p=$$?; \
 	$(BIN)/python benchmarks/run_bench.py --full $(BENCH_ARGS); rc=$$?; \
-	$(BIN)/python benchmarks/make_results.py && exit $$rc
+	$(BIN)/python benchmarks/make_results.py && exit $$(( rc || p ))
 
 bench-quick: install install-bench
+	$(BIN)/python benchmarks/precision.py --rounds 2 --runs 15; p=$$?; \
 	$(BIN)/python benchmarks/run_bench.py --quick $(BENCH_ARGS); rc=$$?; \
+	$(BIN)/python benchmarks/make_results.py && exit $$(( rc || p ))
+
+# Only the precision and runtime section (benchmarks/precision.py), then RESULTS.md.
+bench-precision: install install-bench
+	$(BIN)/python benchmarks/precision.py $(BENCH_ARGS); rc=$$?; \
 	$(BIN)/python benchmarks/make_results.py && exit $$rc
 
 clean:
