@@ -190,29 +190,33 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
 
-        def cells_for(keys: list[tuple[str, str, str, int, int]]) -> dict[str, Cell]:
+        def cells_for(phase: str, keys: list[tuple[str, str, str, int, int]]
+                      ) -> dict[str, Cell]:
             out = {}
             for arch, prec, rt, r, th in keys:
                 w, a = parse_precision(prec)
                 cfg = JointConfig(**ARCHS[arch], tome_r=r, w_bits=w, a_bits=a)
                 key = f"{arch}|r{r}|{prec}|{rt}|t{th}"
-                folder = tmp / key.replace("|", "_")
+                folder = tmp / f"{phase}_{key.replace('|', '_')}"
                 folder.mkdir()
                 out[key] = Cell(study, net, cfg, rt, th, folder)
             return out
 
         print(f"threads: {threads}; building the precision cells", flush=True)
-        table = _measure_all(cells_for([(arch, p, rt, 0, threads) for arch in ARCHS
+        table = _measure_all(cells_for("table", [(arch, p, rt, 0, threads) for arch in ARCHS
                                         for p in PRECISIONS for rt in RUNTIMES]),
                              args.rounds, args.runs)
         record["precision"] = table
+        for k, v in table.items():
+            print(f"{k:40s} {v['label']:45s} {v['latency_ms']:7.3f} ms "
+                  f"{v['throughput_ips']:8.0f}/s", flush=True)
         print("threads sweep", flush=True)
         sweep = sorted({1, threads})
-        record["threads_sweep"] = _measure_all(cells_for(
+        record["threads_sweep"] = _measure_all(cells_for("threads",
             [("largest", p, rt, 0, th) for p in ("w32a32", "w8a8") for rt in RUNTIMES
              for th in sweep]), args.rounds, args.runs)
         print("merging", flush=True)
-        record["merging"] = _measure_all(cells_for(
+        record["merging"] = _measure_all(cells_for("merging",
             [("largest", p, DEFAULT_RUNTIME, r, threads) for p in ("w32a32", "w16a16", "w8a8")
              for r in MERGES]), args.rounds, args.runs)
         if trained and not args.skip_agreement:
@@ -223,8 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     args.results.mkdir(parents=True, exist_ok=True)
     with open(args.results / "precision.jsonl", "a") as fh:
         fh.write(json.dumps(record) + "\n")
-    for k, v in record["precision"].items():
-        print(f"{k:40s} {v['label']:45s} {v['latency_ms']:7.3f} ms {v['throughput_ips']:8.0f}/s")
+    for k, v in {**record["merging"], **record.get("agreement", {})}.items():
+        print(k, {x: y for x, y in v.items() if not isinstance(y, list)}, flush=True)
     return 0
 
 
