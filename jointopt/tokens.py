@@ -77,7 +77,8 @@ def bipartite_soft_matching(metric: Tensor, r: int, class_token: bool = True) ->
         # The legacy ONNX tracer warns when a size becomes a Python int. N is static by design
         # (only the batch is dynamic), so fixing r and the slice bounds at trace time is intended.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        r = min(max(r, 0), max_merges(int(metric.shape[1]), class_token))
+        n = int(metric.shape[1])
+        r = min(max(r, 0), max_merges(n, class_token))
     if r == 0:
         return _identity  # exact identity, no rounding from a divide by 1
 
@@ -113,7 +114,7 @@ def bipartite_soft_matching(metric: Tensor, r: int, class_token: bool = True) ->
             # input tokens P[k] marks. Kept A tokens first (one 1 each), then every B token
             # with the A tokens merged into it. A runtime then merges with one batched matmul
             # instead of gathers and a scatter-add.
-            n, nb = int(metric.shape[1]), int(metric.shape[1]) // 2
+            nb = n // 2
             cols = torch.arange(n, device=metric.device)
             kept = (2 * unm_idx == cols).to(metric.dtype)  # [B, Na - r, N]
             own = (2 * torch.arange(nb, device=metric.device)[:, None] + 1 == cols)  # [Nb, N]

@@ -77,7 +77,10 @@ def test_costs_never_increase_when_an_axis_is_lowered() -> None:
         base = _cost(cfg)
         for axis, lower in _reductions(cfg):
             c = _cost(lower)
-            for k in ("macs", "bitops", "model_bytes"):
+            # Merging adds its index constants to the deployed graph (model_bytes counts them),
+            # so only the work falls with more merges.
+            keys = ("macs", "bitops") if axis == "tome_r" else ("macs", "bitops", "model_bytes")
+            for k in keys:
                 assert c[k] <= base[k], (axis, k, cfg, lower)
             checked += 1
         for (w0, a0), (w1, a1) in zip(BIT_CHAIN, BIT_CHAIN[1:], strict=False):

@@ -122,13 +122,23 @@ def count_params(cfg: JointConfig, shape: SupernetShape, *, in_chans: int,
     return linear + other, linear
 
 
-def _stored_bytes(layers: list[LayerCost], plan: PrecisionPlan, other_params: int) -> float:
+def _merge_constant_bytes(n: int, scale: int) -> int:
+    """Constants a merging block on ``n`` tokens adds to the deployed graph (tokens.py, matrix
+    merge): the 0/1 matrix marking each B token's own column [n // 2, n] in the float storage
+    dtype, and three int64 index ranges (columns [n] twice, B tokens [n // 2])."""
+    nb = n // 2
+    return nb * n * scale + (2 * n + nb) * 8
+
+
+def _stored_bytes(layers: list[LayerCost], plan: PrecisionPlan, other_params: int,
+                  merging: list[int]) -> float:
     """Bytes of the deployed weights: each linear's weights in their stored dtype, with one
     scale (in the float storage dtype) and one zero point (in the weight dtype) per output
-    channel for integer weights, a scale and zero point for each quantized activation, and
-    every other parameter in the plan's float storage dtype."""
+    channel for integer weights, a scale and zero point for each quantized activation, every
+    other parameter in the plan's float storage dtype, and the constants of each merge (token
+    counts entering the merging blocks in ``merging``)."""
     scale = DTYPE_BYTES[plan.other_weights]
-    total = other_params * scale
+    total = other_params * scale + sum(_merge_constant_bytes(n, scale) for n in merging)
     for lc in layers:
         if not lc.weights:
             continue
@@ -154,5 +164,7 @@ def size_costs(cfg: JointConfig, shape: SupernetShape, plan: PrecisionPlan, *, i
     products = [lc for lc in layers if lc.part.kind in ("linear", "matmul")]
     macs = sum(lc.macs for lc in products)
     bitops = sum(lc.macs * lc.operand_bits[0] * lc.operand_bits[1] for lc in products)
-    model_bytes = _stored_bytes(layers, plan, params - linear)
+    merging = [n for (n, _), r in zip(merge_limits(shape.num_tokens, cfg.merges), cfg.merges,
+                                      strict=True) if r > 0]
+    model_bytes = _stored_bytes(layers, plan, params - linear, merging)
     return {"params": params, "macs": macs, "bitops": bitops, "model_bytes": int(model_bytes)}
