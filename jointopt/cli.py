@@ -316,14 +316,20 @@ def export(study_file: str, out: Path, trials: tuple[int, ...]) -> None:
 def report(study_file: str, out: Path) -> None:
     """Write a self-contained plotly HTML report of the study."""
     from jointopt.export import objectives_of, study_records
+    from jointopt.report.counts import TrialCounts
     from jointopt.report.html import write_report
+    from jointopt.report.training import load_history
 
     study = _study(study_file)
-    records, base, _ = study_records(study)
+    records, base, ostudy = study_records(study)
     if base is None:
         raise UserError(f"{study.path}: study has no evaluated baseline yet; run jointopt search")
-    write_report(records, objectives_of(study), base, out,
-                 title=f"jointopt: {study.search.study_name}")
+    with _progress_to_stderr():
+        write_report(records, objectives_of(study), base, out,
+                     title=f"jointopt: {study.search.study_name}",
+                     counts=TrialCounts.from_trials(ostudy.get_trials(deepcopy=False)),
+                     training=load_history(study.train_state),
+                     training_source=str(study.train_state))
     click.echo(f"wrote {out}")
 
 

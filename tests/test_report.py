@@ -51,30 +51,43 @@ def _baseline(energy_source: str = "model:horowitz45") -> dict[str, Any]:
             "feasible": True}
 
 
+# Curved on purpose: plotly draws a straight run of points as one segment.
+HISTORY = [{"epoch": float(e), "loss": 2.0 / e, "val_largest": 0.95 - 0.5 / e,
+            "val_smallest": 0.85 - 0.5 / e ** 0.5} for e in range(1, 11)]
+# 3 objective pairs, the 3-D scatter, effects, importances, parallel coordinates, hypervolume
+# history, training curve.
+N_FIGURES = 9
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("report") / "sub" / "report.html"
-    return write_report(_records(), DEFAULT_OBJECTIVES, _baseline(), out, title="tiny <study>")
+    return write_report(_records(), DEFAULT_OBJECTIVES, _baseline(), out, title="tiny <study>",
+                        training=HISTORY, training_source="out/train_state.pt")
 
 
 def test_report_is_one_offline_page(report: Path) -> None:
     page = report.read_text(encoding="utf-8")
     assert len(PLOTLY_BANNER.findall(page)) == 1  # plotly.js inlined exactly once
     assert "<script src" not in page  # nothing fetched: the page works offline
-    # 3 objective pairs + the 3-D scatter + hypervolume history + parallel coordinates.
-    assert page.count(PLOT_DIV) == 6
-    assert page.count("Plotly.newPlot(") == 6
-    assert 'id="fig-front-3d"' in page and '"type":"parcoords"' in page
+    assert page.count(PLOT_DIV) == N_FIGURES
+    assert page.count("Plotly.newPlot(") == N_FIGURES
+    for name in ("front-3d", "effects", "importance", "axes", "hypervolume", "training"):
+        assert f'id="fig-{name}"' in page, name
+    assert '"type":"parcoords"' in page
     assert "tiny &lt;study&gt;" in page
     assert "<b>modelled</b>" in page and "horowitz45" in page
-    assert 'class="dataframe front"' in page and "latency_x" in page
+    assert 'id="front-table"' in page and "throughput &times;" in page
+    assert "10 epochs (<code>out/train_state.pt</code>)" in page
 
 
 def test_report_two_objectives_and_measured_energy(tmp_path: Path) -> None:
     objectives = [Objective("accuracy", "maximize"), Objective("throughput_ips", "maximize")]
     page = write_report(_records(8, "rapl"), objectives, _baseline("rapl"),
                         tmp_path / "r.html", title="t").read_text(encoding="utf-8")
-    assert page.count(PLOT_DIV) == 3  # one pair, no 3-D scatter
+    # one pair, no 3-D scatter, no training curve
+    assert page.count(PLOT_DIV) == N_FIGURES - 4
+    assert "No training history found" in page
     assert 'id="fig-front-3d"' not in page
     assert "modelled" not in page and "Energy measured with rapl" in page
     assert "latency_contended" not in page
@@ -91,7 +104,7 @@ def test_report_flags_timings_taken_on_busy_cores(tmp_path: Path) -> None:
 def test_report_with_no_records(tmp_path: Path) -> None:
     page = write_report([], DEFAULT_OBJECTIVES, _baseline(), tmp_path / "r.html",
                         title="empty").read_text(encoding="utf-8")
-    assert page.count(PLOT_DIV) == 6 and "0 trials" in page
+    assert page.count(PLOT_DIV) == N_FIGURES - 1 and "holds 0 trials" in page
 
 
 def _figure_markup(dom: str) -> dict[str, str]:

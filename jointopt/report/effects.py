@@ -1,0 +1,135 @@
+"""What each axis does: accuracy and latency per value of depth, width, merging and precision,
+and Optuna's parameter importances of the joint axes for each objective."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from jointopt.pareto import Objective, objective_value
+from jointopt.report.figures import FRONT_COLOR, TEMPLATE, hover_text, joint_axes
+
+__all__ = ["EFFECT_AXES", "EFFECT_METRICS", "effects_figure", "importances",
+           "importance_figure"]
+
+Record = Mapping[str, Any]
+
+EFFECT_AXES = ("depth", "embed_dim", "tome_r (total)", "precision")
+EFFECT_METRICS = (("accuracy", "accuracy"), ("latency_ms", "latency (ms)"))
+# The axes whose importance is estimated: the config on scalar axes (see `joint_axes`).
+IMPORTANCE_AXES = ("depth", "embed_dim", "num_heads (mean)", "mlp_ratio (mean)",
+                   "tome_r (total)", "precision")
+_CATEGORICAL = ("depth", "embed_dim", "precision")
+
+
+def _points(records: Sequence[Record]) -> list[tuple[dict[str, Any], Record]]:
+    """(joint axes, record) of every measured trial with a complete config."""
+    out = []
+    for rec in records:
+        if not math.isfinite(objective_value(rec, "accuracy")):
+            continue  # invalid configs carry no metrics
+        try:
+            out.append((joint_axes(rec.get("config") or {}), rec))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
+def _precision_order(label: str) -> tuple[int, int]:
+    w, a = label[1:].split("a")
+    return -int(w), -int(a)  # w32a32 first, the narrowest last
+
+
+def effects_figure(records: Sequence[Record]) -> Any:
+    """One panel per (metric, axis): every measured trial as a point over the axis value, with a
+    box per value, so the spread that the other axes cause stays visible."""
+    pts = _points(records)
+    fig = make_subplots(rows=len(EFFECT_METRICS), cols=len(EFFECT_AXES), shared_yaxes=True,
+                        horizontal_spacing=0.03, vertical_spacing=0.12,
+                        column_titles=list(EFFECT_AXES))
+    for row, (metric, label) in enumerate(EFFECT_METRICS, start=1):
+        for col, axis in enumerate(EFFECT_AXES, start=1):
+            values = sorted({a[axis] for a, _ in pts},
+                            key=_precision_order if axis == "precision" else None)
+            order = [str(v) for v in values]
+            keep = [(a, r) for a, r in pts if math.isfinite(objective_value(r, metric))]
+            fig.add_trace(go.Box(
+                x=[str(a[axis]) for a, _ in keep], y=[objective_value(r, metric) for _, r in keep],
+                text=[hover_text(r) for _, r in keep], hovertemplate="%{text}<extra></extra>",
+                boxpoints="all", jitter=0.5, pointpos=0, hoveron="points",
+                marker={"size": 4, "opacity": 0.6},
+                line={"width": 1}, fillcolor="rgba(31,95,191,0.08)", marker_color=FRONT_COLOR,
+                name=f"{metric} by {axis}", showlegend=False), row=row, col=col)
+            fig.update_xaxes(type="category", categoryorder="array", categoryarray=order,
+                             row=row, col=col)
+        fig.update_yaxes(title_text=label, row=row, col=1)
+    fig.update_layout(template=TEMPLATE, height=620, margin={"l": 60, "r": 10, "t": 40, "b": 30},
+                      hoverlabel={"align": "left"})
+    return fig
+
+
+def importances(records: Sequence[Record], objectives: Sequence[Objective]
+                ) -> dict[str, dict[str, float]]:
+    """Importance of each joint axis for each objective, by `optuna.importance` (PED-ANOVA:
+    how much each axis decides whether a trial lands among the best 10% on that objective).
+
+    Computed on an in-memory study of the measured trials, one per objective, with the joint
+    axes as its parameters: per-layer Optuna parameters (``num_heads_3``) exist only for deep
+    configs and would say little on their own. An objective with too few trials, or on which
+    every trial agrees, is left out.
+    """
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    pts = _points(records)
+    out: dict[str, dict[str, float]] = {}
+    if len(pts) < 4:
+        return out
+    dists: dict[str, Any] = {}
+    for axis in IMPORTANCE_AXES:
+        values = sorted({a[axis] for a, _ in pts}, key=str)
+        if len(values) < 2:
+            continue  # an axis every trial shares explains nothing (PED-ANOVA would not say so)
+        if axis in _CATEGORICAL:
+            dists[axis] = CategoricalDistribution(values)
+        else:
+            dists[axis] = FloatDistribution(float(min(values)), float(max(values)))
+    if not dists:
+        return out
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        for obj in objectives:
+            scored = [(a, objective_value(r, obj.key)) for a, r in pts]
+            scored = [(a, v) for a, v in scored if math.isfinite(v)]
+            if len(scored) < 4 or len({v for _, v in scored}) < 2:
+                continue
+            study = optuna.create_study(direction=obj.direction)
+            study.add_trials([optuna.trial.create_trial(
+                params={k: (a[k] if k in _CATEGORICAL else float(a[k])) for k in dists},
+                distributions=dists, value=v) for a, v in scored])
+            scores = optuna.importance.get_param_importances(
+                study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+            out[obj.key] = {k: scores.get(k, 0.0) for k in IMPORTANCE_AXES}
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    return out
+
+
+def importance_figure(scores: Mapping[str, Mapping[str, float]]) -> Any:
+    """Grouped horizontal bars: one bar per (axis, objective)."""
+    fig = go.Figure(layout={"template": TEMPLATE, "barmode": "group",
+                            "xaxis_title": "importance (sums to 1 per objective)",
+                            "margin": {"l": 130, "r": 20, "t": 20, "b": 40},
+                            # the first trace is the lowest bar of a group: list it last
+                            "legend": {"title": {"text": "objective"},
+                                       "traceorder": "reversed"}})
+    for key, per_axis in scores.items():
+        axes = list(reversed(IMPORTANCE_AXES))
+        fig.add_trace(go.Bar(y=axes, x=[per_axis.get(a, 0.0) for a in axes], orientation="h",
+                             name=key, hovertemplate="%{y}: %{x:.3f}<extra>" + key + "</extra>"))
+    return fig
