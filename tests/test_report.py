@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import html
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -7,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from jointopt.pareto import DEFAULT_OBJECTIVES, Objective
+from jointopt.pareto import DEFAULT_OBJECTIVES, Objective, pareto_front
 from jointopt.report.html import write_report
 from tests import _browser
 
@@ -130,14 +132,82 @@ def test_error_detector_catches_a_deliberate_error(report: Path, tmp_path: Path)
     assert "main-svg" in got.dom
 
 
+# Runs in the rendered page once plotly has drawn: hovers the first Pareto-front point and one
+# effect-plot point (as a mouse would), and measures what the dumped DOM alone cannot show.
+PROBE = """<script>
+window.addEventListener("load", function () { setTimeout(function () {
+  var out = {};
+  function hoverText(gd) {
+    return Array.from(gd.querySelectorAll(".hoverlayer .hovertext")).map(function (e) {
+      return Array.from(e.querySelectorAll("tspan.line")).map(function (t) {
+        return t.textContent; }).join("\\n"); });
+  }
+  try {
+    var gd = document.getElementById("fig-front-accuracy-latency_ms");
+    var curve = gd.data.findIndex(function (t) { return t.name === "Pareto front"; });
+    Plotly.Fx.hover(gd, [{curveNumber: curve, pointNumber: 0}]);
+    out.front_hover = hoverText(gd);
+    var eff = document.getElementById("fig-effects");
+    out.effect_subplots = eff.querySelectorAll(".cartesianlayer > .subplot").length;
+    out.effect_boxes = eff.querySelectorAll("g.trace.boxes").length;
+    out.effect_points = eff.querySelectorAll("g.trace.boxes path.point").length;
+    var pt = eff.querySelector(".subplot.xy g.trace.boxes path.point");
+    var xy = pt.getAttribute("transform").match(/translate\\(([-\\d.]+),\\s*([-\\d.]+)\\)/);
+    Plotly.Fx.hover(eff, {xpx: +xy[1], ypx: +xy[2]}, "xy");
+    out.effect_hover = hoverText(eff);
+    var tr = document.getElementById("fig-training");
+    out.training_vertices = Array.from(
+      tr.querySelectorAll(".cartesianlayer .scatterlayer path.js-line")).map(function (p) {
+        return (p.getAttribute("d").match(/L/g) || []).length + 1; });
+    out.viewport = document.documentElement.clientWidth;
+    out.factor_right = Math.max.apply(null, Array.from(
+      document.querySelectorAll("#front-table th.factor")).map(function (th) {
+        return th.getBoundingClientRect().right; }));
+  } catch (e) { out.error = String(e && e.stack || e); }
+  var pre = document.createElement("pre"); pre.id = "probe";
+  pre.textContent = JSON.stringify(out); document.body.appendChild(pre);
+}, 300); });
+</script>"""
+
+
 @pytest.mark.slow
-def test_report_renders_without_javascript_errors(report: Path) -> None:
-    got = _browser.render(report)
+def test_report_in_chromium_hover_effects_training(report: Path, tmp_path: Path) -> None:
+    """The page as a browser draws it; the screenshot is kept in tmp_path to be looked at."""
+    probed = tmp_path / "report.html"
+    probed.write_text(report.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"),
+                      encoding="utf-8")
+    shot = tmp_path / "report.png"
+    got = _browser.render(probed, screenshot=shot, window=(1280, 6400))
     assert got.errors == [], got.errors
     figures = _figure_markup(got.dom)
-    assert len(figures) == 6
+    assert len(figures) == N_FIGURES
     for fig_id, markup in figures.items():
         assert 'class="main-svg"' in markup, f"{fig_id} was not drawn"
     # The WebGL traces drew onto canvases (headless Chromium runs WebGL on SwiftShader).
     assert "<canvas" in figures["fig-front-3d"] and "<canvas" in figures["fig-axes"]
-    assert figures["fig-axes"].count('class="y-axis"') == 8  # one per joint axis + accuracy
+    # 7 joint axes, accuracy, and 4 costs (latency, throughput, energy, model size)
+    assert figures["fig-axes"].count('class="y-axis"') == 12
+    assert "latency_ms" in figures["fig-axes"] and "energy_mj" in figures["fig-axes"]
+
+    probe = json.loads(html.unescape(re.search(r'<pre id="probe">(.*?)</pre>', got.dom,
+                                               flags=re.DOTALL).group(1)))  # type: ignore[union-attr]
+    assert "error" not in probe, probe["error"]
+    # Hover: the first front member (trace order = trial order) with its metrics.
+    member = pareto_front(_records(), DEFAULT_OBJECTIVES)[0]
+    m = member["metrics"]
+    (label,) = probe["front_hover"]
+    assert label.startswith(f"trial {member['number']} ")
+    for text in (f"accuracy {m['accuracy']:.4f}", f"latency {m['latency_ms']:.3g} ms",
+                 f"throughput {m['throughput_ips']:,.0f} img/s",
+                 f"energy {m['energy_mj']:.3g} mJ (modelled)"):
+        assert text in label, (text, label)
+    (label,) = probe["effect_hover"]
+    assert re.search(r"accuracy 0\.\d{4}\n.*latency .* ms", label, flags=re.DOTALL), label
+    # Effects: accuracy and latency over 4 axes, every measured trial a point in each panel.
+    assert probe["effect_subplots"] == probe["effect_boxes"] == 8
+    assert probe["effect_points"] == 8 * len(_records())
+    # Training curve: 3 lines (two accuracies, the loss), one vertex per epoch.
+    assert probe["training_vertices"] == [len(HISTORY)] * 3
+    # The reduction factors are on screen without scrolling sideways.
+    assert probe["factor_right"] <= probe["viewport"]
+    assert got.screenshot is not None and got.screenshot.stat().st_size > 50_000

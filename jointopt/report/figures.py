@@ -90,10 +90,13 @@ def front_figures(records: Sequence[Record], front: Sequence[Record], knee: Reco
     axes: list[tuple[Objective, ...]] = list(itertools.combinations(objectives, 2))
     figures: list[tuple[str, Any]] = []
     for pair in axes or [(objectives[0],)]:
-        # The legend goes above the plot, so three pairs fit side by side.
-        fig = go.Figure(layout={"template": TEMPLATE, "margin": {"l": 60, "r": 10, "t": 50},
+        # One legend, under the first plot (above, it would run into plotly's toolbar): the
+        # pairs then fit three side by side and their plot areas line up.
+        fig = go.Figure(layout={"template": TEMPLATE, "margin": {"l": 60, "r": 10, "t": 30,
+                                                                  "b": 110},
+                                "showlegend": not figures,
                                 "legend": {"font": {"size": 10}, "orientation": "h",
-                                           "x": 0, "y": 1.02, "yanchor": "bottom"},
+                                           "x": 0, "y": -0.22, "yanchor": "top"},
                                 "hoverlabel": {"align": "left"}})
         for name, group, marker in groups:
             pts = [(_xy(r, pair), hover_text(r)) for r in group]
