@@ -29,7 +29,7 @@ from jointopt.pareto import (
     reductions,
 )
 from jointopt.report.counts import TrialCounts
-from jointopt.report.effects import effects_figure, importance_figure, importances
+from jointopt.report.effects import TOP_QUANTILE, effects_figure, importance_figure, importances
 from jointopt.report.figures import (
     front_figures,
     history_figure,
@@ -218,7 +218,8 @@ def _importance_text(scores: Mapping[str, Mapping[str, float]]) -> str:
         return "<p>Too few measured trials to estimate importances.</p>"
     top = "; ".join(f"{html.escape(k)}: {html.escape(max(v, key=lambda a: v[a]))}"
                     for k, v in scores.items() if v)
-    return ("<p>How much each joint axis decides whether a config lands among the best 10% on "
+    return ("<p>How much each joint axis decides whether a config lands among the best "
+            f"{TOP_QUANTILE:.0%} on "
             "an objective (<code>optuna.importance</code>, PED-ANOVA, over the measured "
             f"configs). Most important per objective: {top}.</p>")
 
