@@ -68,6 +68,8 @@ def effects_figure(records: Sequence[Record]) -> Any:
                 name=f"{metric} by {axis}", showlegend=False), row=row, col=col)
             fig.update_xaxes(type="category", categoryorder="array", categoryarray=order,
                              row=row, col=col)
+        # Latencies span orders of magnitude (and a contended timing can be 100x the rest).
+        fig.update_yaxes(type="log" if metric == "latency_ms" else "linear", row=row)
         fig.update_yaxes(title_text=label, row=row, col=1)
     fig.update_layout(template=TEMPLATE, height=620, margin={"l": 60, "r": 10, "t": 40, "b": 30},
                       hoverlabel={"align": "left"})

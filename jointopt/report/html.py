@@ -241,7 +241,11 @@ def _measurement_note(records: Sequence[Record], baseline: Record) -> str:
     """Say where energy and latency figures come from; modelled energy is flagged as such."""
     metrics = [(r.get("metrics") or {}) for r in [*records, baseline]]
     sources = sorted({str(m["energy_source"]) for m in metrics if m.get("energy_source")})
-    runtimes = sorted({str(m["latency_runtime"]) for m in metrics if m.get("latency_runtime")})
+    named = [str(m["latency_runtime"]) for m in metrics if m.get("latency_runtime")]
+    # "onnxruntime-int8 (nearest to w4a8)" -> onnxruntime-int8: the note lists runtimes, and the
+    # front table and hover text say which configs ran at the nearest precision.
+    runtimes = sorted({r.split(" (")[0] for r in named})
+    nearest = sum(1 for r in named if " (" in r)
     parts = []
     modelled = [s for s in sources if s.startswith("model:")]
     if modelled:
@@ -252,7 +256,10 @@ def _measurement_note(records: Sequence[Record], baseline: Record) -> str:
     if measured:
         parts.append(f"Energy measured with {html.escape(', '.join(measured))}.")
     if runtimes:
-        parts.append(f"Latency measured on {html.escape(', '.join(runtimes))}.")
+        parts.append(f"Latency measured on {html.escape(', '.join(runtimes))}"
+                     + (f"; {nearest} of {len(named)} timings ran at the nearest precision the "
+                        "runtime executes (hover over a runtime in the table)." if nearest
+                        else "."))
     contended = sum(1 for m in metrics if m.get("latency_contended"))
     if contended:
         parts.append(f"<b>{contended} timing(s) were taken while other processes kept the "

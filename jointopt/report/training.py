@@ -54,6 +54,8 @@ def training_figure(history: History) -> Any:
                       secondary_y=True)
     fig.update_layout(template=TEMPLATE, margin={"l": 60, "r": 60, "t": 20, "b": 40},
                       xaxis_title="epoch", legend={"orientation": "h", "y": 1.08})
+    if len(history) <= 20:
+        fig.update_xaxes(dtick=1)  # no ticks at half epochs
     fig.update_yaxes(title_text="validation accuracy", rangemode="tozero", secondary_y=False)
     fig.update_yaxes(title_text="training loss", rangemode="tozero", showgrid=False,
                      secondary_y=True)
