@@ -87,7 +87,8 @@ def importances(records: Sequence[Record], objectives: Sequence[Objective]
     every trial agrees, is left out.
     """
     import optuna
-    from optuna.distributions import CategoricalDistribution
+    from optuna.distributions import BaseDistribution, CategoricalDistribution
+    from optuna.study import StudyDirection
 
     pts = _points(records)
     out: dict[str, dict[str, float]] = {}
@@ -96,8 +97,9 @@ def importances(records: Sequence[Record], objectives: Sequence[Objective]
     # Categorical even for the numeric axes: each takes few distinct values, and as floats
     # PED-ANOVA's Parzen estimator ranked a two-valued axis that decided nothing first
     # (tests/test_report_data.py).
-    dists = {axis: CategoricalDistribution(values) for axis in IMPORTANCE_AXES
-             if len(values := sorted({a[axis] for a, _ in pts}, key=str)) > 1}
+    dists: dict[str, BaseDistribution] = {
+        axis: CategoricalDistribution(values) for axis in IMPORTANCE_AXES
+        if len(values := sorted({a[axis] for a, _ in pts}, key=str)) > 1}
     if not dists:
         return out  # an axis every trial shares explains nothing; PED-ANOVA would not say so
     evaluator = optuna.importance.PedAnovaImportanceEvaluator(target_quantile=TOP_QUANTILE)
@@ -109,7 +111,8 @@ def importances(records: Sequence[Record], objectives: Sequence[Objective]
             scored = [(a, v) for a, v in scored if math.isfinite(v)]
             if len(scored) < 4 or len({v for _, v in scored}) < 2:
                 continue
-            study = optuna.create_study(direction=obj.direction)
+            study = optuna.create_study(direction=StudyDirection.MAXIMIZE if obj.maximize
+                                        else StudyDirection.MINIMIZE)
             study.add_trials([optuna.trial.create_trial(
                 params={k: a[k] for k in dists}, distributions=dists, value=v)
                 for a, v in scored])
