@@ -38,7 +38,8 @@ def _settings() -> _Settings:
 
 
 def _configure_logging(s: _Settings) -> None:
-    level = logging.ERROR if s.quiet and not s.verbose else logging.WARNING - 10 * min(s.verbose, 2)
+    # --quiet drops progress only: warnings (a storage outage being retried) still show.
+    level = logging.WARNING - 10 * min(s.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(level)
     if not s.verbose:
@@ -61,7 +62,7 @@ def _verbosity(f: Callable[..., Any]) -> Callable[..., Any]:
         return f(*args, **kwargs)
 
     wrapper = click.option("-q", "--quiet", is_flag=True,
-                           help="No progress output; only errors.")(wrapper)
+                           help="No progress output (warnings and errors still show).")(wrapper)
     return click.option("-v", "--verbose", count=True,
                         help="More log output (-v info, -vv debug).")(wrapper)
 

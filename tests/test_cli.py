@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -97,6 +98,14 @@ def test_data_synth_with_options_after_the_subcommand(tmp_path: Path,
     assert rc == 0, err
     assert out.startswith("wrote 6 images")
     assert len(list((tmp_path / "d").rglob("*.png"))) == 6
+    # --quiet drops progress, not warnings (a storage outage being retried must still show);
+    # -v counts across the line.
+    for argv, level in ((["--quiet"], logging.WARNING), (["-v", "--quiet"], logging.INFO),
+                        (["-v", "-v"], logging.DEBUG)):
+        rc, _, err = _run(capfd, argv[0], "data", "synth", *argv[1:], "--out",
+                          str(tmp_path / "d"), "--per-class", "1", "--size", "16")
+        assert rc == 0, err
+        assert logging.getLogger().getEffectiveLevel() == level, argv
 
 
 @pytest.mark.slow
