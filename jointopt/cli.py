@@ -285,6 +285,7 @@ def pareto(study_file: str, as_json: bool) -> None:
         s = pareto_summary(_study(study_file))
     if as_json:
         s = {k: v for k, v in s.items() if k != "table"}
+        s["storage"] = s["storage"].to_dict()
         click.echo(json.dumps(s, indent=2, default=float))
     else:
         click.echo(format_summary(s))

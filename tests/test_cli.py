@@ -143,6 +143,9 @@ def test_json_outputs_parse_and_progress_goes_to_stderr(
             assert "epoch 1/1" not in err
         if path == ("pareto",):
             assert parsed["trials"] >= 1 and parsed["baseline"]["number"] == 0
+            storage = parsed["storage"]  # counts every stored trial
+            assert storage["complete"] == storage["measured"] + storage["repeats"] \
+                + storage["invalid"] >= 3 and storage["distinct"] <= storage["measured"]
 
 
 @pytest.mark.slow

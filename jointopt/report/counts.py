@@ -40,6 +40,11 @@ class TrialCounts:
     def measured(self) -> int:
         return self.complete - self.invalid - self.repeats
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "states": dict(self.states), "complete": self.complete,
+                "distinct": self.distinct, "repeats": self.repeats, "invalid": self.invalid,
+                "measured": self.measured}
+
     @classmethod
     def from_trials(cls, trials: Sequence[Any]) -> TrialCounts:
         """From Optuna FrozenTrials (``study.get_trials()``)."""
