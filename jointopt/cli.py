@@ -6,33 +6,90 @@ traceback. Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import sys
 import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
+from jointopt import __version__
 from jointopt.errors import StorageLost, UserError
 
 __all__ = ["main", "cli"]
 
 
-@click.group()
-@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
-def cli(verbose: int) -> None:
-    """Joint architecture, token-merging and bit-width search for Vision Transformers."""
-    level = logging.WARNING - 10 * min(verbose, 2)
+@dataclass
+class _Settings:
+    """-v and --quiet as given anywhere on the line (before or after the subcommand)."""
+
+    verbose: int = 0
+    quiet: bool = False
+
+
+def _settings() -> _Settings:
+    return click.get_current_context().find_root().ensure_object(_Settings)
+
+
+def _configure_logging(s: _Settings) -> None:
+    # --quiet drops progress only: warnings (a storage outage being retried) still show.
+    level = logging.WARNING - 10 * min(s.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    if not verbose:
+    logging.getLogger().setLevel(level)
+    if not s.verbose:
         # Import-time chatter of Brevitas's optional CUDA kernels on a CPU machine.
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", message=".*fast_hadamard_transform.*")
         warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
+def _verbosity(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Accept -v and --quiet on this group or command; a command applies them when it runs."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, verbose: int, quiet: bool, **kwargs: Any) -> Any:
+        s = _settings()
+        s.verbose += verbose
+        s.quiet = s.quiet or quiet
+        if not isinstance(click.get_current_context().command, click.Group):
+            _configure_logging(s)
+        return f(*args, **kwargs)
+
+    wrapper = click.option("-q", "--quiet", is_flag=True,
+                           help="No progress output (warnings and errors still show).")(wrapper)
+    return click.option("-v", "--verbose", count=True,
+                        help="More log output (-v info, -vv debug).")(wrapper)
+
+
+@contextlib.contextmanager
+def _progress_to_stderr() -> Iterator[None]:
+    """Progress the library prints (tqdm.write, print) goes to stderr: stdout carries only the
+    command's result, so `--json` output parses and `> file` keeps just the result."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def _progress(message: str) -> None:
+    if not _settings().quiet:
+        click.echo(message, err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="jointopt",
+                      message="%(prog)s %(version)s")
+@_verbosity
+def cli() -> None:
+    """Joint architecture, token-merging and bit-width search for Vision Transformers."""
+
+
 @cli.group()
+@_verbosity
 def data() -> None:
     """Datasets."""
 
@@ -43,6 +100,7 @@ def data() -> None:
 @click.option("--per-class", default=400, show_default=True, type=int)
 @click.option("--size", default=64, show_default=True, type=int, help="Image side in pixels.")
 @click.option("--seed", default=0, show_default=True, type=int)
+@_verbosity
 def data_synth(out: Path, per_class: int, size: int, seed: int) -> None:
     """Write the synthetic IC-package X-ray dataset as ImageFolder."""
     from jointopt.data.synth import CLASSES, generate
@@ -65,32 +123,34 @@ def _study(path: str):  # type: ignore[no-untyped-def]
 
 @cli.command()
 @click.argument("study_file", metavar="STUDY")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(study_file: str, quiet: bool) -> None:
+@_verbosity
+def train(study_file: str) -> None:
     """Train (or resume) the study's supernet, then summarise its largest and smallest subnet."""
     from jointopt.report.summary import subnet_table
     from jointopt.train import train_supernet
 
     study = _study(study_file)
-    net, result = train_supernet(study, progress=not quiet)
+    with _progress_to_stderr():
+        net, result = train_supernet(study, progress=not _settings().quiet)
+        table = subnet_table(study, net)
     click.echo(f"supernet: {study.checkpoint} ({result.epochs_run} epochs run now, "
                f"{result.seconds:.0f} s)")
-    click.echo(subnet_table(study, net))
+    click.echo(table)
 
 
 @cli.command()
 @click.argument("study_file", metavar="STUDY")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@_verbosity
 def summary(study_file: str, as_json: bool) -> None:
     """Accuracy, parameters and MACs of the trained supernet's largest and smallest subnet."""
     from jointopt.report.summary import subnet_rows, subnet_table
 
     study = _study(study_file)
-    net = study.load_supernet()
-    if as_json:
-        click.echo(json.dumps(subnet_rows(study, net), indent=2))
-    else:
-        click.echo(subnet_table(study, net))
+    with _progress_to_stderr():
+        net = study.load_supernet()
+        out = json.dumps(subnet_rows(study, net), indent=2) if as_json else subnet_table(study, net)
+    click.echo(out)
 
 
 @cli.command("train-fixed")
@@ -101,13 +161,16 @@ def summary(study_file: str, as_json: bool) -> None:
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Budget in epochs (default: the study's train.epochs).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_verbosity
 def train_fixed_cmd(study_file: str, model_name: str, epochs: int | None, seed: int,
                     as_json: bool) -> None:
     """Train one fixed model standalone with the study's data and recipe (a reference)."""
     from jointopt.baselines import train_fixed
 
-    out = train_fixed(_study(study_file), model_name, epochs=epochs, seed=seed)
+    with _progress_to_stderr():
+        out = train_fixed(_study(study_file), model_name, epochs=epochs, seed=seed,
+                          progress=not _settings().quiet)
     out.pop("model_object")
     if as_json:
         click.echo(json.dumps(out, indent=2))
@@ -140,6 +203,7 @@ def _parse_config(text: str):  # type: ignore[no-untyped-def]
               help="The joint config as JSON (or @file.json / @file.yaml).")
 @click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@_verbosity
 def evaluate(study_file: str, config_text: str, split: str, as_json: bool) -> None:
     """Evaluate one joint config: accuracy, size, measured latency and energy."""
     from jointopt.evaluation import evaluate as run_eval
@@ -147,7 +211,8 @@ def evaluate(study_file: str, config_text: str, split: str, as_json: bool) -> No
     study = _study(study_file)
     cfg = _parse_config(config_text)
     study.space.validate(cfg, source="--config")
-    metrics = run_eval(study, cfg, split=split).to_dict()
+    with _progress_to_stderr():
+        metrics = run_eval(study, cfg, split=split).to_dict()
     if as_json:
         click.echo(json.dumps({"config": cfg.to_dict(), **metrics}, indent=2))
     else:
@@ -161,8 +226,8 @@ def evaluate(study_file: str, config_text: str, split: str, as_json: bool) -> No
               help="Override the study's search.backend.")
 @click.option("--n-trials", type=click.IntRange(min=1), default=None,
               help="Complete this many trials in all (default: search.n_trials).")
-@click.option("--quiet", is_flag=True, help="No progress output.")
-def search(study_file: str, backend: str | None, n_trials: int | None, quiet: bool) -> None:
+@_verbosity
+def search(study_file: str, backend: str | None, n_trials: int | None) -> None:
     """Run or resume the study's multi-objective search."""
     import optuna
 
@@ -171,9 +236,21 @@ def search(study_file: str, backend: str | None, n_trials: int | None, quiet: bo
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = _study(study_file)
-    ostudy = run_search(study, backend=backend, n_trials=n_trials, progress=not quiet)
-    click.echo(f"study {study.search.study_name!r}: {summary(ostudy)} "
-               f"({study.storage_url if '@' not in study.storage_url else 'storage'})")
+    with _progress_to_stderr():
+        ostudy = run_search(study, backend=backend, n_trials=n_trials,
+                            progress=not _settings().quiet)
+    states = summary(ostudy)
+    where = study.storage_url if "@" not in study.storage_url else "storage"
+    click.echo(f"study {study.search.study_name!r}: "
+               + ", ".join(f"{n} {s.lower()}" for s, n in states.items()) + f" ({where})")
+    target = n_trials or study.search.n_trials
+    complete = states.get("COMPLETE", 0)
+    if complete >= target:
+        click.echo(f"The search has its {target} trials. To extend it, give the new total: "
+                   f"jointopt search {study_file} --n-trials {target + max(10, target // 2)}")
+    else:
+        click.echo(f"{complete} of {target} trials complete; run the same command again to "
+                   "resume.")
 
 
 @cli.command()
@@ -181,6 +258,7 @@ def search(study_file: str, backend: str | None, n_trials: int | None, quiet: bo
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind; anything but loopback exposes the study to the network.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@_verbosity
 def dashboard(study_file: str, host: str, port: int) -> None:
     """Serve optuna-dashboard on the study's storage (bound to 127.0.0.1 by default)."""
     import optuna_dashboard
@@ -198,13 +276,16 @@ def dashboard(study_file: str, host: str, port: int) -> None:
 @cli.command()
 @click.argument("study_file", metavar="STUDY")
 @click.option("--json", "as_json", is_flag=True, help="Print the front as JSON.")
+@_verbosity
 def pareto(study_file: str, as_json: bool) -> None:
     """The Pareto front, its hypervolume, knee point and reductions against the baseline."""
     from jointopt.report.front import format_summary, pareto_summary
 
-    s = pareto_summary(_study(study_file))
+    with _progress_to_stderr():
+        s = pareto_summary(_study(study_file))
     if as_json:
         s = {k: v for k, v in s.items() if k != "table"}
+        s["storage"] = s["storage"].to_dict()
         click.echo(json.dumps(s, indent=2, default=float))
     else:
         click.echo(format_summary(s))
@@ -215,28 +296,42 @@ def pareto(study_file: str, as_json: bool) -> None:
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path))
 @click.option("--trial", "trials", multiple=True, type=int,
               help="Trial number to export (repeatable); default: every front member.")
+@_verbosity
 def export(study_file: str, out: Path, trials: tuple[int, ...]) -> None:
     """Write pareto.yaml/.csv and, per trial, config.yaml, weights and model.onnx."""
     from jointopt.export import export_study
 
-    s = export_study(_study(study_file), out, trials=list(trials) or None)
+    study = _study(study_file)
+    which = ", ".join(map(str, trials)) if trials else "every Pareto-front member"
+    _progress(f"exporting trial(s) {which} of study {study.search.study_name!r} to {out}: "
+              "each is scored on the test split, exported to ONNX and checked against PyTorch")
+    with _progress_to_stderr():
+        s = export_study(study, out, trials=list(trials) or None,
+                         progress=not _settings().quiet)
     click.echo(f"front of {s['front']}; exported {len(s['exported'])} trial(s) to {out}")
 
 
 @cli.command()
 @click.argument("study_file", metavar="STUDY")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path))
+@_verbosity
 def report(study_file: str, out: Path) -> None:
     """Write a self-contained plotly HTML report of the study."""
     from jointopt.export import objectives_of, study_records
+    from jointopt.report.counts import TrialCounts
     from jointopt.report.html import write_report
+    from jointopt.report.training import load_history
 
     study = _study(study_file)
-    records, base, _ = study_records(study)
+    records, base, ostudy = study_records(study)
     if base is None:
         raise UserError(f"{study.path}: study has no evaluated baseline yet; run jointopt search")
-    write_report(records, objectives_of(study), base, out,
-                 title=f"jointopt: {study.search.study_name}")
+    with _progress_to_stderr():
+        write_report(records, objectives_of(study), base, out,
+                     title=f"jointopt: {study.search.study_name}",
+                     counts=TrialCounts.from_trials(ostudy.get_trials(deepcopy=False)),
+                     training=load_history(study.train_state),
+                     training_source=str(study.train_state))
     click.echo(f"wrote {out}")
 
 

@@ -7,13 +7,14 @@ from typing import Any
 from jointopt.errors import UserError
 from jointopt.export import objectives_of, study_records
 from jointopt.pareto import front_table, hypervolume, knee_point, pareto_front, reductions
+from jointopt.report.counts import TrialCounts
 from jointopt.study import Study
 
 __all__ = ["pareto_summary", "format_summary"]
 
 
 def pareto_summary(study: Study) -> dict[str, Any]:
-    records, base, _ = study_records(study)
+    records, base, ostudy = study_records(study)
     if base is None:
         raise UserError(f"{study.path}: study {study.search.study_name!r} has no evaluated "
                         "baseline (space.max_config) yet; run jointopt search first")
@@ -23,7 +24,8 @@ def pareto_summary(study: Study) -> dict[str, Any]:
     return {
         "study": study.search.study_name,
         "objectives": [{"key": o.key, "direction": o.direction} for o in objectives],
-        "trials": len(records),
+        "trials": len(records),  # complete trials listed: a repeat of a config only once
+        "storage": TrialCounts.from_trials(ostudy.get_trials(deepcopy=False)),
         "feasible": sum(1 for r in records if r["feasible"]),
         "baseline": base,
         "hypervolume": hypervolume(records, objectives, base),
@@ -41,7 +43,9 @@ def format_summary(s: dict[str, Any]) -> str:
         table = s["table"].to_string(index=False)
     b = s["baseline"]["metrics"]
     lines = [
-        f"study {s['study']}: {s['trials']} finished trials, {s['feasible']} feasible, "
+        f"study {s['study']}: {s['storage'].sentence()}",
+        f"{s['trials']} trials listed (each config once, invalid ones included), "
+        f"{s['feasible']} feasible, "
         f"front of {len(s['front'])}",
         f"baseline (trial {s['baseline']['number']}, max config fp32 r=0): "
         f"accuracy={b['accuracy']:.4f} latency={b['latency_ms']:.3f} ms "

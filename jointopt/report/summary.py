@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 from jointopt.cost.size import size_costs
+from jointopt.evaluation import config_plan
 from jointopt.space import JointConfig
 from jointopt.study import Study
 from jointopt.supernet import ViTSupernet
@@ -25,8 +26,8 @@ def subnet_rows(study: Study, net: ViTSupernet) -> list[dict[str, Any]]:
     for name, cfg in (("largest", study.space.max_config),
                       ("smallest", _float_arch(study.space.min_config))):
         net.set_active(cfg)
-        cost = size_costs(cfg, net.shape, in_chans=net.in_chans, num_classes=net.num_classes,
-                          io_bits=study.evaluation.io_bits)
+        cost = size_costs(cfg, net.shape, config_plan(study, cfg), in_chans=net.in_chans,
+                          num_classes=net.num_classes)
         rows.append({"subnet": name, "config": cfg.to_dict(),
                      "val_accuracy": accuracy(net, *data.val),
                      "params": cost["params"], "macs": cost["macs"]})
