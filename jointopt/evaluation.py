@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from jointopt.cost import get_cost_model
 from jointopt.cost.registry import EvalContext
 from jointopt.cost.size import size_costs
+from jointopt.scratch import scratch_dir
 from jointopt.space import JointConfig
 from jointopt.study import Study
 from jointopt.supernet import ViTSupernet
@@ -74,6 +75,7 @@ def _supernet(path: str, mtime: float) -> ViTSupernet:
 def _load(study: Study) -> ViTSupernet:
     if not study.checkpoint.is_file():
         study.load_supernet()  # raises the clear "not trained yet" error
+    study.check_checkpoint()  # channels, classes and shape fit this study
     return _supernet(str(study.checkpoint), study.checkpoint.stat().st_mtime)
 
 
@@ -151,7 +153,7 @@ def evaluate(study: Study, cfg: JointConfig, *, supernet: ViTSupernet | None = N
     ctx = EvalContext(cfg=cfg, shape=shape, in_chans=net.in_chans, num_classes=net.num_classes,
                       io_bits=ev.io_bits, batch_size=ev.batch_size, float_model=float_model,
                       quant_model=quant_model, settings=ev,
-                      workdir=study.output if study.output.is_dir() else None)
+                      workdir=scratch_dir())  # not the output folder: a kill leaves it
     ctx.metrics.update(size_costs(cfg, shape, in_chans=net.in_chans,
                                   num_classes=net.num_classes, io_bits=ev.io_bits))
     lat_model = get_cost_model("latency", ev.latency)

@@ -14,13 +14,16 @@ from jointopt.controllers.objective import find_repeat, run_trial, suggest_param
 from jointopt.controllers.samplers import make_sampler
 from jointopt.controllers.storage import (
     WORKER_ATTR,
+    check_storage,
     claim_trials,
     open_storage,
     open_study,
     recover_orphans,
+    requeue_anchors,
     worker_id,
     worker_seed,
 )
+from jointopt.errors import SearchFailed, UserError, clip
 from jointopt.study import Study
 
 __all__ = ["run_optuna", "count_complete"]
@@ -39,12 +42,15 @@ def run_optuna(study: Study, *, n_trials: int | None = None, n_jobs: int | None 
     spec = study.search
     target = n_trials or spec.n_trials
     supernet = study.load_supernet()  # fails clearly before any trial if not trained
+    check_storage(study, url=storage_url)  # reachable? (creates nothing)
+    study.data()  # a bad dataset is one line now, before the storage is written (cached)
     storage = open_storage(study, url=storage_url)
     sampler = make_sampler(spec, n_objectives=len(spec.objectives))
     ostudy = open_study(study, storage, sampler=sampler)
     ostudy.sampler = claim_trials(make_sampler(spec, n_objectives=len(spec.objectives),
                                                seed=worker_seed(ostudy, spec.seed)))
     recover_orphans(ostudy, also=orphans, grace=spec.grace_period)
+    requeue_anchors(ostudy, study)
     done = count_complete(ostudy)
     if done + _running(ostudy) >= target:  # other workers are finishing the budget
         return ostudy
@@ -53,10 +59,24 @@ def run_optuna(study: Study, *, n_trials: int | None = None, n_jobs: int | None 
     bar = tqdm(total=target, initial=done, disable=not progress, desc=f"search {study.name}",
                unit="trial")
 
+    errors: list[Exception] = []
+    user_errors: list[UserError] = []
+    completed = []
+
     def objective(trial: optuna.Trial) -> list[float]:
         trial.storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, me)
         params = suggest_params(trial, study)
-        out = run_trial(study, params, supernet=supernet, repeat=repeat)
+        try:
+            out = run_trial(study, params, supernet=supernet, repeat=repeat)
+        except UserError as e:
+            # The study's input is wrong (a dataset file, a setting): every further trial
+            # would fail the same way. Stop after this one and say it once.
+            user_errors.append(e)
+            trial.study.stop()
+            raise
+        except Exception as e:
+            errors.append(e)
+            raise
         for k, v in out.user_attrs.items():
             trial.set_user_attr(k, v)
         for k, v in out.constraints.items():
@@ -65,6 +85,8 @@ def run_optuna(study: Study, *, n_trials: int | None = None, n_jobs: int | None 
 
     def on_done(s: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
         bar.update(1)
+        if t.state == TrialState.COMPLETE:
+            completed.append(t.number)
         if progress and t.state == TrialState.COMPLETE:
             a = t.user_attrs
             what = "invalid" if "invalid" in a else (
@@ -75,14 +97,32 @@ def run_optuna(study: Study, *, n_trials: int | None = None, n_jobs: int | None 
             s.stop()
 
     t0 = time.perf_counter()
+    quiet = _QuietUserErrors()
+    optuna_log = logging.getLogger("optuna.study._optimize")  # logs each failed trial
+    optuna_log.addFilter(quiet)
     try:
         ostudy.optimize(objective, n_trials=target - done, timeout=spec.timeout,
                         n_jobs=n_jobs or spec.n_jobs, catch=(Exception,), callbacks=[on_done],
                         gc_after_trial=False)
     finally:
+        optuna_log.removeFilter(quiet)
         bar.close()
     log.info("search ran %.0f s", time.perf_counter() - t0)
+    if user_errors:
+        raise user_errors[0]
+    if errors and not completed:
+        raise SearchFailed(f"{study.path}: no trial completed: {len(errors)} failed, the first "
+                           f"with {type(errors[0]).__name__}: "
+                           f"{clip(str(errors[0]) or '(no message)', 300)}")
     return ostudy
+
+
+class _QuietUserErrors(logging.Filter):
+    """Drops Optuna's "Trial N failed ... Traceback" record for a UserError: the search stops
+    and the CLI prints it as one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not isinstance(record.exc_info[1] if record.exc_info else None, UserError)
 
 
 def _running(s: optuna.Study) -> int:
