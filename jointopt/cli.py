@@ -177,7 +177,7 @@ def search(study_file: str, backend: str | None, n_trials: int | None, quiet: bo
     study = _study(study_file)
     ostudy = run_search(study, backend=backend, n_trials=n_trials, progress=not quiet)
     click.echo(f"study {study.search.study_name!r}: {summary(ostudy)} "
-               f"({storage_description(study.storage_url)})")
+               f"({storage_description(study.storage_url, study)})")
 
 
 @cli.command()

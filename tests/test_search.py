@@ -101,6 +101,9 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(trained_tiny, tmp_path, 
             break
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    # A kill mid-evaluation leaves no temporary folder among the study's results.
+    assert not [p.name for p in (trained_tiny.parent / "out").iterdir()
+                if p.name.startswith("tmp")]
     before = _trials(path)
     complete_before = {t.number: t.values for t in before if t.state == TrialState.COMPLETE}
     assert len(complete_before) >= 3

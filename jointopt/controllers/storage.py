@@ -56,9 +56,23 @@ def _alive(worker: str) -> bool | None:
     return _proc_start(pid) == start
 
 
-def storage_description(url: str) -> str:
-    """The URL without credentials (``user:***@``, ``password=***``), for messages."""
-    return mask_secrets(url)
+def storage_description(url: str, study: Study | None = None) -> str:
+    """The URL without credentials (``user:***@``, ``password=***``), for messages.
+
+    With ``study``, a URL read from ``env:VAR`` is named by its variable, and echoed (masked)
+    only when it parses as a URL: a value that does not is never printed, since there is no
+    telling where its secret sits.
+    """
+    spec = study.search.storage if study is not None else None
+    if not spec or not spec.startswith("env:"):
+        return mask_secrets(url)
+    try:
+        from sqlalchemy.engine import make_url
+
+        make_url(url)
+    except Exception:  # noqa: BLE001  (any parse failure)
+        return f"{spec} (its value is not a URL)"
+    return f"{spec} = {mask_secrets(url)}"
 
 
 #: Seconds libpq waits for one connection attempt (per host address) before giving up.
@@ -66,7 +80,7 @@ CONNECT_TIMEOUT = 5
 
 
 def _missing_study_storage(study: Study, url: str) -> UserError:
-    return UserError(f"{study.path}: search.storage={storage_description(url)!r}: holds no "
+    return UserError(f"{study.path}: search.storage={storage_description(url, study)!r}: holds no "
                      f"study yet; run jointopt search {study.path} first")
 
 
@@ -105,7 +119,7 @@ def _check_readable(study: Study, url: str, engine: dict[str, Any], *,
             finally:
                 conn.close()
         except sqlite3.DatabaseError as e:
-            raise UserError(f"{study.path}: search.storage={storage_description(url)!r}: "
+            raise UserError(f"{study.path}: search.storage={storage_description(url, study)!r}: "
                             f"not an SQLite database ({clip(str(e), 80)})") from None
         if need_study and "studies" not in tables:
             raise _missing_study_storage(study, url)
@@ -130,7 +144,7 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
 
 def _cannot_open(study: Study, url: str, e: Exception) -> UserError:
     first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    return UserError(f"{study.path}: search.storage={storage_description(url)!r}: "
+    return UserError(f"{study.path}: search.storage={storage_description(url, study)!r}: "
                      f"cannot open storage: {clip(first, 300)}")
 
 
@@ -252,7 +266,7 @@ def open_study(study: Study, storage: BaseStorage, *, create: bool = True,
     except KeyError:
         if not create:
             raise UserError(f"{study.path}: search.study_name={name!r}: no such study in "
-                            f"{storage_description(study.storage_url)}; run jointopt search "
+                            f"{storage_description(study.storage_url, study)}; run jointopt search "
                             "first") from None
         try:
             ostudy = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
@@ -405,7 +419,7 @@ def with_storage_retry(study: Study, run: Callable[[], T], *, sleep: Callable[[f
         left = budget - (now - first)
         if left <= 0:
             raise StorageLost(
-                f"{study.path}: search.storage={storage_description(study.storage_url)!r}: "
+                f"{study.path}: search.storage={storage_description(study.storage_url, study)!r}: "
                 f"unreachable for {now - first:.0f} s ({why[:160]}); stopped. Finished trials "
                 "are stored; run jointopt search again to resume") from None
         log.warning("storage unreachable (%s); retrying in %.0f s", why[:160], min(delay, left))
