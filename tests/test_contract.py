@@ -212,7 +212,8 @@ def test_failed_baseline_and_seed_configs_are_queued_again(trained_tiny, tmp_pat
     from optuna.trial import TrialState
     from test_search import variant
 
-    from jointopt.controllers.storage import open_storage, open_study, requeue_anchors
+    from jointopt.controllers.anchors import requeue_anchors
+    from jointopt.controllers.storage import open_storage, open_study
 
     seed = {"depth": 1, "embed_dim": 16, "num_heads": 1, "mlp_ratio": 1.0, "tome_r": 0,
             "w_bits": 8, "a_bits": 8}
@@ -279,3 +280,29 @@ def test_every_compose_service_waits_for_the_preflight() -> None:
         return any(waits(d, seen | {name}) for d in deps if d not in seen)
 
     assert [n for n in services if n != "preflight" and not waits(n)] == []
+
+
+def test_a_study_complete_without_its_baseline_runs_the_baseline(trained_tiny, tmp_path,
+                                                                 monkeypatch) -> None:
+    """A study from before the fix: n_trials complete, the baseline failed and never queued
+    again. The next search runs the baseline although n_trials are done; pareto then works."""
+    from optuna.trial import TrialState
+    from test_search import variant
+
+    from jointopt.controllers import anchors, optuna_backend, run_search
+    from jointopt.controllers.storage import open_storage, open_study
+    from jointopt.report.front import pareto_summary
+
+    study = Study.from_yaml(variant(trained_tiny, tmp_path, "old", n_trials=2))
+    ostudy = open_study(study, open_storage(study))
+    ostudy.tell(ostudy.ask(), state=TrialState.FAIL)  # the baseline failed on a worker
+    with monkeypatch.context() as m:  # the old search: nothing queued the baseline again
+        m.setattr(optuna_backend, "requeue_anchors", lambda o, s: [])
+        run_search(study, progress=False)
+    with pytest.raises(UserError, match="no evaluated baseline"):
+        pareto_summary(study)
+    assert anchors.pending_anchors(ostudy) == 0
+    ostudy = run_search(study, progress=False)
+    done = [t for t in ostudy.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 3 and done[-1].user_attrs.get("baseline") is True
+    assert pareto_summary(study)["baseline"]["number"] == done[-1].number

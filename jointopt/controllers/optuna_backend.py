@@ -10,6 +10,7 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
+from jointopt.controllers.anchors import pending_anchors, requeue_anchors
 from jointopt.controllers.objective import find_repeat, run_trial, suggest_params
 from jointopt.controllers.samplers import make_sampler
 from jointopt.controllers.storage import (
@@ -19,7 +20,6 @@ from jointopt.controllers.storage import (
     open_storage,
     open_study,
     recover_orphans,
-    requeue_anchors,
     worker_id,
     worker_seed,
 )
@@ -52,6 +52,7 @@ def run_optuna(study: Study, *, n_trials: int | None = None, n_jobs: int | None 
     recover_orphans(ostudy, also=orphans, grace=spec.grace_period)
     requeue_anchors(ostudy, study)
     done = count_complete(ostudy)
+    target = max(target, done + pending_anchors(ostudy))
     if done + _running(ostudy) >= target:  # other workers are finishing the budget
         return ostudy
     me = worker_id()

@@ -18,6 +18,7 @@ from typing import Any
 
 import optuna
 
+from jointopt.controllers.anchors import pending_anchors, requeue_anchors
 from jointopt.controllers.objective import VALID_CONSTRAINT, find_repeat, run_trial
 from jointopt.controllers.optuna_backend import count_complete
 from jointopt.controllers.samplers import make_sampler
@@ -27,7 +28,6 @@ from jointopt.controllers.storage import (
     open_storage,
     open_study,
     recover_orphans,
-    requeue_anchors,
     worker_id,
     worker_seed,
 )
@@ -151,7 +151,7 @@ def run_ray(study: Study, *, n_trials: int | None = None, progress: bool = True,
                            seed=worker_seed(ostudy, spec.seed))
     recover_orphans(ostudy, also=orphans, grace=spec.grace_period)
     requeue_anchors(ostudy, study)
-    remaining = target - count_complete(ostudy)
+    remaining = max(target - count_complete(ostudy), pending_anchors(ostudy))
     if remaining <= 0:
         return ostudy
     init_ray(study, quiet=not progress)

@@ -21,8 +21,8 @@ from jointopt.errors import StorageLost, UserError, clip, mask_secrets
 from jointopt.study import Study
 
 __all__ = ["check_storage", "claim_trials", "open_storage", "open_study", "recover_orphans",
-           "requeue_anchors", "worker_id", "worker_seed", "WORKER_ATTR", "storage_description",
-           "is_storage_error", "with_storage_retry"]
+           "worker_id", "worker_seed", "WORKER_ATTR",
+           "storage_description", "is_storage_error", "with_storage_retry"]
 
 log = logging.getLogger(__name__)
 WORKER_ATTR = "jointopt:worker"
@@ -336,40 +336,6 @@ def recover_orphans(ostudy: optuna.Study, *, also: tuple[str, ...] = (), grace: 
         log.warning("trial %d was left RUNNING by a dead process; failed and queued again",
                     t.number)
     return recovered
-
-
-def _fixed_params(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    return dict(t.system_attrs.get("fixed_params") or t.params)
-
-
-def requeue_anchors(ostudy: optuna.Study, study: Study) -> list[str]:
-    """Queue the baseline and every seed config again unless a trial of it is complete,
-    waiting or running; returns what was queued.
-
-    They are queued once when the study is created. If their trials fail (a worker that
-    cannot reach the storage, a killed node), nothing would queue them again, and a study
-    without an evaluated baseline has no Pareto summary or report ever.
-    """
-    from jointopt.space import JointConfig
-
-    live = (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
-    trials = [t for t in ostudy.get_trials(deepcopy=False) if t.state in live]
-    space = study.space
-    queued = []
-    if not any(t.user_attrs.get("baseline") for t in trials):
-        ostudy.enqueue_trial(space.params_from_config(space.max_config),
-                             user_attrs={"baseline": True}, skip_if_exists=False)
-        queued.append("baseline")
-    for c in study.search.seed_configs:
-        params = space.params_from_config(JointConfig.from_dict(c))
-        if not any(_fixed_params(t) == params for t in trials):
-            ostudy.enqueue_trial(params, user_attrs={"seed_config": True},
-                                 skip_if_exists=False)
-            queued.append(JointConfig.from_dict(c).key())
-    if queued:
-        log.warning("queued again (no complete, waiting or running trial): %s",
-                    ", ".join(queued))
-    return queued
 
 
 def is_storage_error(exc: BaseException) -> bool:
