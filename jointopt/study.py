@@ -24,7 +24,7 @@ from jointopt.space import SearchSpace
 __all__ = ["Study", "DatasetSpec", "TrainSpec", "EvalSpec", "SAFE_NAME"]
 
 #: A study name: also a folder name, so a safe path component.
-SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+SAFE_NAME = re.compile(r"\w[\w.-]{0,99}")
 
 
 def _section(cls: type, data: Any, *, source: str, prefix: str,
@@ -186,8 +186,8 @@ class Study:
         if not SAFE_NAME.fullmatch(name):
             # The name is a folder name (the default output is ../runs/<name>): ".." or "a/b"
             # would put the study's files somewhere else entirely.
-            raise field_error(src, "name", name, "must be a file name: letters, digits, '.', "
-                              "'_' and '-', starting with a letter or digit, at most 100")
+            raise field_error(src, "name", name, "must be a file name: letters, digits, '_', "
+                              "'.' and '-', not starting with '.' or '-', at most 100")
         out = Path(want(data.get("output", f"../runs/{name}"), str, src, "output"))
         out = out if out.is_absolute() else base / out
         if "search_space" not in data:
