@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from jointopt import __version__
-from jointopt.errors import StorageLost, UserError
+from jointopt.errors import SearchFailed, StorageLost, UserError, clip, mask_secrets
 
 __all__ = ["main", "cli"]
 
@@ -130,6 +130,7 @@ def train(study_file: str) -> None:
     from jointopt.train import train_supernet
 
     study = _study(study_file)
+    study.check_checkpoint()  # a resumed checkpoint must fit the study before any work
     with _progress_to_stderr():
         net, result = train_supernet(study, progress=not _settings().quiet)
         table = subnet_table(study, net)
@@ -180,20 +181,22 @@ def train_fixed_cmd(study_file: str, model_name: str, epochs: int | None, seed: 
 
 
 def _parse_config(text: str):  # type: ignore[no-untyped-def]
+    from jointopt._yaml import MAX_BYTES, parse_yaml
     from jointopt.space import JointConfig
 
     src = "--config"
     if text.startswith("@"):
         path = Path(text[1:])
         if not path.is_file():
-            raise UserError(f"--config={text!r}: file not found")
-        src, text = str(path), path.read_text()
-    try:
-        import yaml
-
-        data = yaml.safe_load(text)  # JSON is YAML; a file may be either
-    except Exception as e:  # noqa: BLE001  (any parse failure is the user's input)
-        raise UserError(f"{src}: not valid JSON/YAML: {str(e).splitlines()[0]}") from e
+            raise UserError(f"--config={clip(repr(text))}: file not found")
+        if path.stat().st_size > MAX_BYTES:
+            raise UserError(f"--config={clip(repr(text))}: larger than {MAX_BYTES} bytes")
+        try:
+            src, text = str(path), path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"--config={clip(repr(text))}: cannot read: {clip(str(e))}"
+                            ) from None
+    data = parse_yaml(text, src)  # JSON is YAML; a file may be either
     return JointConfig.from_dict(data, source=src)
 
 
@@ -233,6 +236,7 @@ def search(study_file: str, backend: str | None, n_trials: int | None) -> None:
 
     from jointopt.controllers import run_search
     from jointopt.controllers.optuna_backend import summary
+    from jointopt.controllers.storage import storage_description
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = _study(study_file)
@@ -240,7 +244,7 @@ def search(study_file: str, backend: str | None, n_trials: int | None) -> None:
         ostudy = run_search(study, backend=backend, n_trials=n_trials,
                             progress=not _settings().quiet)
     states = summary(ostudy)
-    where = study.storage_url if "@" not in study.storage_url else "storage"
+    where = storage_description(study.storage_url, study)
     click.echo(f"study {study.search.study_name!r}: "
                + ", ".join(f"{n} {s.lower()}" for s, n in states.items()) + f" ({where})")
     target = n_trials or study.search.n_trials
@@ -261,16 +265,30 @@ def search(study_file: str, backend: str | None, n_trials: int | None) -> None:
 @_verbosity
 def dashboard(study_file: str, host: str, port: int) -> None:
     """Serve optuna-dashboard on the study's storage (bound to 127.0.0.1 by default)."""
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
     import optuna_dashboard
 
-    from jointopt.controllers.storage import open_storage
+    from jointopt.controllers.storage import open_storage, open_study
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # one line per request would bury the URL
 
     study = _study(study_file)
-    storage = open_storage(study)
+    storage = open_storage(study, create=False)
+    open_study(study, storage, create=False)  # the study exists (names it if not)
+    try:
+        # Bound before the URL is printed: a busy port is the user's to fix, not a traceback.
+        server = make_server(host, port, optuna_dashboard.wsgi(storage), handler_class=Quiet)
+    except (OSError, UnicodeError) as e:
+        raise UserError(f"--host={clip(host)} --port={port}: cannot listen there: "
+                        f"{clip(getattr(e, 'strerror', None) or str(e))}") from None
     click.echo(f"optuna-dashboard for study {study.search.study_name!r}: "
                f"http://{host}:{port}/dashboard/", err=False)
     sys.stdout.flush()
-    optuna_dashboard.run_server(storage, host=host, port=port)
+    with server:
+        server.serve_forever()
 
 
 @cli.command()
@@ -301,10 +319,17 @@ def export(study_file: str, out: Path, trials: tuple[int, ...]) -> None:
     """Write pareto.yaml/.csv and, per trial, config.yaml, weights and model.onnx."""
     from jointopt.export import export_study
 
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out={clip(repr(str(out)))}: exists and is not a folder")
+    from jointopt.controllers.storage import open_storage, open_study
+
     study = _study(study_file)
+    # A storage without the study is one line of error, before any progress is printed.
+    open_study(study, open_storage(study, create=False), create=False)
     which = ", ".join(map(str, trials)) if trials else "every Pareto-front member"
     _progress(f"exporting trial(s) {which} of study {study.search.study_name!r} to {out}: "
-              "each is scored on the test split, exported to ONNX and checked against PyTorch")
+              "each is scored on the test split, exported to ONNX and checked against its "
+              "precision plan")
     with _progress_to_stderr():
         s = export_study(study, out, trials=list(trials) or None,
                          progress=not _settings().quiet)
@@ -322,6 +347,8 @@ def report(study_file: str, out: Path) -> None:
     from jointopt.report.html import write_report
     from jointopt.report.training import load_history
 
+    if out.is_dir():
+        raise UserError(f"--out={clip(repr(str(out)))}: is a folder; give the HTML file to write")
     study = _study(study_file)
     records, base, ostudy = study_records(study)
     if base is None:
@@ -340,19 +367,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="jointopt", standalone_mode=False)
     except UserError as e:
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {_line(e)}", err=True)
         return 2
-    except StorageLost as e:
-        click.echo(f"error: {e}", err=True)
+    except (StorageLost, SearchFailed) as e:
+        click.echo(f"error: {_line(e)}", err=True)
         return e.exit_code
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130
     except click.ClickException as e:
         # Usage errors (unknown option, missing argument): one line, exit 2.
-        click.echo(f"error: {e.format_message()}", err=True)
+        click.echo(f"error: {_line(e.format_message())}", err=True)
         return 2
     return 0
+
+
+def _line(e: object) -> str:
+    """A message as one line, credentials masked, bounded (a last guard: messages are built
+    bounded, but the CLI promises one line whatever an exception carries)."""
+    return clip(mask_secrets(str(e)), 2000)
 
 
 if __name__ == "__main__":

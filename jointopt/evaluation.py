@@ -28,6 +28,7 @@ from jointopt.cost.size import size_costs
 from jointopt.deploy import accuracy_model
 from jointopt.precision import PrecisionPlan, plan_for
 from jointopt.runtimes import get_runtime
+from jointopt.scratch import scratch_dir
 from jointopt.space import JointConfig
 from jointopt.study import Study
 from jointopt.supernet import ViTSupernet
@@ -79,6 +80,7 @@ def _supernet(path: str, mtime: float) -> ViTSupernet:
 def _load(study: Study) -> ViTSupernet:
     if not study.checkpoint.is_file():
         study.load_supernet()  # raises the clear "not trained yet" error
+    study.check_checkpoint()  # channels, classes and shape fit this study
     return _supernet(str(study.checkpoint), study.checkpoint.stat().st_mtime)
 
 
@@ -155,7 +157,7 @@ def evaluate(study: Study, cfg: JointConfig, *, supernet: ViTSupernet | None = N
     ctx = EvalContext(cfg=cfg, shape=shape, in_chans=net.in_chans, num_classes=net.num_classes,
                       io_bits=ev.io_bits, batch_size=ev.batch_size, float_model=float_model,
                       quant_model=quant_model, settings=ev, plan=plan,
-                      workdir=study.output if study.output.is_dir() else None)
+                      workdir=scratch_dir())  # not the output folder: a kill leaves it
     ctx.metrics.update(size_costs(cfg, shape, plan, in_chans=net.in_chans,
                                   num_classes=net.num_classes))
     lat_model = get_cost_model("latency", ev.latency)

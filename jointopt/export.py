@@ -41,7 +41,7 @@ __all__ = ["study_records", "export_study", "deployed_model", "deploy_member",
 def study_records(study: Study) -> tuple[list[dict[str, Any]], dict[str, Any] | None,
                                          optuna.Study]:
     """(records of finished trials, the baseline record or None, the Optuna study)."""
-    ostudy = open_study(study, open_storage(study), create=False)
+    ostudy = open_study(study, open_storage(study, create=False), create=False)
     # A repeat reuses an earlier trial's measurement; listing it again would only duplicate
     # that trial on the front.
     records = [r for t in ostudy.get_trials(deepcopy=False)

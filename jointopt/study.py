@@ -8,7 +8,9 @@ resolve against the YAML file's folder.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -16,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from jointopt._yaml import check_keys, load_yaml, want
-from jointopt.errors import UserError, field_error
+from jointopt.errors import UserError, clip, field_error
 from jointopt.space import SearchSpace
 
-__all__ = ["Study", "DatasetSpec", "TrainSpec", "EvalSpec"]
+__all__ = ["Study", "DatasetSpec", "TrainSpec", "EvalSpec", "SAFE_NAME"]
+
+#: A study name: also a folder name, so a safe path component.
+SAFE_NAME = re.compile(r"\w[\w.-]{0,99}")
 
 
 def _section(cls: type, data: Any, *, source: str, prefix: str,
@@ -51,6 +56,15 @@ def _section(cls: type, data: Any, *, source: str, prefix: str,
     if check is not None:
         check(source, prefix)
     return obj
+
+
+def _with_driver(url: str) -> str:
+    """Name the PostgreSQL driver that is installed: for a plain ``postgresql://`` URL
+    SQLAlchemy 2 picks psycopg 3, which jointopt does not depend on; psycopg2 it does."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg2://" + url[len(plain):]
+    return url
 
 
 def _positive(source: str, prefix: str, obj: Any, *names: str, allow_zero: bool = False) -> None:
@@ -179,8 +193,11 @@ class Study:
         src, base = str(path), path.resolve().parent
         check_keys(data, cls.TOP_KEYS, source=src, prefix="")
         name = want(data.get("name", path.stem), str, src, "name")
-        if not name or any(c in name for c in "/\\ "):
-            raise field_error(src, "name", name, "must be a non-empty word without spaces")
+        if not SAFE_NAME.fullmatch(name):
+            # The name is a folder name (the default output is ../runs/<name>): ".." or "a/b"
+            # would put the study's files somewhere else entirely.
+            raise field_error(src, "name", name, "must be a file name: letters, digits, '_', "
+                              "'.' and '-', not starting with '.' or '-', at most 100")
         out = Path(want(data.get("output", f"../runs/{name}"), str, src, "output"))
         out = out if out.is_absolute() else base / out
         if "search_space" not in data:
@@ -223,7 +240,10 @@ class Study:
     @property
     def data_root(self) -> Path:
         if self.dataset.root is not None:
-            return self.dataset.root.resolve()
+            try:
+                return self.dataset.root.resolve()
+            except (OSError, RuntimeError):  # a symlink loop: the loader names it
+                return self.dataset.root.absolute()
         return self.output / "data"
 
     @property
@@ -236,9 +256,9 @@ class Study:
             if not os.environ.get(var):
                 raise field_error(self.path, "search.storage", url,
                                   f"environment variable {var} is not set")
-            return os.environ[var]
+            return _with_driver(os.environ[var])
         if url:
-            return str(url)
+            return _with_driver(str(url))
         return f"sqlite:///{self.output / 'optuna.db'}"
 
     @property
@@ -262,4 +282,66 @@ class Study:
         if not self.checkpoint.is_file():
             raise UserError(f"{self.path}: supernet not trained yet ({self.checkpoint} missing); "
                             f"run: jointopt train {self.path}")
-        return ViTSupernet.load(self.checkpoint)
+        self.check_checkpoint()
+        try:
+            return ViTSupernet.load(self.checkpoint)
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001  (safetensors/torch errors: a damaged file)
+            raise UserError(f"{self.path}: cannot load the supernet {self.checkpoint}: "
+                            f"{clip(str(e) or type(e).__name__)}; delete it and run: "
+                            f"jointopt train {self.path}") from None
+
+    def check_checkpoint(self) -> None:
+        """The trained supernet (its ``.json`` architecture) agrees with this study: input
+        channels, classes, image size and the search space's supernet. Checked before any work,
+        since a mismatch otherwise surfaces mid-run as a tensor shape error. No-op when there
+        is no checkpoint yet."""
+        arch_path = self.checkpoint.with_name(self.checkpoint.name + ".json")
+        if not arch_path.is_file():
+            return
+        try:
+            arch = json.loads(arch_path.read_text())
+            ckpt_shape = dict(arch["shape"])
+            in_chans, classes = int(arch["in_chans"]), int(arch["num_classes"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise UserError(f"{self.path}: supernet architecture file {arch_path} is damaged "
+                            f"({clip(str(e) or type(e).__name__, 80)}); delete it and run: "
+                            f"jointopt train {self.path}") from None
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(self.checkpoint), framework="pt") as f:  # the header only
+                f.keys()
+        except Exception as e:  # noqa: BLE001  (truncated or not a safetensors file)
+            raise UserError(f"{self.path}: supernet weights {self.checkpoint} are damaged "
+                            f"({clip(str(e) or type(e).__name__, 80)}); delete them and run: "
+                            f"jointopt train {self.path}") from None
+        ckpt = f"the trained supernet {self.checkpoint} has"
+        if in_chans != self.dataset.channels:
+            raise field_error(self.path, "dataset.channels", self.dataset.channels,
+                              f"{ckpt} {in_chans} input channel(s); train a new supernet "
+                              "(another output folder) or set channels to match")
+        n = self._class_count()
+        if n is not None and n != classes:
+            raise field_error(self.path, "dataset.root", str(self.data_root),
+                              f"holds {n} classes, {ckpt} {classes}; train a new supernet "
+                              "(another output folder) for this dataset")
+        space = self.space.supernet
+        for key, value in dataclasses.asdict(space).items():
+            if key in ckpt_shape and ckpt_shape[key] != value:
+                raise field_error(self.space_path, f"supernet.{key}", value,
+                                  f"{ckpt} {key}={ckpt_shape[key]!r}; the search space must "
+                                  "describe the trained supernet")
+
+    def _class_count(self) -> int | None:
+        """Classes of the study's dataset without loading it (None when not known yet)."""
+        if self.dataset.kind == "synthetic":
+            from jointopt.data.synth import CLASSES
+
+            return len(CLASSES)
+        try:
+            return sum(1 for p in self.data_root.iterdir()
+                       if p.is_dir() and not p.name.startswith("."))
+        except OSError:
+            return None  # the data loader names the problem

@@ -32,7 +32,11 @@ def write_tiny_study(tmp_path: Path, **overrides: object) -> Path:
         "dataset": {"kind": "synthetic", "image_size": 32, "channels": 1, "per_class": 12},
         "search_space": "space.yaml",
         "train": {"epochs": 2, "batch_size": 16, "warmup_epochs": 1, "bf16": False},
-        "evaluate": {"calib_batches": 1, "batch_size": 8, "latency_runs": 3, "warmup_runs": 1},
+        # max_foreign_load 1: a test study never waits for the machine to quiet down (a busy
+        # laptop would triple every timing); the retry logic has its own tests with scripted
+        # load readings (test_contention.py).
+        "evaluate": {"calib_batches": 1, "batch_size": 8, "latency_runs": 3, "warmup_runs": 1,
+                     "max_foreign_load": 1},
     }
     study.update(overrides)
     path = tmp_path / "study.yaml"

@@ -135,6 +135,9 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(trained_tiny, tmp_path, 
             break
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    # A kill mid-evaluation leaves no temporary folder among the study's results.
+    assert not [p.name for p in (trained_tiny.parent / "out").iterdir()
+                if p.name.startswith("tmp")]
     before = _trials(path)
     complete_before = {t.number: t.values for t in before if t.state == TrialState.COMPLETE}
     assert len(complete_before) >= 3
@@ -205,7 +208,7 @@ def test_dashboard_serves_the_study_on_loopback(trained_tiny, tmp_path) -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{sid}", timeout=5) as f:
             detail = json.load(f)
         assert len(detail["trials"]) == 4
-        assert detail["metric_names"] == ["accuracy", "latency_ms", "energy_mj"]
+        assert detail["objective_names"] == ["accuracy", "latency_ms", "energy_mj"]
         space = Study.from_yaml(path).space
         for t in detail["trials"]:
             assert t["state"] == "Complete"
@@ -243,8 +246,13 @@ def test_ray_backend_writes_the_same_study(trained_tiny, tmp_path) -> None:
                                             storage=opt.storage_url).trials
                if "invalid" not in t.user_attrs)
     valid = [t for t in done if "invalid" not in t.user_attrs]
-    assert valid and all(set(t.user_attrs) - {"repeat_of", "baseline"} ==
-                         set(ref.user_attrs) - {"repeat_of", "baseline"} for t in valid)
+    # Keys a trial carries only sometimes (README, "Metrics" and "Faults"): a repeat, the
+    # baseline, a seed config, a retried orphan, a timing taken on busy cores.
+    optional = {"repeat_of", "baseline", "seed_config", "retry_of", "latency_contended"}
+    assert valid
+    for t in valid:
+        assert set(t.user_attrs) - optional == set(ref.user_attrs) - optional, (
+            t.number, set(t.user_attrs) ^ set(ref.user_attrs))
     assert all(set(t.constraints) == set(ref.constraints) for t in done)
     assert set(done[0].params) == set(ref.params)
 

@@ -7,6 +7,8 @@ import torch
 from jointopt import JointConfig, SearchSpace, ViTSupernet
 from jointopt.cost.size import size_costs
 from jointopt.errors import UserError
+from jointopt.precision import plan_for
+from jointopt.runtimes import get_runtime
 from tests.conftest import ROOT
 
 
@@ -44,7 +46,9 @@ def test_subnets_share_weights_and_differ(quick_net: ViTSupernet) -> None:
     n_sub = sum(p.numel() for p in sub.parameters())
     n_max = sum(p.numel() for p in quick_net.parameters())
     assert n_max / n_sub >= 10  # the space spans at least 10x in parameters
-    cost = size_costs(small_cfg, quick_net.shape, in_chans=1, num_classes=6)
+    plan = plan_for(small_cfg.w_bits, small_cfg.a_bits, depth=small_cfg.depth,
+                    merges=small_cfg.merges, caps=get_runtime("openvino").caps())
+    cost = size_costs(small_cfg, quick_net.shape, plan, in_chans=1, num_classes=6)
     assert cost["params"] == n_sub
     # the supernet's slice holds the same values the subnet copied
     assert torch.equal(sub.blocks[0].fc1.weight, quick_net.blocks[0].fc1.weight[:128, :64])

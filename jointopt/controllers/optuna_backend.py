@@ -15,6 +15,7 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
+from jointopt.controllers.anchors import pending_anchors, requeue_anchors
 from jointopt.controllers.objective import (
     InvalidConfig,
     find_repeat,
@@ -25,6 +26,7 @@ from jointopt.controllers.objective import (
 from jointopt.controllers.samplers import make_sampler
 from jointopt.controllers.storage import (
     WORKER_ATTR,
+    check_storage,
     claim_trials,
     open_storage,
     open_study,
@@ -32,6 +34,7 @@ from jointopt.controllers.storage import (
     worker_id,
     worker_seed,
 )
+from jointopt.errors import SearchFailed, UserError, clip
 from jointopt.study import Study
 
 __all__ = ["run_optuna", "count_complete", "summary", "MAX_REPEATS_IN_A_ROW"]
@@ -40,6 +43,9 @@ log = logging.getLogger(__name__)
 #: Consecutive repeat suggestions after which a search stops: its sampler keeps drawing
 #: configs it has measured (a space nearly exhausted for it).
 MAX_REPEATS_IN_A_ROW = 200
+#: Consecutive failed trials after which a search stops (the budget counts completed configs,
+#: so a fault that fails every trial would otherwise never end the search).
+MAX_FAILS_IN_A_ROW = 10
 
 
 def count_complete(ostudy: optuna.Study) -> int:
@@ -53,6 +59,8 @@ def run_optuna(study: Study, *, n_trials: int | None = None, n_jobs: int | None 
     spec = study.search
     target = n_trials or spec.n_trials
     supernet = study.load_supernet()  # fails clearly before any trial if not trained
+    check_storage(study, url=storage_url)  # reachable? (creates nothing)
+    study.data()  # a bad dataset is one line now, before the storage is written (cached)
     storage = open_storage(study, url=storage_url)
     sampler = make_sampler(spec, n_objectives=len(spec.objectives), space=study.space)
     ostudy = open_study(study, storage, sampler=sampler)
@@ -60,7 +68,9 @@ def run_optuna(study: Study, *, n_trials: int | None = None, n_jobs: int | None 
                                                seed=worker_seed(ostudy, spec.seed),
                                                space=study.space))
     recover_orphans(ostudy, also=orphans, grace=spec.grace_period)
+    requeue_anchors(ostudy, study)
     done = count_complete(ostudy)
+    target = max(target, done + pending_anchors(ostudy))
     if done + _running(ostudy) >= target:  # other workers are finishing the budget
         return ostudy
     me = worker_id()
@@ -69,7 +79,10 @@ def run_optuna(study: Study, *, n_trials: int | None = None, n_jobs: int | None 
                unit="trial")
 
     size = study.space.size()
-    repeats_in_a_row = 0
+    repeats_in_a_row = fails_in_a_row = 0
+    errors: list[Exception] = []
+    user_errors: list[UserError] = []
+    completed: list[int] = []
 
     def objective(trial: optuna.Trial) -> list[float]:
         trial.storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, me)
@@ -83,16 +96,27 @@ def run_optuna(study: Study, *, n_trials: int | None = None, n_jobs: int | None 
         except InvalidConfig as e:
             trial.set_user_attr("invalid", str(e))
             raise
+        except UserError as e:
+            # The study's input is wrong (a dataset file, a setting): every further trial
+            # would fail the same way. Stop after this one and say it once.
+            user_errors.append(e)
+            trial.study.stop()
+            raise
+        except Exception as e:
+            errors.append(e)
+            raise
         for k, v in out.user_attrs.items():
             trial.set_user_attr(k, v)
         store_constraints(trial.storage, trial._trial_id, out.constraints)
         return out.values
 
     def on_done(s: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
-        nonlocal repeats_in_a_row
+        nonlocal repeats_in_a_row, fails_in_a_row
         repeats_in_a_row = repeats_in_a_row + 1 if t.state == TrialState.PRUNED else 0
+        fails_in_a_row = fails_in_a_row + 1 if t.state == TrialState.FAIL else 0
         a = t.user_attrs
         if t.state == TrialState.COMPLETE:
+            completed.append(t.number)
             bar.update(1)
             if progress:
                 tqdm.write(f"trial {t.number:>3} {a.get('config_key', '')}: "
@@ -105,20 +129,41 @@ def run_optuna(study: Study, *, n_trials: int | None = None, n_jobs: int | None 
             log.warning("the search space holds %d distinct configs, all evaluated: stopping",
                         size)
             s.stop()
+        elif fails_in_a_row >= MAX_FAILS_IN_A_ROW:
+            log.warning("%d trials in a row failed: stopping", fails_in_a_row)
+            s.stop()
         elif repeats_in_a_row >= MAX_REPEATS_IN_A_ROW:
             log.warning("the sampler suggested %d configs in a row that were evaluated "
                         "before: stopping at %d distinct configs", repeats_in_a_row, done)
             s.stop()
 
     t0 = time.perf_counter()
+    quiet = _QuietUserErrors()
+    optuna_log = logging.getLogger("optuna.study._optimize")  # logs each failed trial
+    optuna_log.addFilter(quiet)
     try:
         ostudy.optimize(objective, n_trials=None, timeout=spec.timeout,
-                        n_jobs=n_jobs or spec.n_jobs, catch=(InvalidConfig,),
+                        n_jobs=n_jobs or spec.n_jobs, catch=(Exception,),
                         callbacks=[on_done], gc_after_trial=False)
     finally:
+        optuna_log.removeFilter(quiet)
         bar.close()
     log.info("search ran %.0f s", time.perf_counter() - t0)
+    if user_errors:
+        raise user_errors[0]
+    if errors and not completed:
+        raise SearchFailed(f"{study.path}: no trial completed: {len(errors)} failed, the first "
+                           f"with {type(errors[0]).__name__}: "
+                           f"{clip(str(errors[0]) or '(no message)', 300)}")
     return ostudy
+
+
+class _QuietUserErrors(logging.Filter):
+    """Drops Optuna's "Trial N failed ... Traceback" record for a UserError: the search stops
+    and the CLI prints it as one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not isinstance(record.exc_info[1] if record.exc_info else None, UserError)
 
 
 def _running(s: optuna.Study) -> int:

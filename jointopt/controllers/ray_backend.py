@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import optuna
 
+from jointopt.controllers.anchors import pending_anchors, requeue_anchors
 from jointopt.controllers.objective import (
     InvalidConfig,
     find_repeat,
@@ -26,12 +28,14 @@ from jointopt.controllers.optuna_backend import count_complete
 from jointopt.controllers.samplers import make_sampler
 from jointopt.controllers.storage import (
     WORKER_ATTR,
+    check_storage,
     open_storage,
     open_study,
     recover_orphans,
     worker_id,
     worker_seed,
 )
+from jointopt.errors import SearchFailed, UserError, clip
 from jointopt.study import Study
 
 __all__ = ["run_ray", "init_ray"]
@@ -42,6 +46,9 @@ _CONS = "jointopt_constraints"
 _INVALID = "jointopt_invalid"
 #: Repeat suggestions drawn again in a row before the searcher reports its space exhausted.
 MAX_REDRAWS = 200
+#: A trial that hit a mistake in the study's input on its worker reports this instead of
+#: metrics: the trial fails, the run stops, and the driver raises it as one line.
+_USER_ERROR = "jointopt_user_error"
 
 
 def _searcher_class() -> type:
@@ -88,6 +95,12 @@ def _searcher_class() -> type:
                               error: bool = False) -> None:
             self._pending.pop(trial_id, None)
             ot = self._ot_trials.get(trial_id)
+            if result and _USER_ERROR in result and trial_id not in self._completed_trials:
+                if ot is not None:
+                    ot.set_user_attr("error", result[_USER_ERROR][:500])
+                    self._ot_study.tell(ot, state=optuna.trial.TrialState.FAIL)
+                self._completed_trials.add(trial_id)
+                return
             if ot is not None and result and _ATTRS in result:
                 for k, v in json.loads(result[_ATTRS]).items():
                     ot.set_user_attr(k, v)
@@ -103,17 +116,25 @@ def _searcher_class() -> type:
     return JointOptunaSearch
 
 
-def init_ray(study: Study) -> None:
-    """Join ``search.ray.address`` / RAY_ADDRESS if set, else start Ray on this machine."""
+def init_ray(study: Study, *, quiet: bool = False) -> None:
+    """Join ``search.ray.address`` / RAY_ADDRESS if set, else start Ray on this machine.
+
+    ``quiet`` keeps Ray's and Tune's INFO lines (connecting, result files written) off stderr,
+    where a failed run's one error line must stand alone.
+    """
     import ray
 
+    if quiet:
+        logging.getLogger("ray.tune").setLevel(logging.WARNING)
     if ray.is_initialized():
         return
+    level = logging.WARNING if quiet else logging.INFO
     address = study.search.ray_address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, logging_level=level)
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                 logging_level=level)
 
 
 def _trainable(config: dict[str, Any], study: Study, supernet: Any) -> None:
@@ -125,11 +146,23 @@ def _trainable(config: dict[str, Any], study: Study, supernet: Any) -> None:
         cpus = max(1, int(study.search.cpus_per_trial))
         study = dataclasses.replace(study, evaluation=dataclasses.replace(study.evaluation,
                                                                           threads=cpus))
-    cfg = study.space.config_from_params(config)
     try:
+        cfg = study.space.config_from_params(config)
         out = run_trial(study, cfg, supernet=supernet)
     except InvalidConfig as e:  # reported, then failed by the searcher: no made-up values
         tune.report({_INVALID: str(e), **{o.key: 0.0 for o in study.search.objectives}})
+        return
+    except UserError as e:
+        # A worker's configuration (an environment variable set on the driver only, a path
+        # missing on this node) fails every trial the same way: report it instead of raising,
+        # so Ray neither retries it (max_failures) nor prints a traceback per attempt.
+        import ray
+
+        node = ray.util.get_node_ip_address()
+        # Tune insists on the objective keys in every result; the searcher reads the error
+        # first and fails the trial (these placeholders are never stored).
+        tune.report({**{o.key: 0.0 for o in study.search.objectives},
+                     _USER_ERROR: f"{e} (on Ray worker node {node})"})
         return
     result: dict[str, Any] = {o.key: v for o, v in zip(study.search.objectives, out.values,
                                                       strict=True)}
@@ -146,16 +179,22 @@ def run_ray(study: Study, *, n_trials: int | None = None, progress: bool = True,
     spec = study.search
     target = n_trials or spec.n_trials
     supernet = study.load_supernet()
+    check_storage(study)  # reachable? (creates nothing)
+    study.data()  # a bad dataset is one line now, before the storage is written
     storage = open_storage(study)
     sampler = make_sampler(spec, n_objectives=len(spec.objectives), space=study.space)
     ostudy = open_study(study, storage, sampler=sampler)  # checks objectives, queues baseline
     sampler = make_sampler(spec, n_objectives=len(spec.objectives),
                            seed=worker_seed(ostudy, spec.seed), space=study.space)
     recover_orphans(ostudy, also=orphans, grace=spec.grace_period)
-    remaining = target - count_complete(ostudy)
+    requeue_anchors(ostudy, study)
+    remaining = max(target - count_complete(ostudy), pending_anchors(ostudy))
     if remaining <= 0:
         return ostudy
-    init_ray(study)
+    init_ray(study, quiet=not progress)
+    # OptunaSearch asks and tells outside Study.optimize, where Optuna's heartbeat (kept for
+    # the Optuna backend's workers) does nothing; its warning says only that.
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
     searcher = _searcher_class()(
         space=_Define(study), metric=[o.key for o in spec.objectives],
         mode=["max" if o.direction == "maximize" else "min" for o in spec.objectives],
@@ -171,10 +210,43 @@ def run_ray(study: Study, *, n_trials: int | None = None, progress: bool = True,
                                     max_concurrent_trials=spec.max_concurrent_trials),
         run_config=tune.RunConfig(
             name=spec.study_name, storage_path=str(results), verbose=1 if progress else 0,
+            stop=_stopper(),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures)),
     )
-    tuner.fit()
-    return optuna.load_study(study_name=spec.study_name, storage=storage)
+    done_before = count_complete(ostudy)
+    grid = tuner.fit()
+    ostudy = optuna.load_study(study_name=spec.study_name, storage=storage)
+    outcomes = [(r.metrics or {}, r.error) for r in grid]
+    for metrics, _ in outcomes:
+        if _USER_ERROR in metrics:
+            raise UserError(metrics[_USER_ERROR])
+    if outcomes and count_complete(ostudy) == done_before:
+        errors = [e for _, e in outcomes if e is not None]
+        first = (f"the first with {type(errors[0]).__name__}: "
+                 f"{clip(str(errors[0]) or '(no message)', 300)}") if errors else "none finished"
+        raise SearchFailed(f"{study.path}: no trial completed on the Ray cluster: "
+                           f"{len(errors)} of {len(outcomes)} failed, {first}")
+    return ostudy
+
+
+def _stopper() -> Any:
+    from ray import tune
+
+    class StopOnUserError(tune.Stopper):  # type: ignore[misc]
+        """Stops the whole run once a trial reports a mistake in the study's input."""
+
+        def __init__(self) -> None:
+            self.stopped = False
+
+        def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+            if _USER_ERROR in result:
+                self.stopped = True
+            return self.stopped
+
+        def stop_all(self) -> bool:
+            return self.stopped
+
+    return StopOnUserError()
 
 
 class _Define:

@@ -6,13 +6,14 @@ user writes is ever passed to ``eval``.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from jointopt._yaml import check_keys, want
-from jointopt.errors import UserError, field_error
+from jointopt.errors import clip, field_error
 from jointopt.pareto import Objective
 
 __all__ = ["SearchSpec", "Constraint", "NUMERIC_METRICS", "parse_search", "check_sampler"]
@@ -90,6 +91,7 @@ class SearchSpec:
 _TOP = ("study_name", "storage", "objectives", "constraints", "sampler", "n_trials", "timeout",
         "backend", "n_jobs", "heartbeat_interval", "grace_period", "max_retry",
         "storage_retry_seconds", "ray", "seed_configs")
+_STUDY_NAME = re.compile(r"[^/\\\x00-\x1f\x7f]{1,100}")
 _RAY = ("address", "max_concurrent_trials", "cpus_per_trial", "max_failures")
 
 
@@ -102,6 +104,11 @@ def parse_search(data: Any, *, source: str, default_name: str, seed: int) -> Sea
     kw: dict[str, Any] = {"study_name": default_name, "seed": seed}
     if "study_name" in data:
         kw["study_name"] = want(data["study_name"], str, source, "search.study_name")
+        if not _STUDY_NAME.fullmatch(kw["study_name"]) or kw["study_name"] in (".", ".."):
+            # Ray Tune makes it a folder under <output>/ray_results.
+            raise field_error(source, "search.study_name", kw["study_name"],
+                              "must be 1-100 characters without '/', '\\' or control "
+                              "characters, and not '.' or '..'")
     if data.get("storage") is not None:
         kw["storage"] = want(data["storage"], str, source, "search.storage")
     if "objectives" in data:
@@ -135,6 +142,9 @@ def parse_search(data: Any, *, source: str, default_name: str, seed: int) -> Sea
                           f"unknown sampler (registered: {', '.join(sampler_names())})")
     kw["sampler"] = name
     opts = {k: v for k, v in sampler.items() if k not in ("name", "seed")}
+    for k, v in opts.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise field_error(source, f"search.sampler.{k}", v, "must be a finite number")
     kw["sampler_options"] = opts
     if "seed" in sampler:
         kw["seed"] = want(sampler["seed"], int, source, "search.sampler.seed")
@@ -148,6 +158,9 @@ def parse_search(data: Any, *, source: str, default_name: str, seed: int) -> Sea
             kw[key] = v
     if data.get("timeout") is not None:
         kw["timeout"] = want(data["timeout"], float, source, "search.timeout")
+        if kw["timeout"] <= 0:
+            raise field_error(source, "search.timeout", kw["timeout"],
+                              "must be > 0 seconds (null: no time limit)")
     if "backend" in data:
         b = want(data["backend"], str, source, "search.backend")
         if b not in ("optuna", "ray"):
@@ -157,10 +170,14 @@ def parse_search(data: Any, *, source: str, default_name: str, seed: int) -> Sea
     check_keys(ray, _RAY, source=source, prefix="search.ray")
     if ray.get("address") is not None:
         kw["ray_address"] = want(ray["address"], str, source, "search.ray.address")
-    for key, typ in (("max_concurrent_trials", int), ("cpus_per_trial", float),
-                     ("max_failures", int)):
+    for key, typ, least in (("max_concurrent_trials", int, 1), ("cpus_per_trial", float, 0),
+                            ("max_failures", int, 0)):
         if key in ray:
             kw[key] = want(ray[key], typ, source, f"search.ray.{key}")
+            if kw[key] < least or (key == "cpus_per_trial" and kw[key] <= 0):
+                raise field_error(source, f"search.ray.{key}", kw[key],
+                                  "must be > 0" if key == "cpus_per_trial" else
+                                  f"must be >= {least}")
     seeds = data.get("seed_configs") or []
     if not isinstance(seeds, list):
         raise field_error(source, "search.seed_configs", seeds, "must be a list of configs")
@@ -174,8 +191,8 @@ def parse_search(data: Any, *, source: str, default_name: str, seed: int) -> Sea
         from jointopt.controllers.samplers import check_sampler_options
 
         check_sampler_options(spec.sampler, dict(spec.sampler_options))
-    except TypeError as e:
-        raise UserError(f"{source}: search.sampler={dict(sampler)!r}: {e}") from e
+    except (TypeError, ValueError) as e:  # an unknown option, or one Optuna rejects
+        raise field_error(source, "search.sampler", dict(sampler), clip(str(e))) from None
     return spec
 
 
@@ -186,4 +203,5 @@ def check_sampler(spec: SearchSpec, space: Any, source: str) -> None:
     try:
         make_sampler(spec, n_objectives=len(spec.objectives), space=space)
     except (TypeError, ValueError) as e:
-        raise UserError(f"{source}: search.sampler.name={spec.sampler!r}: {e}") from e
+        raise field_error(source, "search.sampler", {"name": spec.sampler, **spec.sampler_options},
+                          clip(str(e))) from None

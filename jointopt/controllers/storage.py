@@ -17,12 +17,12 @@ import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from jointopt.errors import StorageLost, UserError
+from jointopt.errors import StorageLost, UserError, clip, mask_secrets
 from jointopt.study import Study
 
-__all__ = ["claim_trials", "open_storage", "open_study", "recover_orphans", "worker_id",
-           "worker_seed",
-           "WORKER_ATTR", "storage_description", "is_storage_error", "with_storage_retry"]
+__all__ = ["check_storage", "claim_trials", "open_storage", "open_study", "recover_orphans",
+           "worker_id", "worker_seed", "WORKER_ATTR",
+           "storage_description", "is_storage_error", "with_storage_retry"]
 
 log = logging.getLogger(__name__)
 WORKER_ATTR = "jointopt:worker"
@@ -56,21 +56,122 @@ def _alive(worker: str) -> bool | None:
     return _proc_start(pid) == start
 
 
-def storage_description(url: str) -> str:
-    """The URL without a password, for messages."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url
+def storage_description(url: str, study: Study | None = None) -> str:
+    """The URL without credentials (``user:***@``, ``password=***``), for messages.
+
+    With ``study``, a URL read from ``env:VAR`` is named by its variable, and echoed (masked)
+    only when it parses as a URL: a value that does not is never printed, since there is no
+    telling where its secret sits.
+    """
+    spec = study.search.storage if study is not None else None
+    if not spec or not spec.startswith("env:"):
+        return mask_secrets(url)
+    try:
+        from sqlalchemy.engine import make_url
+
+        make_url(url)
+    except Exception:  # noqa: BLE001  (any parse failure)
+        return f"{spec} (its value is not a URL)"
+    return f"{spec} = {mask_secrets(url)}"
 
 
-def open_storage(study: Study, *, url: str | None = None) -> BaseStorage:
-    """The study's storage, with heartbeats on SQL; unreachable storage is a one-line error."""
+#: Seconds libpq waits for one connection attempt (per host address) before giving up.
+CONNECT_TIMEOUT = 5
+
+
+def _missing_study_storage(study: Study, url: str) -> UserError:
+    return UserError(f"{study.path}: search.storage={storage_description(url, study)!r}: holds no "
+                     f"study yet; run jointopt search {study.path} first")
+
+
+def _check_readable(study: Study, url: str, engine: dict[str, Any], *,
+                    need_study: bool = True) -> None:
+    """Refuse, without creating anything, a storage that cannot be reached or (``need_study``)
+    has no Optuna schema yet.
+
+    A read command (pareto, report, export, dashboard) must not leave an empty ``optuna.db`` or
+    fresh tables behind when the study was never searched.
+    """
+    if url.startswith("journal:"):
+        path = Path(url[len("journal:"):])
+        if not need_study and not path.exists():
+            if not path.parent.is_dir():
+                raise FileNotFoundError(f"folder {path.parent} does not exist")
+            return
+        if not path.is_file():
+            raise _missing_study_storage(study, url)
+        return
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):])
+        if not need_study and not path.exists():
+            if path.parent != study.output and not path.parent.is_dir():
+                raise FileNotFoundError(f"folder {path.parent} does not exist")
+            return
+        if not path.is_file():
+            raise _missing_study_storage(study, url)
+        import sqlite3
+
+        try:
+            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                tables = {r[0] for r in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type='table'")}
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as e:
+            raise UserError(f"{study.path}: search.storage={storage_description(url, study)!r}: "
+                            f"not an SQLite database ({clip(str(e), 80)})") from None
+        if need_study and "studies" not in tables:
+            raise _missing_study_storage(study, url)
+        return
+    import sqlalchemy
+
+    eng = sqlalchemy.create_engine(url, **engine)
+    try:
+        with eng.connect() as conn:
+            if need_study and not sqlalchemy.inspect(conn).has_table("studies"):
+                raise _missing_study_storage(study, url)
+    finally:
+        eng.dispose()
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    engine: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("postgresql") and "connect_timeout=" not in url:
+        engine["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
+    return engine
+
+
+def _cannot_open(study: Study, url: str, e: Exception) -> UserError:
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return UserError(f"{study.path}: search.storage={storage_description(url, study)!r}: "
+                     f"cannot open storage: {clip(first, 300)}")
+
+
+def check_storage(study: Study, *, url: str | None = None) -> None:
+    """Whether the study's storage can be reached, creating nothing (no file, no table): a
+    search checks it before it generates data or trains anything."""
+    url = url or study.storage_url
+    try:
+        _check_readable(study, url, _engine_kwargs(url), need_study=False)
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001  (driver errors vary; all mean "cannot use it")
+        raise _cannot_open(study, url, e) from None
+
+
+def open_storage(study: Study, *, url: str | None = None, create: bool = True) -> BaseStorage:
+    """The study's storage, with heartbeats on SQL; unreachable storage is a one-line error.
+
+    ``create=False`` (read commands) never creates a file, a folder or a table: a storage
+    without a study is an error that says to run ``jointopt search`` first.
+    """
     url = url or study.storage_url
     spec = study.search
     try:
+        engine = _engine_kwargs(url)
+        if not create:
+            _check_readable(study, url, engine)
         if url.startswith("journal:"):
             from optuna.storages import JournalStorage
             from optuna.storages.journal import JournalFileBackend
@@ -81,22 +182,20 @@ def open_storage(study: Study, *, url: str | None = None) -> BaseStorage:
             return JournalStorage(JournalFileBackend(str(path)))
         if url.startswith("sqlite:///"):
             folder = Path(url[len("sqlite:///"):]).parent
-            if folder == study.output:
+            if folder == study.output and create:
                 folder.mkdir(parents=True, exist_ok=True)
             elif not folder.is_dir():
                 raise FileNotFoundError(f"folder {folder} does not exist")
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        engine: dict[str, Any] = {"pool_pre_ping": True}
-        if url.startswith("postgresql"):
-            engine["connect_args"] = {"connect_timeout": 5}
-        return _rdb_storage(url, engine, spec)
+        return _rdb_storage(url, engine, spec, create=create)
+    except UserError:
+        raise
     except Exception as e:  # noqa: BLE001  (driver errors vary; all mean "cannot use it")
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"{study.path}: search.storage={storage_description(url)!r}: "
-                        f"cannot open storage: {first}") from e
+        raise _cannot_open(study, url, e) from None
 
 
-def _rdb_storage(url: str, engine: dict[str, Any], spec: Any) -> RDBStorage:
+def _rdb_storage(url: str, engine: dict[str, Any], spec: Any, *, create: bool = True
+                 ) -> RDBStorage:
     """RDBStorage, retried a few times when workers create the schema at the same moment.
 
     PostgreSQL's CREATE TABLE is not safe against a concurrent one (the loser gets a unique
@@ -110,7 +209,7 @@ def _rdb_storage(url: str, engine: dict[str, Any], spec: Any) -> RDBStorage:
                 url, engine_kwargs=engine, heartbeat_interval=spec.heartbeat_interval,
                 grace_period=spec.grace_period,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                    max_retry=spec.max_retry))
+                    max_retry=spec.max_retry), skip_table_creation=not create)
         except (IntegrityError, ProgrammingError):
             if attempt == 5:
                 raise
@@ -167,7 +266,7 @@ def open_study(study: Study, storage: BaseStorage, *, create: bool = True,
     except KeyError:
         if not create:
             raise UserError(f"{study.path}: search.study_name={name!r}: no such study in "
-                            f"{storage_description(study.storage_url)}; run jointopt search "
+                            f"{storage_description(study.storage_url, study)}; run jointopt search "
                             "first") from None
         try:
             ostudy = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
@@ -290,7 +389,7 @@ def with_storage_retry(study: Study, run: Callable[[], T], *, sleep: Callable[[f
         left = budget - (now - first)
         if left <= 0:
             raise StorageLost(
-                f"{study.path}: search.storage={storage_description(study.storage_url)!r}: "
+                f"{study.path}: search.storage={storage_description(study.storage_url, study)!r}: "
                 f"unreachable for {now - first:.0f} s ({why[:160]}); stopped. Finished trials "
                 "are stored; run jointopt search again to resume") from None
         log.warning("storage unreachable (%s); retrying in %.0f s", why[:160], min(delay, left))

@@ -123,11 +123,11 @@ def count_params(cfg: JointConfig, shape: SupernetShape, *, in_chans: int,
 
 
 def _merge_constant_bytes(n: int, scale: int) -> int:
-    """Constants a merging block on ``n`` tokens adds to the deployed graph (tokens.py, matrix
-    merge): the 0/1 matrix marking each B token's own column [n // 2, n] in the float storage
-    dtype, and three int64 index ranges (columns [n] twice, B tokens [n // 2])."""
-    nb = n // 2
-    return nb * n * scale + (2 * n + nb) * 8
+    """The weight a merging block on ``n`` tokens adds to the deployed graph (tokens.py, matrix
+    merge): the 0/1 matrix marking each B token's own column, [n // 2, n] in the float storage
+    dtype. Its int64 index ranges are shape and index constants, which no weight count
+    includes (``Runtime.weight_bytes`` leaves them out too)."""
+    return (n // 2) * n * scale
 
 
 def _stored_bytes(layers: list[LayerCost], plan: PrecisionPlan, other_params: int,

@@ -1,0 +1,124 @@
+"""Workers that lack the study's configuration, and searches whose trials all fail.
+
+The case from the field: ``JOINTOPT_STORAGE`` exported on the driver after ``ray start``, so
+the Ray workers never had it. Every trial failed on its worker, Ray retried each one,
+``jointopt search`` exited 0, and the baseline's failed trial was never queued again, so
+``pareto`` stayed blocked for good. Workers no longer open the storage at all.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+from test_search import variant
+
+VAR = "JOINTOPT_TEST_CLUSTER_STORAGE"
+
+
+def _cli(*args: str, env: dict[str, str], timeout: float = 600
+         ) -> tuple[subprocess.CompletedProcess[str], float]:
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "jointopt", *args], capture_output=True,
+                       text=True, env=env, timeout=timeout)
+    return r, time.monotonic() - t0
+
+
+@pytest.mark.slow
+def test_worker_without_the_storage_variable_runs_trials(trained_tiny, tmp_path,
+                                                         monkeypatch) -> None:
+    """The field case (the storage variable set on the driver only) now simply works: only
+    the driver talks to the storage (the searcher asks and tells, and re-draws repeats), so a
+    worker needs the study's files, not its storage."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    seed = {"depth": 2, "embed_dim": 16, "num_heads": 1, "mlp_ratio": 1.0, "tome_r": 0,
+            "w_bits": 8, "a_bits": 8}
+    monkeypatch.delenv(VAR, raising=False)
+    # The head runs the driver only; trials run on a worker node started without the variable.
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        path = variant(trained_tiny, tmp_path, "no-env", storage=f"env:{VAR}", n_trials=3,
+                       backend="ray", sampler={"name": "random", "seed": 0},
+                       seed_configs=[seed],
+                       ray={"address": cluster.address, "max_concurrent_trials": 1,
+                            "cpus_per_trial": 1, "max_failures": 2})
+        env = {**os.environ, VAR: url}  # set on the driver only, after the nodes started
+        r, _ = _cli("search", str(path), "--quiet", env=env)
+        assert r.returncode == 0, r.stderr
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    trials = optuna.load_study(study_name="no-env", storage=url).trials
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 3, [(t.state, t.user_attrs.get("error")) for t in trials]
+    assert any(t.user_attrs.get("baseline") for t in complete)
+    assert any(t.user_attrs.get("seed_config") and t.user_attrs["config_key"] ==
+               "d2_e16_h1_m1_r0_w8a8" for t in complete)
+    r, _ = _cli("pareto", str(path), env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "baseline (trial" in r.stdout
+
+
+def test_search_in_which_no_trial_completes_exits_non_zero(trained_tiny, tmp_path,
+                                                           capfd) -> None:
+    from jointopt.cli import main
+    from jointopt.cost import register_cost_model
+
+    @register_cost_model("latency", "test-broken-device")
+    class Broken:  # a device plugin whose runtime is not installed
+        def __call__(self, ctx: object) -> dict[str, float]:
+            raise RuntimeError("libdevice.so: cannot open shared object file")
+
+    path = variant(trained_tiny, tmp_path, "broken", n_trials=3)
+    data = yaml.safe_load(path.read_text())
+    data["evaluate"]["latency"] = "test-broken-device"
+    path.write_text(yaml.safe_dump(data))
+    capfd.readouterr()
+    assert main(["search", str(path), "--quiet"]) == 1
+    err = capfd.readouterr().err
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "no trial completed" in errors[0] and "libdevice" in errors[0]
+
+
+def test_user_error_inside_a_trial_stops_the_search_with_one_line(trained_tiny, tmp_path,
+                                                                   capfd) -> None:
+    from jointopt.cli import main
+    from jointopt.cost import register_cost_model
+    from jointopt.errors import UserError
+
+    @register_cost_model("latency", "test-unplugged-device")
+    class Unplugged:
+        def __call__(self, ctx: object) -> dict[str, float]:
+            raise UserError(f"{path}: evaluate.latency='test-unplugged-device': no device")
+
+    path = variant(trained_tiny, tmp_path, "unplugged", n_trials=4)
+    data = yaml.safe_load(path.read_text())
+    data["evaluate"]["latency"] = "test-unplugged-device"
+    path.write_text(yaml.safe_dump(data))
+    capfd.readouterr()
+    assert main(["search", str(path), "--quiet"]) == 2
+    err = capfd.readouterr().err
+    assert err.splitlines() == [f"error: {path}: evaluate.latency='test-unplugged-device': "
+                                "no device"], err
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    trials = optuna.load_study(study_name="unplugged", storage=storage).trials
+    assert [(t.state, t.user_attrs.get("baseline")) for t in trials] == [(TrialState.FAIL, True)]
+    # Fixed (the default runtime again): the failed baseline is queued again and completes.
+    data["evaluate"]["latency"] = "measured"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["search", str(path), "--quiet"]) == 0
+    trials = optuna.load_study(study_name="unplugged", storage=storage).trials
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 4 and done[0].user_attrs.get("baseline") is True
+    assert main(["pareto", str(path)]) == 0
