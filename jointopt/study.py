@@ -66,7 +66,10 @@ class DatasetSpec:
     """Where the images come from.
 
     ``kind: synthetic`` generates the IC-package X-ray set into ``root`` when it is missing;
-    ``kind: folder`` reads any ImageFolder tree at ``root``.
+    ``kind: folder`` reads any ImageFolder tree at ``root``. A folder root holding ``train/`` and
+    ``test/`` keeps that official split; validation then comes out of ``train/``, grouped by
+    the board its file names carry (``group_pattern``, see jointopt.data.folder.file_groups).
+    ``max_per_class`` caps each class (seeded by ``split_seed``) for quick runs only.
     """
 
     kind: str = "synthetic"
@@ -76,6 +79,8 @@ class DatasetSpec:
     per_class: int = 400
     seed: int = 0
     split_seed: int = 0
+    max_per_class: int | None = None
+    group_pattern: str = "auto"
 
     def check(self, source: str, prefix: str) -> None:
         if self.kind not in ("synthetic", "folder"):
@@ -85,6 +90,16 @@ class DatasetSpec:
         if self.channels not in (1, 3):
             raise field_error(source, f"{prefix}.channels", self.channels, "must be 1 or 3")
         _positive(source, prefix, self, "image_size", "per_class")
+        if self.max_per_class is not None:
+            _positive(source, prefix, self, "max_per_class")
+        if self.group_pattern not in ("auto", "none"):
+            import re
+
+            try:
+                re.compile(self.group_pattern)
+            except re.error as e:
+                raise field_error(source, f"{prefix}.group_pattern", self.group_pattern,
+                                  f"not a regular expression ({e})") from None
 
 
 @dataclass(frozen=True)
