@@ -81,16 +81,20 @@ def train(study_file: str, quiet: bool) -> None:
 @cli.command()
 @click.argument("study_file", metavar="STUDY")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def summary(study_file: str, as_json: bool) -> None:
-    """Accuracy, parameters and MACs of the trained supernet's largest and smallest subnet."""
+@click.option("--test", "with_test", is_flag=True,
+              help="Also score the test split (for final reports only).")
+def summary(study_file: str, as_json: bool, with_test: bool) -> None:
+    """Accuracy, balanced accuracy, parameters and MACs of the trained supernet's largest and
+    smallest subnet."""
     from jointopt.report.summary import subnet_rows, subnet_table
 
     study = _study(study_file)
     net = study.load_supernet()
+    splits = ("val", "test") if with_test else ("val",)
     if as_json:
-        click.echo(json.dumps(subnet_rows(study, net), indent=2))
+        click.echo(json.dumps(subnet_rows(study, net, splits), indent=2))
     else:
-        click.echo(subnet_table(study, net))
+        click.echo(subnet_table(study, net, splits))
 
 
 @cli.command("train-fixed")

@@ -30,8 +30,8 @@ from jointopt.space import JointConfig, SearchSpace
 from jointopt.study import Study, TrainSpec
 from jointopt.supernet import ViTSupernet
 
-__all__ = ["train_supernet", "train_model", "normalize", "augment", "accuracy", "TrainResult",
-           "set_threads"]
+__all__ = ["train_supernet", "train_model", "normalize", "augment", "accuracy", "predict",
+           "scores", "TrainResult", "set_threads"]
 
 
 def set_threads(n: int = 0) -> int:
@@ -83,16 +83,29 @@ def _lr_at(step: int, total: int, warmup: int, spec: TrainSpec) -> float:
 
 
 @torch.no_grad()
+def predict(model: nn.Module | Callable[[Tensor], Tensor], images: Tensor, batch: int = 256
+            ) -> Tensor:
+    """Top-1 class of each uint8 image, ``int64 [N]`` (the model is put in eval mode)."""
+    if isinstance(model, nn.Module):
+        model.eval()
+    out = [model(normalize(images[i: i + batch])).argmax(-1) for i in range(0, len(images), batch)]
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.int64)
+
+
 def accuracy(model: nn.Module | Callable[[Tensor], Tensor], images: Tensor, labels: Tensor,
              batch: int = 256) -> float:
     """Top-1 accuracy of ``model`` on uint8 images."""
-    if isinstance(model, nn.Module):
-        model.eval()
-    correct = 0
-    for i in range(0, len(images), batch):
-        logits = model(normalize(images[i: i + batch]))
-        correct += int((logits.argmax(-1) == labels[i: i + batch]).sum())
-    return correct / max(1, len(images))
+    return int((predict(model, images, batch) == labels).sum()) / max(1, len(images))
+
+
+def scores(model: nn.Module | Callable[[Tensor], Tensor], images: Tensor, labels: Tensor,
+           n_classes: int, batch: int = 256) -> dict[str, float]:
+    """``accuracy`` and ``balanced_accuracy`` (mean per-class recall) of one prediction pass."""
+    from jointopt.metrics import balanced_accuracy
+
+    preds = predict(model, images, batch)
+    return {"accuracy": int((preds == labels).sum()) / max(1, len(images)),
+            "balanced_accuracy": balanced_accuracy(preds, labels, n_classes)}
 
 
 @dataclass
