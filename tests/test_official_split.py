@@ -194,3 +194,13 @@ def test_study_dataset_fields(tmp_path: Path) -> None:
                      ({"group_pattern": "(("}, "group_pattern='\\(\\('")):
         with pytest.raises(UserError, match=why):
             Study.from_yaml(write_tiny_study(tmp_path, dataset={**ds, **bad}))
+
+
+def test_deeppcb_study_parses() -> None:
+    from jointopt import Study
+
+    study = Study.from_yaml(Path(__file__).resolve().parents[1] / "studies/deeppcb.yaml")
+    assert study.data_root == DEEPPCB.resolve()
+    assert study.space.supernet.img_size == study.dataset.image_size == 64
+    assert study.dataset.channels == 1
+    assert [o.key for o in study.search.objectives] == ["accuracy", "throughput_ips", "energy_mj"]
