@@ -108,10 +108,11 @@ def summary(study_file: str, as_json: bool, with_test: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def train_fixed_cmd(study_file: str, model_name: str, epochs: int | None, seed: int,
                     as_json: bool) -> None:
-    """Train one fixed model standalone with the study's data and recipe (a reference)."""
+    """Train one fixed model standalone with the study's data and recipe (a reference, or a
+    supernet's train.teacher); its weights go to <output>/fixed/<model>.safetensors."""
     from jointopt.baselines import train_fixed
 
-    out = train_fixed(_study(study_file), model_name, epochs=epochs, seed=seed)
+    out = train_fixed(_study(study_file), model_name, epochs=epochs, seed=seed, save=True)
     out.pop("model_object")
     if as_json:
         click.echo(json.dumps(out, indent=2))

@@ -34,6 +34,9 @@ def _section(cls: type, data: Any, *, source: str, prefix: str,
     for key, value in data.items():
         f = fields[key]
         name = f"{prefix}.{key}"
+        if value is None and "None" in str(f.type):
+            kw[key] = None  # an optional setting written out as null
+            continue
         if key in paths:
             if value is None:
                 kw[key] = None
@@ -124,6 +127,13 @@ class TrainSpec:
     rot90: bool = False
     threads: int = 0
     bf16: bool = True  # bf16 autocast: about 2x faster on CPUs with AVX512-BF16 or AMX
+    # A model trained by `jointopt train-fixed` (e.g. "timm:resnet10t") that every subnet of
+    # the sandwich also learns from (DeiT, arXiv 2012.12877); its weights are read from
+    # <output>/fixed/ (jointopt.baselines.fixed_weights_path).
+    teacher: str | None = None
+    teacher_mode: str = "soft"  # soft: KL to its softened logits; hard: CE to its argmax
+    teacher_weight: float = 0.5  # loss = (1 - w) * labels or in-place loss + w * teacher loss
+    teacher_temperature: float = 1.0  # soft mode only
 
     def check(self, source: str, prefix: str) -> None:
         _positive(source, prefix, self, "epochs", "batch_size", "lr")
@@ -132,6 +142,16 @@ class TrainSpec:
         if not 0 <= self.label_smoothing < 1:
             raise field_error(source, f"{prefix}.label_smoothing", self.label_smoothing,
                               "must be in [0, 1)")
+        if self.teacher is not None and not self.teacher.strip():
+            raise field_error(source, f"{prefix}.teacher", self.teacher,
+                              "must name a model trained by jointopt train-fixed")
+        if self.teacher_mode not in ("soft", "hard"):
+            raise field_error(source, f"{prefix}.teacher_mode", self.teacher_mode,
+                              "must be soft or hard")
+        if not 0 < self.teacher_weight <= 1:
+            raise field_error(source, f"{prefix}.teacher_weight", self.teacher_weight,
+                              "must be in (0, 1]")
+        _positive(source, prefix, self, "teacher_temperature")
 
 
 @dataclass(frozen=True)

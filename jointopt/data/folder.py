@@ -78,6 +78,15 @@ class DatasetSplits:
     official: bool = False
     groups: int = 0
 
+    def fingerprint(self, name: str = "train") -> str:
+        """SHA-1 of one split's images and labels: equal only for the same images in order."""
+        import hashlib
+
+        images, labels = self.split(name)
+        h = hashlib.sha1(np.ascontiguousarray(images.numpy()).tobytes())
+        h.update(np.ascontiguousarray(labels.numpy()).tobytes())
+        return h.hexdigest()
+
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(images, labels)`` of one split.
 
