@@ -8,7 +8,9 @@ given epoch budget.
 ``<output>/fixed/<NAME as a file name>.safetensors`` (:func:`fixed_weights_path`), with the model
 name, classes, channels, image size and a fingerprint of the train split in the file's metadata.
 A supernet's ``train.teacher: NAME`` reads them from there (:func:`load_fixed_model`), and
-refuses weights made for another dataset or split.
+refuses weights made for another dataset or split. ``train.teacher`` may also be the path of
+such a file (ending in ``.safetensors``, relative to the study file), so studies with other
+output folders share one teacher.
 """
 
 from __future__ import annotations
@@ -155,13 +157,23 @@ def load_fixed_model(study: Study, name: str, *, key: str = "train.teacher") -> 
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    path = fixed_weights_path(study, name)
     where = f"{study.path}: {key}={name!r}"
+    by_file = name.endswith(".safetensors")
+    if by_file:
+        # A file written by train-fixed for a sibling study (same data, another output folder).
+        path = Path(name).expanduser()
+        path = path if path.is_absolute() else study.path.resolve().parent / path
+    else:
+        path = fixed_weights_path(study, name)
     retrain = f"train it with: jointopt train-fixed {study.path} --model '{name}'"
     if not path.is_file():
-        raise UserError(f"{where}: no trained weights at {path}; {retrain}")
+        raise UserError(f"{where}: no trained weights at {path}"
+                        + ("" if by_file else f"; {retrain}"))
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
+    if by_file and meta.get("format") == FIXED_FORMAT:
+        name = str(meta.get("model"))
+        retrain = f"train it with: jointopt train-fixed {study.path} --model '{name}'"
     if meta.get("format") != FIXED_FORMAT or meta.get("model") != name:
         raise UserError(f"{where}: {path} is not weights of {name!r} from jointopt train-fixed; "
                         f"{retrain}")

@@ -129,7 +129,8 @@ class TrainSpec:
     bf16: bool = True  # bf16 autocast: about 2x faster on CPUs with AVX512-BF16 or AMX
     # A model trained by `jointopt train-fixed` (e.g. "timm:resnet10t") that every subnet of
     # the sandwich also learns from (DeiT, arXiv 2012.12877); its weights are read from
-    # <output>/fixed/ (jointopt.baselines.fixed_weights_path).
+    # <output>/fixed/ (jointopt.baselines.fixed_weights_path), or a path to such a
+    # .safetensors file, relative to the study file.
     teacher: str | None = None
     teacher_mode: str = "soft"  # soft: KL to its softened logits; hard: CE to its argmax
     teacher_weight: float = 0.5  # loss = (1 - w) * labels or in-place loss + w * teacher loss

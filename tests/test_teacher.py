@@ -149,6 +149,9 @@ def test_supernet_trains_with_a_fixed_teacher(tmp_path: Path) -> None:
     with_teacher = _study(tmp_path, teacher="min", teacher_mode="soft", teacher_weight=0.7)
     net, result = train_supernet(with_teacher, progress=False)
     assert result.epochs_run == 1 and with_teacher.checkpoint.is_file()
+    # a sibling study (another output folder) names the same file by its path
+    shared = _study(tmp_path, teacher="out/fixed/min.safetensors")
+    assert isinstance(load_fixed_model(shared, shared.train.teacher or ""), nn.Module)
     missing = _study(tmp_path, teacher="max")
     with pytest.raises(UserError, match="train.teacher='max': no trained weights"):
         train_supernet(missing, progress=False)
