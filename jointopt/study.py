@@ -135,6 +135,12 @@ class TrainSpec:
     teacher_mode: str = "soft"  # soft: KL to its softened logits; hard: CE to its argmax
     teacher_weight: float = 0.5  # loss = (1 - w) * labels or in-place loss + w * teacher loss
     teacher_temperature: float = 1.0  # soft mode only
+    # Opt-in stronger augmentation (jointopt.augment): random resized crops keeping this share
+    # of the area (e.g. [0.8, 1.0], a range that keeps a centred defect), and mixup / cutmix
+    # with these Beta alphas (0 = off). Labels, in-place and teacher targets all see the mix.
+    rrc_scale: tuple[float, float] | None = None
+    mixup: float = 0.0
+    cutmix: float = 0.0
 
     def check(self, source: str, prefix: str) -> None:
         _positive(source, prefix, self, "epochs", "batch_size", "lr")
@@ -153,6 +159,15 @@ class TrainSpec:
             raise field_error(source, f"{prefix}.teacher_weight", self.teacher_weight,
                               "must be in (0, 1]")
         _positive(source, prefix, self, "teacher_temperature")
+        _positive(source, prefix, self, "mixup", "cutmix", allow_zero=True)
+        if self.rrc_scale is not None:
+            r = self.rrc_scale
+            if (not isinstance(r, list | tuple) or len(r) != 2
+                    or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in r)
+                    or not 0 < r[0] <= r[1] <= 1):
+                raise field_error(source, f"{prefix}.rrc_scale", r,
+                                  "must be [low, high] with 0 < low <= high <= 1")
+            object.__setattr__(self, "rrc_scale", (float(r[0]), float(r[1])))
 
 
 @dataclass(frozen=True)

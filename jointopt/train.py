@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from jointopt.augment import Targets, augment
+from jointopt.augment import augment, mix
 from jointopt.space import JointConfig, SearchSpace
 from jointopt.study import Study, TrainSpec
 from jointopt.supernet import ViTSupernet
@@ -161,8 +161,7 @@ def train_model(
         for step, idx in enumerate(bar, start=epoch * steps_per_epoch):
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, total, warmup, spec)
-            x = normalize(augment(images[idx], rng, spec))
-            target = Targets.plain(labels[idx])
+            x, target = mix(normalize(augment(images[idx], rng, spec)), labels[idx], rng, spec)
             opt.zero_grad(set_to_none=True)
             configs = subnets(rng) if subnets is not None else [None]
             t_logits: Tensor | None = None
