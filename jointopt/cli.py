@@ -142,15 +142,20 @@ def train(study_file: str) -> None:
 @cli.command()
 @click.argument("study_file", metavar="STUDY")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--test", "with_test", is_flag=True,
+              help="Also score the test split (for final reports only).")
 @_verbosity
-def summary(study_file: str, as_json: bool) -> None:
-    """Accuracy, parameters and MACs of the trained supernet's largest and smallest subnet."""
+def summary(study_file: str, as_json: bool, with_test: bool) -> None:
+    """Accuracy, balanced accuracy, parameters and MACs of the trained supernet's largest and
+    smallest subnet."""
     from jointopt.report.summary import subnet_rows, subnet_table
 
     study = _study(study_file)
+    splits = ("val", "test") if with_test else ("val",)
     with _progress_to_stderr():
         net = study.load_supernet()
-        out = json.dumps(subnet_rows(study, net), indent=2) if as_json else subnet_table(study, net)
+        out = (json.dumps(subnet_rows(study, net, splits), indent=2) if as_json
+               else subnet_table(study, net, splits))
     click.echo(out)
 
 
@@ -166,12 +171,13 @@ def summary(study_file: str, as_json: bool) -> None:
 @_verbosity
 def train_fixed_cmd(study_file: str, model_name: str, epochs: int | None, seed: int,
                     as_json: bool) -> None:
-    """Train one fixed model standalone with the study's data and recipe (a reference)."""
+    """Train one fixed model standalone with the study's data and recipe (a reference, or a
+    supernet's train.teacher); its weights go to <output>/fixed/<model>.safetensors."""
     from jointopt.baselines import train_fixed
 
     with _progress_to_stderr():
         out = train_fixed(_study(study_file), model_name, epochs=epochs, seed=seed,
-                          progress=not _settings().quiet)
+                          progress=not _settings().quiet, save=True)
     out.pop("model_object")
     if as_json:
         click.echo(json.dumps(out, indent=2))

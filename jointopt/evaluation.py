@@ -26,13 +26,15 @@ from jointopt.cost import get_cost_model
 from jointopt.cost.registry import EvalContext
 from jointopt.cost.size import size_costs
 from jointopt.deploy import accuracy_model
+from jointopt.errors import UserError
+from jointopt.metrics import balanced_accuracy, per_class_recall
 from jointopt.precision import PrecisionPlan, plan_for
 from jointopt.runtimes import get_runtime
 from jointopt.scratch import scratch_dir
 from jointopt.space import JointConfig
 from jointopt.study import Study
 from jointopt.supernet import ViTSupernet
-from jointopt.train import accuracy, normalize
+from jointopt.train import normalize, predict
 
 __all__ = ["Metrics", "evaluate", "build_deployable", "config_plan", "METRIC_KEYS"]
 
@@ -94,6 +96,11 @@ def per_class_subset(labels: torch.Tensor, per_class: int, *, seed: int) -> torc
 
 def config_plan(study: Study, cfg: JointConfig) -> PrecisionPlan:
     """The precision plan of ``cfg`` on the study's runtime (``evaluate.runtime``)."""
+    if study.space.supernet.stem != "patch":
+        # The plan, the Brevitas model and every cost know the patch projection only.
+        raise UserError(f"{study.path}: search_space supernet.stem="
+                        f"{study.space.supernet.stem!r}: searching, evaluating and exporting "
+                        "support the patch stem only (a conv stem trains and summarises)")
     caps = get_runtime(study.evaluation.runtime).caps()
     return plan_for(cfg.w_bits, cfg.a_bits, depth=cfg.depth, merges=cfg.merges, caps=caps,
                     io_bits=study.evaluation.io_bits)
@@ -151,7 +158,9 @@ def evaluate(study: Study, cfg: JointConfig, *, supernet: ViTSupernet | None = N
     float_model, quant_model = build_deployable(study, cfg, net)
     # The extracted subnet equals the supernet's active path (to 1e-5) and, unlike the shared
     # supernet, is private to this call: concurrent trials cannot switch it under us.
-    acc = accuracy(accuracy_model(plan, float_model, quant_model), images, labels)
+    preds = predict(accuracy_model(plan, float_model, quant_model), images)
+    acc = int((preds == labels).sum()) / max(1, len(labels))
+    recall = per_class_recall(preds, labels, net.num_classes)
     t_acc = time.perf_counter()
     shape = net.shape
     ctx = EvalContext(cfg=cfg, shape=shape, in_chans=net.in_chans, num_classes=net.num_classes,
@@ -170,6 +179,10 @@ def evaluate(study: Study, cfg: JointConfig, *, supernet: ViTSupernet | None = N
     extra["eval_seconds"] = time.perf_counter() - t0
     extra["accuracy_seconds"] = t_acc - t0
     extra["split"] = split
+    # Imbalanced sets (DeepPCB): the mean of per-class recall, and each class's recall (None for
+    # a class the split does not hold) in the order of the dataset's classes.
+    extra["balanced_accuracy"] = balanced_accuracy(preds, labels, net.num_classes)
+    extra["per_class_recall"] = [None if np.isnan(r) else float(r) for r in recall]
     extra["precision"] = plan.precision
     return Metrics(accuracy=acc, params=int(m["params"]), macs=int(m["macs"]),
                    bitops=int(m["bitops"]), model_bytes=int(m["model_bytes"]),

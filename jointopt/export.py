@@ -26,13 +26,14 @@ from jointopt.controllers.storage import open_storage, open_study
 from jointopt.deploy import accuracy_model, check_deployment, export_onnx
 from jointopt.errors import UserError
 from jointopt.evaluation import build_deployable, config_plan
+from jointopt.metrics import balanced_accuracy, per_class_recall
 from jointopt.modelcard import card_facts, write_card
 from jointopt.pareto import Objective, front_table, pareto_front
 from jointopt.precision import PrecisionPlan
 from jointopt.runtimes import get_runtime
 from jointopt.space import JointConfig
 from jointopt.study import Study
-from jointopt.train import accuracy, normalize
+from jointopt.train import normalize
 
 __all__ = ["study_records", "export_study", "deployed_model", "deploy_member",
            "runtime_predictions", "torch_predictions", "DeployedMember"]
@@ -147,7 +148,9 @@ def export_study(study: Study, out: Path, *, trials: list[int] | None = None,
                                model_bytes=rec["metrics"].get("model_bytes"))
         pt = torch_predictions(member.model, test_x)
         deployed = runtime_predictions(study, member.plan, member.onnx, test_x)
-        test_acc = accuracy(member.model, test_x, test_y)
+        test_acc = float((pt == test_y.numpy()).mean())
+        recall = per_class_recall(pt, test_y.numpy(), len(classes))
+        test_bal = balanced_accuracy(pt, test_y.numpy(), len(classes))
         agree = float((pt == deployed).mean())
         float_sub = net.extract(dataclasses.replace(cfg, w_bits=32, a_bits=32))
         save_file({k: v.contiguous() for k, v in float_sub.state_dict().items()},
@@ -157,12 +160,16 @@ def export_study(study: Study, out: Path, *, trials: list[int] | None = None,
                      build_deployable(study, cfg, net)[1].state_dict().items()  # type: ignore
                      if isinstance(v, torch.Tensor)}
             save_file(state, str(folder / "quant_state.safetensors"))
-        test = {"images": len(test_y), "accuracy": test_acc,
+        test = {"images": len(test_y), "accuracy": test_acc, "balanced_accuracy": test_bal,
+                "per_class_recall": {c: (None if np.isnan(r) else float(r))
+                                     for c, r in zip(classes, recall, strict=True)},
                 "deployed_accuracy": float((deployed == test_y.numpy()).mean()),
                 "deployed_top1_agreement": agree}
         info = {"trial": n, "config": cfg.to_dict(), "precision": member.plan.precision,
                 "latency_runtime": member.plan.label, "metrics": rec["metrics"],
-                "test_accuracy": test_acc, "deployed_test_accuracy": test["deployed_accuracy"],
+                "test_accuracy": test_acc, "test_balanced_accuracy": test_bal,
+                "test_per_class_recall": test["per_class_recall"],
+                "deployed_test_accuracy": test["deployed_accuracy"],
                 "deployed_top1_agreement": agree, "deploy_check": member.check}
         runtime = get_runtime(member.plan.runtime)
         files = sorted({p.name for p in folder.iterdir()} | {"README.md", "card.json",
@@ -174,12 +181,14 @@ def export_study(study: Study, out: Path, *, trials: list[int] | None = None,
             batch=study.evaluation.batch_size, files=files), runtime=runtime, plan=member.plan)
         (folder / "config.yaml").write_text(yaml.safe_dump({**info, "files": files},
                                                            sort_keys=False))
-        rec["metrics"] = {**rec["metrics"], "test_accuracy": test_acc}
+        rec["metrics"] = {**rec["metrics"], "test_accuracy": test_acc,
+                          "test_balanced_accuracy": test_bal}
         exported.append(info)
         if progress:
             status = "ok" if member.check["ok"] else "MISMATCH: " + "; ".join(
                 member.check["problems"][:3])
             print(f"trial {n}: {member.plan.label} test_accuracy={test_acc:.4f} "
+                  f"balanced={test_bal:.4f} "
                   f"deployed agreement={agree:.4f} plan check {status} -> {folder}")
     table = front_table(front, objectives, base) if base is not None else front_table(
         front, objectives, front[0])

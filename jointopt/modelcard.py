@@ -100,6 +100,9 @@ def _markdown(c: dict[str, Any]) -> str:
         f"{c['timed_on']['throughput_ips']:.0f} images/s at batch {c['timed_on']['batch']}.",
         "", "## Metrics", "",
         "```json", json.dumps(c["metrics"], indent=2), "```", "",
+        "## Test recall per class", "", "| class | recall |", "|---|---|",
+        *[f"| {k} | {'no test images' if v is None else f'{v:.4f}'} |"
+          for k, v in c["metrics"]["test (export)"].get("per_class_recall", {}).items()], "",
         "## Config", "", "```json", json.dumps(c["config"]), "```", ""]
     return "\n".join(lines)
 

@@ -39,7 +39,8 @@ __all__ = [
 
 Record = Mapping[str, Any]
 
-ACCURACY_KEYS = frozenset({"accuracy", "test_accuracy"})
+ACCURACY_KEYS = frozenset({"accuracy", "test_accuracy", "balanced_accuracy",
+                           "test_balanced_accuracy"})
 CONFIG_AXES = ("depth", "embed_dim", "num_heads", "mlp_ratio", "tome_r", "w_bits", "a_bits")
 _DIRECTIONS = ("maximize", "minimize")
 

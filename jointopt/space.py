@@ -175,6 +175,11 @@ class SupernetShape:
     #: What the head reads: "avg" (size-weighted mean of the patch tokens), "max" (channel-wise
     #: max over patch tokens) or "cls".
     pool: str = "avg"
+    #: How images become tokens: "patch" (patchify: one Linear over each patch) or "conv"
+    #: (Xiao et al., NeurIPS 2021: log2(patch_size) 3x3 stride-2 convolutions with
+    #: ``stem_width``, 2x, 4x ... channels, then a 1x1 projection), shared by every subnet.
+    stem: str = "patch"
+    stem_width: int = 16
 
     @property
     def num_tokens(self) -> int:
@@ -198,6 +203,12 @@ class SupernetShape:
                     raise field_error(source, f"{prefix}.pool", pool, "must be avg, max or cls")
                 kw["pool"] = pool
                 continue
+            if f.name == "stem" and "stem" in data:
+                stem = want(data["stem"], str, source, f"{prefix}.stem")
+                if stem not in ("patch", "conv"):
+                    raise field_error(source, f"{prefix}.stem", stem, "must be patch or conv")
+                kw["stem"] = stem
+                continue
             if f.name in data:
                 typ = float if f.name == "mlp_ratio" else int
                 v = want(data[f.name], typ, source, f"{prefix}.{f.name}")
@@ -208,6 +219,10 @@ class SupernetShape:
         if shape.img_size % shape.patch_size:
             raise field_error(source, f"{prefix}.patch_size", shape.patch_size,
                               f"must divide img_size {shape.img_size}")
+        p = shape.patch_size
+        if shape.stem == "conv" and (p < 2 or p & (p - 1)):
+            raise field_error(source, f"{prefix}.patch_size", p,
+                              "must be a power of 2 (2, 4, 8, ...) with stem: conv")
         return shape
 
 

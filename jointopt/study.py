@@ -39,6 +39,9 @@ def _section(cls: type, data: Any, *, source: str, prefix: str,
     for key, value in data.items():
         f = fields[key]
         name = f"{prefix}.{key}"
+        if value is None and "None" in str(f.type):
+            kw[key] = None  # an optional setting written out as null
+            continue
         if key in paths:
             if value is None:
                 kw[key] = None
@@ -80,7 +83,10 @@ class DatasetSpec:
     """Where the images come from.
 
     ``kind: synthetic`` generates the IC-package X-ray set into ``root`` when it is missing;
-    ``kind: folder`` reads any ImageFolder tree at ``root``.
+    ``kind: folder`` reads any ImageFolder tree at ``root``. A folder root holding ``train/`` and
+    ``test/`` keeps that official split; validation then comes out of ``train/``, grouped by
+    the board its file names carry (``group_pattern``, see jointopt.data.folder.file_groups).
+    ``max_per_class`` caps each class (seeded by ``split_seed``) for quick runs only.
     """
 
     kind: str = "synthetic"
@@ -90,6 +96,8 @@ class DatasetSpec:
     per_class: int = 400
     seed: int = 0
     split_seed: int = 0
+    max_per_class: int | None = None
+    group_pattern: str = "auto"
 
     def check(self, source: str, prefix: str) -> None:
         if self.kind not in ("synthetic", "folder"):
@@ -99,6 +107,16 @@ class DatasetSpec:
         if self.channels not in (1, 3):
             raise field_error(source, f"{prefix}.channels", self.channels, "must be 1 or 3")
         _positive(source, prefix, self, "image_size", "per_class")
+        if self.max_per_class is not None:
+            _positive(source, prefix, self, "max_per_class")
+        if self.group_pattern not in ("auto", "none"):
+            import re
+
+            try:
+                re.compile(self.group_pattern)
+            except re.error as e:
+                raise field_error(source, f"{prefix}.group_pattern", self.group_pattern,
+                                  f"not a regular expression ({e})") from None
 
 
 @dataclass(frozen=True)
@@ -123,6 +141,20 @@ class TrainSpec:
     rot90: bool = False
     threads: int = 0
     bf16: bool = True  # bf16 autocast: about 2x faster on CPUs with AVX512-BF16 or AMX
+    # A model trained by `jointopt train-fixed` (e.g. "timm:resnet10t") that every subnet of
+    # the sandwich also learns from (DeiT, arXiv 2012.12877); its weights are read from
+    # <output>/fixed/ (jointopt.baselines.fixed_weights_path), or a path to such a
+    # .safetensors file, relative to the study file.
+    teacher: str | None = None
+    teacher_mode: str = "soft"  # soft: KL to its softened logits; hard: CE to its argmax
+    teacher_weight: float = 0.5  # loss = (1 - w) * labels or in-place loss + w * teacher loss
+    teacher_temperature: float = 1.0  # soft mode only
+    # Opt-in stronger augmentation (jointopt.augment): random resized crops keeping this share
+    # of the area (e.g. [0.8, 1.0], a range that keeps a centred defect), and mixup / cutmix
+    # with these Beta alphas (0 = off). Labels, in-place and teacher targets all see the mix.
+    rrc_scale: tuple[float, float] | None = None
+    mixup: float = 0.0
+    cutmix: float = 0.0
 
     def check(self, source: str, prefix: str) -> None:
         _positive(source, prefix, self, "epochs", "batch_size", "lr")
@@ -131,6 +163,25 @@ class TrainSpec:
         if not 0 <= self.label_smoothing < 1:
             raise field_error(source, f"{prefix}.label_smoothing", self.label_smoothing,
                               "must be in [0, 1)")
+        if self.teacher is not None and not self.teacher.strip():
+            raise field_error(source, f"{prefix}.teacher", self.teacher,
+                              "must name a model trained by jointopt train-fixed")
+        if self.teacher_mode not in ("soft", "hard"):
+            raise field_error(source, f"{prefix}.teacher_mode", self.teacher_mode,
+                              "must be soft or hard")
+        if not 0 < self.teacher_weight <= 1:
+            raise field_error(source, f"{prefix}.teacher_weight", self.teacher_weight,
+                              "must be in (0, 1]")
+        _positive(source, prefix, self, "teacher_temperature")
+        _positive(source, prefix, self, "mixup", "cutmix", allow_zero=True)
+        if self.rrc_scale is not None:
+            r = self.rrc_scale
+            if (not isinstance(r, list | tuple) or len(r) != 2
+                    or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in r)
+                    or not 0 < r[0] <= r[1] <= 1):
+                raise field_error(source, f"{prefix}.rrc_scale", r,
+                                  "must be [low, high] with 0 < low <= high <= 1")
+            object.__setattr__(self, "rrc_scale", (float(r[0]), float(r[1])))
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 Each step trains the largest subnet on the labels, then the smallest and one random subnet on
 the largest one's soft predictions (in-place distillation, as in BigNAS / once-for-all), and
-takes one AdamW step on the summed gradients. Shared weights therefore learn to serve every
+takes one AdamW step on the summed gradients. With ``train.teacher``, every one of them also
+learns from a trained model's predictions on the same augmented batch (DeiT's distillation
+from a CNN teacher, arXiv 2012.12877). Shared weights therefore learn to serve every
 subnet, so candidates are evaluated later without retraining.
 
 Runs are resumable: after each epoch the weights (safetensors) and the optimizer state (a
@@ -26,12 +28,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from jointopt.augment import augment, mix
 from jointopt.space import JointConfig, SearchSpace
 from jointopt.study import Study, TrainSpec
 from jointopt.supernet import ViTSupernet
 
-__all__ = ["train_supernet", "train_model", "normalize", "augment", "accuracy", "TrainResult",
-           "set_threads"]
+__all__ = ["train_supernet", "train_model", "normalize", "augment", "accuracy", "predict",
+           "scores", "TrainResult", "set_threads"]
 
 
 def set_threads(n: int = 0) -> int:
@@ -44,28 +47,6 @@ def set_threads(n: int = 0) -> int:
 def normalize(x: Tensor) -> Tensor:
     """uint8 images to floats in [-1, 1]."""
     return x.float().div_(127.5).sub_(1.0)
-
-
-def augment(x: Tensor, rng: np.random.Generator, spec: TrainSpec) -> Tensor:
-    """Flips, quarter turns and small shifts. No colour jitter: it could erase a faint defect."""
-    b, _, h, w = x.shape
-    if spec.hflip:
-        m = torch.from_numpy(rng.random(b) < 0.5)
-        x = torch.where(m[:, None, None, None], x.flip(-1), x)
-    if spec.vflip:
-        m = torch.from_numpy(rng.random(b) < 0.5)
-        x = torch.where(m[:, None, None, None], x.flip(-2), x)
-    if spec.rot90 and h == w:
-        k = rng.integers(0, 4, size=b)
-        x = torch.stack([torch.rot90(xi, int(ki), dims=(-2, -1)) for xi, ki in zip(x, k,
-                                                                                   strict=True)])
-    if spec.shift:
-        s = spec.shift
-        # Replicate padding: zero borders would be a fake edge the model could learn from.
-        pad = F.pad(x.float(), (s, s, s, s), mode="replicate").to(x.dtype)
-        dx, dy = rng.integers(0, 2 * s + 1, size=(2, b))
-        x = torch.stack([pad[i, :, dy[i]: dy[i] + h, dx[i]: dx[i] + w] for i in range(b)])
-    return x
 
 
 def _batches(n: int, batch: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
@@ -83,16 +64,29 @@ def _lr_at(step: int, total: int, warmup: int, spec: TrainSpec) -> float:
 
 
 @torch.no_grad()
+def predict(model: nn.Module | Callable[[Tensor], Tensor], images: Tensor, batch: int = 256
+            ) -> Tensor:
+    """Top-1 class of each uint8 image, ``int64 [N]`` (the model is put in eval mode)."""
+    if isinstance(model, nn.Module):
+        model.eval()
+    out = [model(normalize(images[i: i + batch])).argmax(-1) for i in range(0, len(images), batch)]
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.int64)
+
+
 def accuracy(model: nn.Module | Callable[[Tensor], Tensor], images: Tensor, labels: Tensor,
              batch: int = 256) -> float:
     """Top-1 accuracy of ``model`` on uint8 images."""
-    if isinstance(model, nn.Module):
-        model.eval()
-    correct = 0
-    for i in range(0, len(images), batch):
-        logits = model(normalize(images[i: i + batch]))
-        correct += int((logits.argmax(-1) == labels[i: i + batch]).sum())
-    return correct / max(1, len(images))
+    return int((predict(model, images, batch) == labels).sum()) / max(1, len(images))
+
+
+def scores(model: nn.Module | Callable[[Tensor], Tensor], images: Tensor, labels: Tensor,
+           n_classes: int, batch: int = 256) -> dict[str, float]:
+    """``accuracy`` and ``balanced_accuracy`` (mean per-class recall) of one prediction pass."""
+    from jointopt.metrics import balanced_accuracy
+
+    preds = predict(model, images, batch)
+    return {"accuracy": int((preds == labels).sum()) / max(1, len(images)),
+            "balanced_accuracy": balanced_accuracy(preds, labels, n_classes)}
 
 
 @dataclass
@@ -102,8 +96,21 @@ class TrainResult:
     history: list[dict[str, float]]
 
 
-def _kd_loss(student: Tensor, teacher: Tensor) -> Tensor:
-    return F.kl_div(F.log_softmax(student, -1), F.softmax(teacher, -1), reduction="batchmean")
+def _kd_loss(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
+    """KL(teacher || student) of the softened distributions, scaled by T^2 (Hinton et al.) so
+    the gradient's size does not depend on the temperature."""
+    t = temperature
+    kl = F.kl_div(F.log_softmax(student / t, -1), F.softmax(teacher / t, -1),
+                  reduction="batchmean")
+    return kl * (t * t) if t != 1.0 else kl
+
+
+def teacher_loss(student: Tensor, teacher: Tensor, spec: TrainSpec) -> Tensor:
+    """The loss against a trained teacher's logits: soft (KL at ``teacher_temperature``) or
+    hard (cross-entropy to its top-1 class, DeiT's hard distillation)."""
+    if spec.teacher_mode == "hard":
+        return F.cross_entropy(student, teacher.argmax(-1))
+    return _kd_loss(student, teacher, spec.teacher_temperature)
 
 
 def train_model(
@@ -112,13 +119,16 @@ def train_model(
     = None, evaluate: Callable[[], dict[str, float]] | None = None,
     subnets: Callable[[np.random.Generator], list[JointConfig]] | None = None,
     set_active: Callable[[JointConfig], None] | None = None, progress: bool = True,
-    desc: str = "train",
+    desc: str = "train", teacher: nn.Module | None = None,
 ) -> TrainResult:
     """Train ``model`` (a supernet with ``subnets``, or any fixed classifier without).
 
     Args:
         model: the network; for a supernet, ``subnets(rng)`` lists the configs of one step (the
-            first is the teacher) and ``set_active`` switches between them.
+            first is the in-place teacher) and ``set_active`` switches between them.
+        teacher: a trained model every config also learns from (``spec.teacher_mode``,
+            ``teacher_weight``); its logits are computed once per augmented batch and shared
+            by the configs of that step.
         data: uint8 train images and labels.
         spec: optimizer, schedule and augmentation settings.
         seed: fixes every random draw; an epoch's draws depend on (seed, epoch) only.
@@ -151,11 +161,15 @@ def train_model(
         for step, idx in enumerate(bar, start=epoch * steps_per_epoch):
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, total, warmup, spec)
-            x = normalize(augment(images[idx], rng, spec))
-            y = labels[idx]
+            x, target = mix(normalize(augment(images[idx], rng, spec)), labels[idx], rng, spec)
             opt.zero_grad(set_to_none=True)
             configs = subnets(rng) if subnets is not None else [None]
-            teacher: Tensor | None = None
+            t_logits: Tensor | None = None
+            if teacher is not None:
+                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16,
+                                                     enabled=spec.bf16):
+                    t_logits = teacher(x).float()
+            inplace: Tensor | None = None
             loss_sum = 0.0
             for i, cfg in enumerate(configs):
                 if cfg is not None and set_active is not None:
@@ -163,11 +177,14 @@ def train_model(
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=spec.bf16):
                     out = model(x).float()
                 if i == 0 or not spec.distill or epoch < spec.distill_start:
-                    loss = F.cross_entropy(out, y, label_smoothing=spec.label_smoothing)
-                    teacher = out.detach()
+                    loss = target.loss(out, spec.label_smoothing)
+                    inplace = out.detach()
                 else:
-                    assert teacher is not None
-                    loss = _kd_loss(out, teacher)
+                    assert inplace is not None
+                    loss = _kd_loss(out, inplace)
+                if t_logits is not None:
+                    w = spec.teacher_weight
+                    loss = (1.0 - w) * loss + w * teacher_loss(out, t_logits, spec)
                 loss.backward()
                 loss_sum += loss.item()
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -229,6 +246,13 @@ def train_supernet(study: Study, *, progress: bool = True) -> tuple[ViTSupernet,
         net = ViTSupernet.load(study.checkpoint)
     elif study.train_state.exists():
         study.train_state.unlink()  # optimizer state without weights cannot resume anything
+    teacher = None
+    if study.train.teacher is not None:
+        from jointopt.baselines import load_fixed_model
+
+        teacher = load_fixed_model(study, study.train.teacher)
+        for p in teacher.parameters():
+            p.requires_grad_(False)
     draw = sandwich(space, study.train)
     largest = space.max_config
     smallest = smallest_architecture(space)
@@ -244,6 +268,6 @@ def train_supernet(study: Study, *, progress: bool = True) -> tuple[ViTSupernet,
     result = train_model(net, data.train, study.train, seed=study.seed,
                          state_path=study.train_state, save=lambda e, h: net.save(study.checkpoint),
                          evaluate=evaluate, subnets=draw, set_active=net.set_active,
-                         progress=progress, desc=study.name)
+                         progress=progress, desc=study.name, teacher=teacher)
     net.set_active(net.max_config)
     return net.eval(), result

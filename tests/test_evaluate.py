@@ -33,6 +33,11 @@ def test_evaluate_baseline_has_every_key_and_supernet_accuracy(trained_tiny: Pat
     assert m["precision"] == "w32a32" and m["energy_b1_mj"] > m["energy_mj"]
     assert m["energy_source"] in ("rapl", "model:horowitz45")
     assert m["accuracy"] > 0.3  # the tiny supernet learned something (chance is 1/6)
+    # balanced accuracy is the mean of the per-class recalls of the same predictions
+    recall = m["per_class_recall"]
+    assert len(recall) == len(study.data().classes)
+    assert m["balanced_accuracy"] == pytest.approx(
+        sum(r for r in recall if r is not None) / sum(r is not None for r in recall))
 
 
 def test_cli_evaluate_json(trained_tiny: Path) -> None:

@@ -19,8 +19,8 @@ from jointopt.pareto import Objective
 __all__ = ["SearchSpec", "Constraint", "NUMERIC_METRICS", "parse_search", "check_sampler"]
 
 #: Metric keys an objective or a constraint may name.
-NUMERIC_METRICS: tuple[str, ...] = ("accuracy", "params", "macs", "bitops", "model_bytes",
-                                    "latency_ms", "throughput_ips", "energy_mj")
+NUMERIC_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "params", "macs", "bitops",
+                                    "model_bytes", "latency_ms", "throughput_ips", "energy_mj")
 DEFAULT_OBJECTIVES = (("accuracy", "maximize"), ("latency_ms", "minimize"),
                       ("energy_mj", "minimize"))
 

@@ -55,8 +55,10 @@ def ensure_synthetic(root: Path, *, per_class: int, size: int, seed: int,
 
 
 @lru_cache(maxsize=4)
-def _load(root: str, size: int, channels: int, seed: int, source: str) -> DatasetSplits:
-    return load_image_folder(root, image_size=size, channels=channels, seed=seed, source=source)
+def _load(root: str, size: int, channels: int, seed: int, source: str,
+          max_per_class: int | None = None, group_pattern: str = "auto") -> DatasetSplits:
+    return load_image_folder(root, image_size=size, channels=channels, seed=seed, source=source,
+                             max_per_class=max_per_class, group_pattern=group_pattern)
 
 
 def load_study_data(study: Study) -> DatasetSplits:
@@ -67,4 +69,4 @@ def load_study_data(study: Study) -> DatasetSplits:
         ensure_synthetic(root, per_class=ds.per_class, size=ds.image_size, seed=ds.seed,
                          source=str(study.path))
     return _load(str(root), ds.image_size, ds.channels, ds.split_seed,
-                 f"{study.path}: dataset.root")
+                 f"{study.path}: dataset.root", ds.max_per_class, ds.group_pattern)

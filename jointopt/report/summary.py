@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from jointopt.cost.size import size_costs
-from jointopt.evaluation import config_plan
+from jointopt.cost.size import layer_costs, size_costs
+from jointopt.precision import plan_for
+from jointopt.runtimes import get_runtime
 from jointopt.space import JointConfig
 from jointopt.study import Study
 from jointopt.supernet import ViTSupernet
-from jointopt.train import accuracy
+from jointopt.train import scores
 
 __all__ = ["subnet_rows", "subnet_table"]
 
@@ -19,29 +20,47 @@ def _float_arch(cfg: JointConfig) -> JointConfig:
     return dataclasses.replace(cfg, tome_r=0, w_bits=32, a_bits=32)
 
 
-def subnet_rows(study: Study, net: ViTSupernet) -> list[dict[str, Any]]:
-    """Validation accuracy, params and MACs of the largest and smallest architecture (fp32)."""
+def subnet_rows(study: Study, net: ViTSupernet, splits: tuple[str, ...] = ("val",)
+                ) -> list[dict[str, Any]]:
+    """Accuracy, balanced accuracy, params and MACs of the largest and smallest architecture
+    (fp32) on each of ``splits`` (keys ``<split>_accuracy``, ``<split>_balanced_accuracy``)."""
     data = study.data()
     rows = []
     for name, cfg in (("largest", study.space.max_config),
                       ("smallest", _float_arch(study.space.min_config))):
         net.set_active(cfg)
-        cost = size_costs(cfg, net.shape, config_plan(study, cfg), in_chans=net.in_chans,
+        # fp32 on ONNX Runtime's plan: a summary needs no runtime, and the sizes of a float
+        # architecture do not depend on one. The stem's own count replaces the patch
+        # projection's (a conv stem has its own layers).
+        plan = plan_for(32, 32, depth=cfg.depth, merges=cfg.merges,
+                        caps=get_runtime("onnxruntime").caps())
+        cost = size_costs(cfg, net.shape, plan, in_chans=net.in_chans,
                           num_classes=net.num_classes)
-        rows.append({"subnet": name, "config": cfg.to_dict(),
-                     "val_accuracy": accuracy(net, *data.val),
-                     "params": cost["params"], "macs": cost["macs"]})
+        patch = next(lc for lc in layer_costs(cfg, net.shape, plan, in_chans=net.in_chans,
+                                              num_classes=net.num_classes)
+                     if lc.part.name == "patch_embed")
+        stem_macs = sum(lc.macs for lc in net.patch_embed.complexity(cfg.embed_dim))
+        cost = {"params": sum(p.numel() for p in net.extract(cfg).parameters()),
+                "macs": cost["macs"] - patch.macs + stem_macs}
+        row: dict[str, Any] = {"subnet": name, "config": cfg.to_dict()}
+        for split in splits:
+            got = scores(net, *data.split(split), len(data.classes))
+            row.update({f"{split}_{k}": v for k, v in got.items()})
+        row.update(params=cost["params"], macs=cost["macs"])
+        rows.append(row)
     net.set_active(net.max_config)
     return rows
 
 
-def subnet_table(study: Study, net: ViTSupernet) -> str:
-    rows = subnet_rows(study, net)
-    lines = [f"{'subnet':<9} {'val acc':>8} {'params':>10} {'MACs':>12}  config"]
+def subnet_table(study: Study, net: ViTSupernet, splits: tuple[str, ...] = ("val",)) -> str:
+    rows = subnet_rows(study, net, splits)
+    heads = "".join(f" {s + ' acc':>9} {s + ' bal':>9}" for s in splits)
+    lines = [f"{'subnet':<9}{heads} {'params':>10} {'MACs':>12}  config"]
     for r in rows:
         c = r["config"]
         arch = (f"depth={c['depth']} embed={c['embed_dim']} heads={c['num_heads']} "
                 f"mlp={c['mlp_ratio']}")
-        lines.append(f"{r['subnet']:<9} {r['val_accuracy']:>8.4f} {r['params']:>10,} "
-                     f"{r['macs']:>12,}  {arch}")
+        accs = "".join(f" {r[f'{s}_accuracy']:>9.4f} {r[f'{s}_balanced_accuracy']:>9.4f}"
+                       for s in splits)
+        lines.append(f"{r['subnet']:<9}{accs} {r['params']:>10,} {r['macs']:>12,}  {arch}")
     return "\n".join(lines)

@@ -8,13 +8,18 @@ active path and an extracted subnet execute the same code.
 
 from __future__ import annotations
 
+import copy
+import math
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from jointopt import tokens
 
-__all__ = ["DynLinear", "DynQKV", "DynLayerNorm", "PatchEmbed", "Block", "MatMul"]
+__all__ = ["DynLinear", "DynQKV", "DynLayerNorm", "PatchEmbed", "ConvBNAct", "ConvStem", "Block",
+           "LayerComplexity", "MatMul"]
 
 
 class DynLinear(nn.Module):
@@ -90,6 +95,25 @@ class DynLayerNorm(nn.Module):
         return out
 
 
+@dataclass(frozen=True)
+class LayerComplexity:
+    """One layer's cost per image.
+
+    Attributes:
+        name: dotted name under the stem (e.g. ``convs.0.conv``, ``proj``).
+        macs: multiply-accumulates per image.
+        params: parameters (weights, biases, norm scales and shifts).
+    """
+
+    name: str
+    macs: int
+    params: int
+
+
+def _proj_width(proj: nn.Module) -> int:
+    return int(proj.weight.shape[1])
+
+
 class PatchEmbed(nn.Module):
     """Non-overlapping patches flattened and projected by a Linear.
 
@@ -97,16 +121,115 @@ class PatchEmbed(nn.Module):
     quantization and the ONNX export treat it like every other matrix product.
     """
 
-    def __init__(self, patch_size: int, proj: nn.Module) -> None:
+    def __init__(self, patch_size: int, proj: nn.Module, img_size: int | None = None) -> None:
         super().__init__()
         self.patch_size = patch_size
         self.proj = proj
+        self.img_size = img_size
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
         p = self.patch_size
         x = x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5)
         return self.proj(x.reshape(b, (h // p) * (w // p), c * p * p))
+
+    def complexity(self, embed_dim: int) -> list[LayerComplexity]:
+        """MACs and parameters per image with ``embed_dim`` outputs per patch."""
+        if self.img_size is None:
+            raise ValueError("PatchEmbed built without img_size cannot count its MACs")
+        k = _proj_width(self.proj)
+        patches = (self.img_size // self.patch_size) ** 2
+        return [LayerComplexity("proj", patches * k * embed_dim, k * embed_dim + embed_dim)]
+
+    def export(self) -> PatchEmbed:
+        proj = self.proj.export() if hasattr(self.proj, "export") else copy.deepcopy(self.proj)
+        return PatchEmbed(self.patch_size, proj, self.img_size)
+
+
+class ConvBNAct(nn.Module):
+    """3x3 stride-2 convolution, BatchNorm, ReLU: one unit of Xiao et al.'s convolutional stem.
+
+    Args:
+        in_chans, out_chans: channels in and out.
+        in_size: side of the square input, for :meth:`complexity`.
+    """
+
+    def __init__(self, in_chans: int, out_chans: int, in_size: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_chans, out_chans, 3, stride=2, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(out_chans)
+        self.act = nn.ReLU()
+        self.in_size = in_size
+
+    @property
+    def out_size(self) -> int:
+        return (self.in_size + 2 - 3) // 2 + 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+    def complexity(self) -> list[LayerComplexity]:
+        """The conv's MACs and parameters; BatchNorm's scale and shift (folded into the conv
+        when deployed) count as parameters, not MACs."""
+        c = self.conv
+        k = c.in_channels * c.kernel_size[0] * c.kernel_size[1]
+        return [LayerComplexity("conv", self.out_size**2 * k * c.out_channels, k * c.out_channels),
+                LayerComplexity("bn", 0, 2 * c.out_channels)]
+
+
+class ConvStem(nn.Module):
+    """Convolutional stem (Xiao et al., "Early convolutions help transformers see better",
+    NeurIPS 2021) in place of patchify: log2(patch) 3x3 stride-2 convolutions (BatchNorm, ReLU)
+    with channels doubling from ``width``, then a 1x1 projection to the embedding.
+
+    The convolutions are shared by every subnet whole; the projection is a Linear over the last
+    feature map's channels (a 1x1 convolution), dynamic in the supernet so that a subnet uses its
+    leading ``embed_dim`` outputs, as with the patch projection.
+
+    Args:
+        convs: the :class:`ConvBNAct` units, in order.
+        proj: ``DynLinear`` (supernet) or ``nn.Linear`` (subnet) from the last channels.
+    """
+
+    def __init__(self, convs: nn.Sequential, proj: nn.Module) -> None:
+        super().__init__()
+        self.convs = convs
+        self.proj = proj
+
+    @classmethod
+    def build(cls, *, in_chans: int, img_size: int, patch_size: int, width: int,
+              proj: type[nn.Module] | None = None, embed_dim: int = 0) -> ConvStem:
+        """The stem for ``patch_size`` (a power of 2), ending in ``proj(channels, embed_dim)``."""
+        n = int(round(math.log2(patch_size)))
+        if patch_size < 2 or 2**n != patch_size:
+            raise ValueError(f"a conv stem needs a power-of-2 patch size, got {patch_size}")
+        units, c, size = [], in_chans, img_size
+        for i in range(n):
+            unit = ConvBNAct(c, width * 2**i, size)
+            units.append(unit)
+            c, size = width * 2**i, unit.out_size
+        make = proj or nn.Linear
+        return cls(nn.Sequential(*units), make(c, embed_dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.convs(x)
+        return self.proj(x.flatten(2).transpose(1, 2))
+
+    def complexity(self, embed_dim: int) -> list[LayerComplexity]:
+        """MACs and parameters per image of every layer, the projection at ``embed_dim``."""
+        out: list[LayerComplexity] = []
+        size = 0
+        for i, unit in enumerate(self.convs):
+            out += [LayerComplexity(f"convs.{i}.{lc.name}", lc.macs, lc.params)
+                    for lc in unit.complexity()]
+            size = unit.out_size
+        k = _proj_width(self.proj)
+        out.append(LayerComplexity("proj", size * size * k * embed_dim, k * embed_dim + embed_dim))
+        return out
+
+    def export(self) -> ConvStem:
+        proj = self.proj.export() if hasattr(self.proj, "export") else copy.deepcopy(self.proj)
+        return ConvStem(copy.deepcopy(self.convs), proj)
 
 
 class MatMul(nn.Module):

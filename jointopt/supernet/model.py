@@ -16,7 +16,14 @@ from torch import Tensor, nn
 
 from jointopt.errors import UserError
 from jointopt.space import JointConfig, SearchSpace, SupernetShape
-from jointopt.supernet.layers import Block, DynLayerNorm, DynLinear, DynQKV, PatchEmbed
+from jointopt.supernet.layers import (
+    Block,
+    ConvStem,
+    DynLayerNorm,
+    DynLinear,
+    DynQKV,
+    PatchEmbed,
+)
 
 __all__ = ["ViTSupernet", "SubnetViT"]
 
@@ -26,7 +33,7 @@ ARCH_FORMAT = "jointopt.supernet/1"
 class _ViT(nn.Module):
     """What the supernet's active path and an extracted subnet share: the forward pass."""
 
-    patch_embed: PatchEmbed
+    patch_embed: PatchEmbed | ConvStem
     blocks: nn.ModuleList
     norm: nn.Module
     head: nn.Module
@@ -76,7 +83,7 @@ class _ViT(nn.Module):
 class SubnetViT(_ViT):
     """A plain ViT with its own weights: what :meth:`ViTSupernet.extract` returns."""
 
-    def __init__(self, patch_embed: PatchEmbed, cls_token: Tensor, pos_embed: Tensor,
+    def __init__(self, patch_embed: PatchEmbed | ConvStem, cls_token: Tensor, pos_embed: Tensor,
                  blocks: Sequence[Block], norm: nn.Module, head: nn.Module, *,
                  config: JointConfig) -> None:
         super().__init__()
@@ -114,7 +121,13 @@ class ViTSupernet(_ViT):
         if self.space.supernet != s:
             raise ValueError(f"space was built for {self.space.supernet}, supernet is {s}")
         e, hd = s.embed_dim, s.head_dim
-        self.patch_embed = PatchEmbed(s.patch_size, DynLinear(in_chans * s.patch_size**2, e))
+        if s.stem == "conv":
+            self.patch_embed = ConvStem.build(in_chans=in_chans, img_size=s.img_size,
+                                              patch_size=s.patch_size, width=s.stem_width,
+                                              proj=DynLinear, embed_dim=e)
+        else:
+            self.patch_embed = PatchEmbed(s.patch_size, DynLinear(in_chans * s.patch_size**2, e),
+                                          s.img_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, e))
         self.pos_embed = nn.Parameter(torch.zeros(1, s.num_tokens, e))
         trunc_normal_(self.pos_embed, std=0.02)
@@ -193,8 +206,8 @@ class ViTSupernet(_ViT):
                                     blk.norm2.export(), blk.fc1.export(), blk.fc2.export(),
                                     num_heads=cfg.heads[i], head_dim=self.shape.head_dim))
             cls, pos = self._cls_pos()
-            sub = SubnetViT(PatchEmbed(self.shape.patch_size, self.patch_embed.proj.export()),
-                            cls, pos, blocks, self.norm.export(), self.head.export(), config=cfg)
+            sub = SubnetViT(self.patch_embed.export(), cls, pos, blocks, self.norm.export(),
+                            self.head.export(), config=cfg)
             sub.prop_attn = self.prop_attn
             sub.pool = self.pool
         finally:

@@ -1,0 +1,129 @@
+"""The convolutional stem (supernet.stem: conv): shared, sliced to embed_dim, extractable."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import TINY_SPACE
+
+from jointopt import JointConfig, SearchSpace, ViTSupernet
+from jointopt.errors import UserError
+from jointopt.supernet.layers import ConvStem, PatchEmbed
+
+
+def _space(**supernet: object) -> SearchSpace:
+    data = copy.deepcopy(TINY_SPACE)
+    data["supernet"].update(supernet)
+    return SearchSpace.from_dict(data, source="space.yaml")
+
+
+def _net(**supernet: object) -> ViTSupernet:
+    torch.manual_seed(0)
+    space = _space(**supernet)
+    return ViTSupernet(space.supernet, in_chans=1, num_classes=6, space=space)
+
+
+def test_default_stays_patch() -> None:
+    net = _net()
+    assert net.shape.stem == "patch" and isinstance(net.patch_embed, PatchEmbed)
+
+
+def test_conv_stem_shape_and_extract_equals_active_path() -> None:
+    net = _net(stem="conv", stem_width=4)
+    stem = net.patch_embed
+    assert isinstance(stem, ConvStem) and len(stem.convs) == 3  # patch 8 = 2^3
+    assert [u.conv.out_channels for u in stem.convs] == [4, 8, 16]
+    # train a little so BatchNorm's running statistics are not the identity
+    x = torch.randn(8, 1, 32, 32)
+    net.train()
+    for _ in range(3):
+        net(x)
+    net.eval()
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        cfg = net.sample(rng)
+        with torch.no_grad():
+            net.set_active(cfg)
+            active = net(x)
+            sub = net.extract(cfg).eval()
+            assert torch.allclose(active, sub(x), atol=1e-5), cfg
+        assert isinstance(sub.patch_embed, ConvStem)
+        assert sub.patch_embed.proj.weight.shape == (cfg.embed_dim, 16)
+        # the convolutions are shared whole: the subnet holds copies of the same weights
+        assert torch.equal(sub.patch_embed.convs[1].conv.weight, stem.convs[1].conv.weight)
+        assert torch.equal(sub.patch_embed.convs[2].bn.running_var, stem.convs[2].bn.running_var)
+    # the subnet's stem is its own copy
+    assert sub.patch_embed.convs[0].conv.weight.data_ptr() != stem.convs[0].conv.weight.data_ptr()
+
+
+def test_conv_stem_complexity_counts_its_modules() -> None:
+    net = _net(stem="conv", stem_width=4)
+    stem = net.patch_embed
+    assert isinstance(stem, ConvStem)
+    small = JointConfig(depth=1, embed_dim=16, num_heads=1, mlp_ratio=1.0)
+    sub = net.extract(small)
+    cost = sub.patch_embed.complexity(16)
+    assert sum(c.params for c in cost) == sum(p.numel() for p in sub.patch_embed.parameters())
+    by = {c.name: c for c in stem.complexity(16)}
+    # 32x32 -> 16x16 -> 8x8 -> 4x4; 3x3 kernels; the projection is 1x1 over 16 channels
+    assert by["convs.0.conv"].macs == 16 * 16 * 1 * 9 * 4
+    assert by["convs.1.conv"].macs == 8 * 8 * 4 * 9 * 8
+    assert by["convs.2.conv"].macs == 4 * 4 * 8 * 9 * 16
+    assert by["proj"].macs == 4 * 4 * 16 * 16 and by["proj"].params == 16 * 16 + 16
+    assert stem.complexity(32)[-1].macs == 2 * by["proj"].macs  # follows embed_dim
+    patch = _net().patch_embed
+    assert isinstance(patch, PatchEmbed)
+    assert patch.complexity(16)[0].macs == 16 * (8 * 8) * 16
+
+
+def test_conv_stem_checkpoint_round_trip(tmp_path: Path) -> None:
+    net = _net(stem="conv", stem_width=4).eval()
+    path = net.save(tmp_path / "net.safetensors")
+    back = ViTSupernet.load(path)
+    assert back.shape.stem == "conv" and back.shape.stem_width == 4
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(back(x), net(x))
+
+
+def test_stem_settings_checked(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="supernet.stem='hybrid'"):
+        _space(stem="hybrid")
+    with pytest.raises(UserError, match="supernet.patch_size=6.*power of 2"):
+        data = copy.deepcopy(TINY_SPACE)
+        data["supernet"].update(stem="conv", img_size=36, patch_size=6)
+        (tmp_path / "s.yaml").write_text(yaml.safe_dump(data))
+        SearchSpace.from_yaml(tmp_path / "s.yaml")
+    with pytest.raises(UserError, match="supernet.stem_width=0"):
+        _space(stem="conv", stem_width=0)
+
+
+def test_conv_stem_summary_counts_and_search_refuses(trained_tiny: Path, tmp_path: Path) -> None:
+    """A conv-stem study trains and summarises (its own parameter and MAC counts); evaluating a
+    config is refused in one line, since the precision plan and costs know the patch stem only."""
+    from jointopt import Study, evaluate
+    from jointopt.report.summary import subnet_rows
+
+    data = yaml.safe_load((trained_tiny.parent / "space.yaml").read_text())
+    data["supernet"].update(stem="conv", stem_width=4)
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(data))
+    study_data = yaml.safe_load(trained_tiny.read_text())
+    study_data.update(output=str(tmp_path / "out"), search_space=str(tmp_path / "space.yaml"))
+    study_data["dataset"]["root"] = str(trained_tiny.parent / "images")
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study_data))
+    study = Study.from_yaml(tmp_path / "study.yaml")
+    net = ViTSupernet(study.space.supernet, in_chans=1, num_classes=len(study.data().classes),
+                      space=study.space).eval()
+    rows = subnet_rows(study, net)
+    for row in rows:
+        cfg = JointConfig.from_dict(row["config"])
+        assert row["params"] == sum(p.numel() for p in net.extract(cfg).parameters())
+    stem = sum(lc.macs for lc in net.patch_embed.complexity(study.space.max_config.embed_dim))
+    assert rows[0]["macs"] > stem > 0
+    with pytest.raises(UserError, match="stem='conv'"):
+        evaluate(study, study.space.max_config, supernet=net)
