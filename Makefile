@@ -5,7 +5,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-HASH := $(shell cat pyproject.toml | sha256sum | cut -c1-12)
+# Keyed by pyproject.toml and this checkout's path: a venv shared by two clones (CI caches it
+# by pyproject.toml) is re-pointed at the clone that runs, since `pip install -e` records a path.
+HASH := $(shell (cat pyproject.toml; echo "$(CURDIR)") | sha256sum | cut -c1-12)
 STUDY ?= studies/quickstart.yaml
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
