@@ -20,12 +20,17 @@ LABEL = {"joint": "joint (axiswise)", "joint-nsga2": "joint (NSGA-II)",
 
 
 def _latest_run(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The cells of the newest run (full runs first)."""
+    """The cells of the newest run (full runs first); a cell recorded twice in one run (the
+    run continued with more seeds) counts once, as its last record."""
     if not recs:
         return []
     full = [r for r in recs if r.get("mode") == "full"] or recs
     run_id = full[-1]["run_id"]
-    return [r for r in recs if r["run_id"] == run_id]
+    cells: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in recs:
+        if r["run_id"] == run_id:
+            cells[(r["dataset"], r["objectives"])] = r
+    return list(cells.values())
 
 
 def _hv_at(run: dict[str, Any], n: int) -> float:
