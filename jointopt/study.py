@@ -15,11 +15,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jointopt._yaml import check_keys, load_yaml, want
 from jointopt.errors import UserError, clip, field_error
 from jointopt.space import SearchSpace
+
+if TYPE_CHECKING:
+    from jointopt.data import DatasetSplits
 
 __all__ = ["Study", "DatasetSpec", "TrainSpec", "EvalSpec", "SAFE_NAME"]
 
@@ -320,7 +323,7 @@ class Study:
     def train_state(self) -> Path:
         return self.output / "train_state.pt"
 
-    def data(self):  # type: ignore[no-untyped-def]
+    def data(self) -> DatasetSplits:
         """The dataset splits (generated first for a synthetic dataset)."""
         from jointopt.data import load_study_data
 

@@ -115,10 +115,10 @@ def teacher_loss(student: Tensor, teacher: Tensor, spec: TrainSpec) -> Tensor:
 
 def train_model(
     model: nn.Module, data: tuple[Tensor, Tensor], spec: TrainSpec, *, seed: int,
-    state_path: Path | None = None, save: Callable[[int, list[dict[str, float]]], None] | None
+    state_path: Path | None = None, save: Callable[[int, list[dict[str, float]]], object] | None
     = None, evaluate: Callable[[], dict[str, float]] | None = None,
     subnets: Callable[[np.random.Generator], list[JointConfig]] | None = None,
-    set_active: Callable[[JointConfig], None] | None = None, progress: bool = True,
+    set_active: Callable[[JointConfig], object] | None = None, progress: bool = True,
     desc: str = "train", teacher: nn.Module | None = None,
 ) -> TrainResult:
     """Train ``model`` (a supernet with ``subnets``, or any fixed classifier without).

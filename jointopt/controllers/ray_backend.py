@@ -98,6 +98,7 @@ def _searcher_class() -> type:
             if result and _USER_ERROR in result and trial_id not in self._completed_trials:
                 if ot is not None:
                     ot.set_user_attr("error", result[_USER_ERROR][:500])
+                    assert self._ot_study is not None  # it made ``ot``
                     self._ot_study.tell(ot, state=optuna.trial.TrialState.FAIL)
                 self._completed_trials.add(trial_id)
                 return
@@ -216,7 +217,8 @@ def run_ray(study: Study, *, n_trials: int | None = None, progress: bool = True,
     done_before = count_complete(ostudy)
     grid = tuner.fit()
     ostudy = optuna.load_study(study_name=spec.study_name, storage=storage)
-    outcomes = [(r.metrics or {}, r.error) for r in grid]
+    # by index: ResultGrid declares __len__ and __getitem__ but no __iter__
+    outcomes = [(grid[i].metrics or {}, grid[i].error) for i in range(len(grid))]
     for metrics, _ in outcomes:
         if _USER_ERROR in metrics:
             raise UserError(metrics[_USER_ERROR])

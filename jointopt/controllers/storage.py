@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -128,8 +128,8 @@ def _check_readable(study: Study, url: str, engine: dict[str, Any], *,
 
     eng = sqlalchemy.create_engine(url, **engine)
     try:
-        with eng.connect() as conn:
-            if need_study and not sqlalchemy.inspect(conn).has_table("studies"):
+        with eng.connect() as sa_conn:
+            if need_study and not sqlalchemy.inspect(sa_conn).has_table("studies"):
                 raise _missing_study_storage(study, url)
     finally:
         eng.dispose()
@@ -246,8 +246,9 @@ def worker_seed(ostudy: optuna.Study, seed: int | None) -> int | None:
     return int.from_bytes(digest[:4], "little")
 
 
-def _directions(study: Study) -> list[str]:
-    return [o.direction for o in study.search.objectives]
+def _directions(study: Study) -> list[Literal["maximize", "minimize"]]:
+    # Objective.__post_init__ admits only these two strings.
+    return [cast(Literal["maximize", "minimize"], o.direction) for o in study.search.objectives]
 
 
 def _keys(study: Study) -> list[str]:

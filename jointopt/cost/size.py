@@ -122,7 +122,7 @@ def count_params(cfg: JointConfig, shape: SupernetShape, *, in_chans: int,
     return linear + other, linear
 
 
-def _merge_constant_bytes(n: int, scale: int) -> int:
+def _merge_constant_bytes(n: int, scale: float) -> float:
     """The weight a merging block on ``n`` tokens adds to the deployed graph (tokens.py, matrix
     merge): the 0/1 matrix marking each B token's own column, [n // 2, n] in the float storage
     dtype. Its int64 index ranges are shape and index constants, which no weight count

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -111,7 +112,13 @@ class LayerComplexity:
 
 
 def _proj_width(proj: nn.Module) -> int:
-    return int(proj.weight.shape[1])
+    return int(cast(Tensor, proj.weight).shape[1])
+
+
+def _export(layer: nn.Module) -> nn.Module:
+    """A dynamic layer's ``export()``, or a copy of a plain one (a subnet's)."""
+    export = getattr(layer, "export", None)
+    return export() if export is not None else copy.deepcopy(layer)
 
 
 class PatchEmbed(nn.Module):
@@ -142,8 +149,7 @@ class PatchEmbed(nn.Module):
         return [LayerComplexity("proj", patches * k * embed_dim, k * embed_dim + embed_dim)]
 
     def export(self) -> PatchEmbed:
-        proj = self.proj.export() if hasattr(self.proj, "export") else copy.deepcopy(self.proj)
-        return PatchEmbed(self.patch_size, proj, self.img_size)
+        return PatchEmbed(self.patch_size, _export(self.proj), self.img_size)
 
 
 class ConvBNAct(nn.Module):
@@ -219,7 +225,7 @@ class ConvStem(nn.Module):
         """MACs and parameters per image of every layer, the projection at ``embed_dim``."""
         out: list[LayerComplexity] = []
         size = 0
-        for i, unit in enumerate(self.convs):
+        for i, unit in enumerate(cast("list[ConvBNAct]", list(self.convs))):
             out += [LayerComplexity(f"convs.{i}.{lc.name}", lc.macs, lc.params)
                     for lc in unit.complexity()]
             size = unit.out_size
@@ -228,8 +234,7 @@ class ConvStem(nn.Module):
         return out
 
     def export(self) -> ConvStem:
-        proj = self.proj.export() if hasattr(self.proj, "export") else copy.deepcopy(self.proj)
-        return ConvStem(copy.deepcopy(self.convs), proj)
+        return ConvStem(copy.deepcopy(self.convs), _export(self.proj))
 
 
 class MatMul(nn.Module):

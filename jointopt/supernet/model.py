@@ -6,7 +6,7 @@ import copy
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -101,6 +101,19 @@ class SubnetViT(_ViT):
         return len(self.blocks), self.config.merges
 
 
+class _DynBlock(Protocol):
+    """A supernet :class:`Block` as typed: its layers are the dynamic ones (``Block`` itself
+    holds plain ``nn.Module``s, since subnets share it)."""
+
+    norm1: DynLayerNorm
+    norm2: DynLayerNorm
+    qkv: DynQKV
+    proj: DynLinear
+    fc1: DynLinear
+    fc2: DynLinear
+    num_heads: int
+
+
 class ViTSupernet(_ViT):
     """AutoFormer-style weight-entangled ViT.
 
@@ -111,6 +124,9 @@ class ViTSupernet(_ViT):
         space: the search space ``sample`` draws from; defaults to every depth, heads and a grid
             of widths and ratios up to ``shape``.
     """
+
+    norm: DynLayerNorm
+    head: DynLinear
 
     def __init__(self, shape: SupernetShape | None = None, *, in_chans: int = 1,
                  num_classes: int = 6, space: SearchSpace | None = None) -> None:
@@ -174,8 +190,9 @@ class ViTSupernet(_ViT):
         """Make ``cfg`` the path that ``forward`` runs; weights stay shared."""
         self._check(cfg)
         e = cfg.embed_dim
-        self.patch_embed.proj.set_active(self.patch_embed.proj.weight.shape[1], e)
-        for i, blk in enumerate(self.blocks[: cfg.depth]):
+        proj = cast(DynLinear, self.patch_embed.proj)
+        proj.set_active(proj.weight.shape[1], e)
+        for i, blk in enumerate(self._dyn_blocks(cfg.depth)):
             h, m = cfg.heads[i], cfg.mlp_dims()[i]
             blk.norm1.active = blk.norm2.active = e
             blk.qkv.set_heads(e, h)
@@ -187,6 +204,9 @@ class ViTSupernet(_ViT):
         self.head.set_active(e, self.num_classes)
         self._config = cfg
         return self
+
+    def _dyn_blocks(self, depth: int) -> list[_DynBlock]:
+        return cast("list[_DynBlock]", list(self.blocks[:depth]))
 
     def _cls_pos(self) -> tuple[Tensor, Tensor]:
         e = self._config.embed_dim
@@ -201,7 +221,7 @@ class ViTSupernet(_ViT):
         self.set_active(cfg)
         try:
             blocks = []
-            for i, blk in enumerate(self.blocks[: cfg.depth]):
+            for i, blk in enumerate(self._dyn_blocks(cfg.depth)):
                 blocks.append(Block(blk.norm1.export(), blk.qkv.export(), blk.proj.export(),
                                     blk.norm2.export(), blk.fc1.export(), blk.fc2.export(),
                                     num_heads=cfg.heads[i], head_dim=self.shape.head_dim))
