@@ -22,6 +22,7 @@ benchmarks/results/bench_joint.jsonl as soon as the cell is done; searches resum
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -186,30 +187,57 @@ def run_cell(ctx: Ctx, dataset: str, objset: str) -> dict[str, Any]:
                                         ("accuracy", "latency_ms", "throughput_ips",
                                          "energy_mj", "latency_runtime")},
                            "searches": {}}
+    pool: dict[str, dict[str, Any]] = {}  # every search's first n configs, by config
     for name, (axis, _) in SEARCHES.items():
         runs = []
         for seed in (seeds[:1] if axis == "bits" else seeds):
             longer = long_n > n and seed < long_seeds and axis != "bits"
             budget = long_n if longer else n
             if name == "staged" and longer:  # its 40-config run is a study of its own
-                short = _summary(records(search(ctx, dataset, objset, name, seed, n, n)),
-                                 objectives, base, (n,), n)
+                recs = records(search(ctx, dataset, objset, name, seed, n, n))
+                _pool(pool, recs[:n])
+                short = _summary(recs, objectives, base, (n,), n)
                 full = _summary(records(search(ctx, dataset, objset, name, seed, budget,
                                                budget)), objectives, base, checkpoints, budget)
                 runs.append({"seed": seed, **full, f"hv_{n}": short[f"hv_{n}"],
                              f"seconds_{n}": short[f"seconds_{n}"],
                              "kept_accuracy_cut_short": short["kept_accuracy_cut"]})
             else:
-                study = search(ctx, dataset, objset, name, seed, budget, budget)
-                runs.append({"seed": seed, **_summary(records(study), objectives, base,
-                                                      checkpoints, budget)})
+                recs = records(search(ctx, dataset, objset, name, seed, budget, budget))
+                _pool(pool, recs[:n])
+                runs.append({"seed": seed, **_summary(recs, objectives, base, checkpoints,
+                                                      budget)})
             log(f"{dataset}/{objset} {name} seed {seed}: HV at {n} "
                 f"{runs[-1].get(f'hv_{n}', runs[-1]['hv_history'][-1]):.4f}")
         vals = [r.get(f"hv_{n}", r["hv_history"][-1] if r["hv_history"] else 0.0)
                 for r in runs]
         mean, std, k = mean_std(vals)
         out["searches"][name] = {"runs": runs, "hv_mean": mean, "hv_std": std, "hv_n": k}
+    out["ceiling"] = ceiling(list(pool.values()), objectives, base)
     return out
+
+
+def _pool(pool: dict[str, dict[str, Any]], recs: list[dict[str, Any]]) -> None:
+    for r in recs:
+        pool.setdefault(json.dumps(r["config"], sort_keys=True), r)
+
+
+def ceiling(union: list[dict[str, Any]], objectives: list[Any], base: dict[str, Any]
+            ) -> dict[str, Any]:
+    """What the cell's metric leaves to win: the hypervolume of the union of every config
+    that any search of the cell measured (a search of ``n`` configs that picked the best ``n``
+    of them could reach at most this), and the ideal corner (the best error and the smallest
+    cost ratios seen, each on its own: no config need have them together)."""
+    import numpy as np
+
+    from jointopt.pareto import hypervolume, is_eligible, normalize
+
+    pts = normalize([r for r in union if is_eligible(r, objectives)], objectives, base)
+    inside = pts[np.all(pts <= 1.0, axis=1)] if len(pts) else pts
+    corner = float(np.prod(1.0 - inside.min(axis=0))) if len(inside) else 0.0
+    return {"n_configs": len(union), "union_hv": hypervolume(union, objectives, base),
+            "corner_hv": corner,
+            "best_ratios": [float(x) for x in inside.min(axis=0)] if len(inside) else []}
 
 
 def run_joint(ctx: Ctx) -> list[dict[str, Any]]:

@@ -72,6 +72,19 @@ def cell_tables(r: dict[str, Any]) -> list[str]:
         cut = ", ".join(f"{k.split('_')[0]} {f(_best(v), '.1f')}x" for k, v in cuts.items())
         secs = mean_std([run.get(f"seconds_{n}", run["seconds"]) for run in s["runs"]])[0]
         out.append(f"| {LABEL[name]} | " + " | ".join(cells) + f" | {cut} | {f(secs, '.0f')} |")
+    c = r.get("ceiling")
+    if c:
+        best = max((s["hv_mean"] for k, s in r["searches"].items() if k in OTHERS
+                    and s.get("hv_mean") == s.get("hv_mean")), default=math.nan)
+        out += ["", f"Headroom: the union of every config any search of this cell measured "
+                f"({c['n_configs']} distinct) has HV {f(c['union_hv'], '.4f')}, "
+                f"{f(c['union_hv'] / best, '.3f')}x the best other search's mean; the ideal "
+                f"corner (best error and smallest cost ratios seen, "
+                f"{', '.join(f(x, '.3f') for x in c['best_ratios'])}, each on its own) has "
+                f"{f(c['corner_hv'], '.4f')}, {f(c['corner_hv'] / best, '.3f')}x. No search "
+                f"that picks its {n} configs among these can pass the union's HV; the corner "
+                f"is what a single config with the best accuracy at the smallest costs seen "
+                f"would give."]
     return out + [""]
 
 
