@@ -10,6 +10,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 WM811K = SHARED / "data" / "wm811k" / "images"
 
+#: A test Ray cluster's head: no CPUs (it runs the driver only), and workers at the user's
+#: priority, as jointopt's own local Ray runs them. Ray's default nice 15 starves the trials on
+#: a busy machine (README, "Running on a cluster").
+RAY_HEAD = {"num_cpus": 0, "_system_config": {"worker_niceness": 0}}
+
 TINY_SPACE = {
     "supernet": {"img_size": 32, "patch_size": 8, "depth": 3, "embed_dim": 32, "num_heads": 2,
                  "head_dim": 8, "mlp_ratio": 2.0},

@@ -215,3 +215,27 @@ def test_best_cut_at_kept_accuracy_ignores_inaccurate_and_infeasible_points() ->
     assert all(math.isnan(v) for v in best_at_kept_accuracy(pts[1:3], base).values())
 
 
+
+
+def test_ceiling_bounds_every_subset_of_the_pooled_configs() -> None:
+    from bench.joint import ceiling
+
+    from jointopt.pareto import Objective, hypervolume
+
+    objectives = [Objective("accuracy", "maximize"), Objective("latency_ms", "minimize")]
+    base = {"metrics": {"accuracy": 0.8, "latency_ms": 2.0}}
+
+    def rec(acc: float, ms: float) -> dict:
+        return {"config": {"a": acc, "m": ms}, "metrics": {"accuracy": acc, "latency_ms": ms},
+                "feasible": True}
+
+    union = [rec(0.85, 1.0), rec(0.80, 0.2), rec(0.9, 1.8), rec(0.95, 2.5)]  # last: outside
+    c = ceiling(union, objectives, base)
+    assert c["n_configs"] == 4
+    assert c["union_hv"] == pytest.approx(hypervolume(union, objectives, base))
+    for i in range(len(union)):
+        assert hypervolume(union[:i] + union[i + 1:], objectives, base) <= c["union_hv"]
+    # the corner pairs the best error (0.1) with the smallest latency ratio (0.1)
+    assert c["best_ratios"] == pytest.approx([0.1, 0.1])
+    assert c["corner_hv"] == pytest.approx(0.9 * 0.9)
+    assert c["corner_hv"] >= c["union_hv"]

@@ -16,6 +16,7 @@ import time
 import optuna
 import pytest
 import yaml
+from conftest import RAY_HEAD
 from optuna.trial import TrialState
 from test_search import variant
 
@@ -44,7 +45,7 @@ def test_worker_without_the_storage_variable_runs_trials(trained_tiny, tmp_path,
             "w_bits": 8, "a_bits": 8}
     monkeypatch.delenv(VAR, raising=False)
     # The head runs the driver only; trials run on a worker node started without the variable.
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    cluster = Cluster(initialize_head=True, head_node_args=RAY_HEAD)
     try:
         cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import RAY_HEAD
 from optuna.trial import TrialState
 from test_search import variant
 
@@ -90,7 +91,7 @@ def test_retry_backs_off_then_stops_with_one_line(trained_tiny, tmp_path) -> Non
 def test_storage_lost_mid_run_is_ridden_out_or_stops_cleanly(trained_tiny, tmp_path,
                                                              postgres) -> None:
     # A short outage: the search retries, reconnects and completes with nothing lost.
-    short = variant(trained_tiny, tmp_path, "outage-short", storage=postgres.url, n_trials=40,
+    short = variant(trained_tiny, tmp_path, "outage-short", storage=postgres.url, n_trials=10,
                     storage_retry_seconds=60)
     proc = _search(short)
     try:
@@ -108,7 +109,7 @@ def test_storage_lost_mid_run_is_ridden_out_or_stops_cleanly(trained_tiny, tmp_p
     numbers = [t.number for t in after]
     assert len(numbers) == len(set(numbers))
     complete = [t for t in after if t.state == TrialState.COMPLETE]
-    assert len(complete) == 40
+    assert len(complete) == 10
     assert not [t for t in after if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     for t in before:
         if t.state == TrialState.COMPLETE:
@@ -175,10 +176,16 @@ def test_ray_worker_killed_mid_trial_is_retried_on_another_node(trained_tiny, tm
     from ray.cluster_utils import Cluster
 
     # The head runs the driver only; trials run on two 1-CPU worker nodes.
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    # A dead node is noticed after 3 missed 1 s health checks rather than Ray's 5 x 3 s: the test
+    # is about the retry, not about how long Ray waits before it calls a node dead.
+    head = {**RAY_HEAD, "_system_config": {**RAY_HEAD["_system_config"],
+                                           "health_check_period_ms": 1000,
+                                           "health_check_timeout_ms": 2000,
+                                           "health_check_failure_threshold": 3}}
+    cluster = Cluster(initialize_head=True, head_node_args=head)
     workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
-    n_trials = 8
+    n_trials = 5
     path = variant(trained_tiny, tmp_path, "node-loss", storage=postgres.url, n_trials=n_trials,
                    backend="ray", sampler={"name": "random", "seed": 1},
                    ray={"address": cluster.address, "max_concurrent_trials": 2,

@@ -24,7 +24,7 @@ from jointopt.evaluation import METRIC_KEYS
 
 URL_VAR = "JOINTOPT_TEST_PG_URL"  # the storage URL (with its password) stays out of the YAML
 WORKERS = 4
-N_TRIALS = 24
+N_TRIALS = 12
 
 
 def pg_study(trained: Path, tmp_path: Path, name: str, **search: object) -> Path:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -119,7 +120,7 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(trained_tiny, tmp_path, 
 
         extra["storage"] = request.getfixturevalue("postgres").create_database(
             f"killed_{uuid.uuid4().hex[:8]}")
-    path = variant(trained_tiny, tmp_path, "killed", n_trials=9, **extra)
+    path = variant(trained_tiny, tmp_path, "killed", n_trials=6, **extra)
     proc = subprocess.Popen([sys.executable, "-m", "jointopt", "search", str(path), "--quiet"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
@@ -145,7 +146,7 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(trained_tiny, tmp_path, 
     assert r.returncode == 0, r.stderr
     after = _trials(path)
     complete = [t for t in after if t.state == TrialState.COMPLETE]
-    assert len(complete) == 9
+    assert len(complete) == 6
     for n, values in complete_before.items():  # nothing completed was lost or re-run
         assert after[n].state == TrialState.COMPLETE and after[n].values == values
     numbers = [t.number for t in after]
@@ -154,6 +155,18 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(trained_tiny, tmp_path, 
     retried = [t for t in after if "retry_of" in t.user_attrs]
     assert len(orphans) == len(retried) >= 1
     assert {t.user_attrs["retry_of"] for t in retried} == {t.number for t in orphans}
+
+
+@pytest.fixture(scope="module")
+def searched_keep(trained_tiny: Path, tmp_path_factory: pytest.TempPathFactory
+                  ) -> tuple[Path, Path]:
+    """A storage holding a finished 2-trial search of study "keep" (searched once per module:
+    the cases below each copy it and then try a bad change against it)."""
+    tmp = tmp_path_factory.mktemp("keep")
+    first = variant(trained_tiny, tmp, "keep", n_trials=2)
+    r = _cli("search", str(first), "--quiet")
+    assert r.returncode == 0, r.stderr
+    return trained_tiny, tmp / "optuna.db"
 
 
 @pytest.mark.parametrize(
@@ -166,11 +179,11 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(trained_tiny, tmp_path, 
         ({"objectives": {"accuracy": "maximize", "params": "minimize"}}, "exists in the storage"),
     ],
 )
-def test_bad_search_input_is_one_line_exit_2_and_leaves_storage(trained_tiny, tmp_path,
+def test_bad_search_input_is_one_line_exit_2_and_leaves_storage(searched_keep, tmp_path,
                                                                  search, needle) -> None:
-    first = variant(trained_tiny, tmp_path, "keep", n_trials=2)
-    assert _cli("search", str(first), "--quiet").returncode == 0
+    trained_tiny, searched = searched_keep
     db = tmp_path / "optuna.db"
+    shutil.copyfile(searched, db)  # every case starts from the same searched storage
     snapshot = db.read_bytes()
     bad = variant(trained_tiny, tmp_path, "keep", n_trials=3, **search)
     r = _cli("search", str(bad), "--quiet")

@@ -134,8 +134,15 @@ def init_ray(study: Study, *, quiet: bool = False) -> None:
     if address:
         ray.init(address=address, log_to_driver=False, logging_level=level)
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                 logging_level=level)
+        # address="local": a new Ray on this machine, as documented, even when a `ray start`
+        # cluster runs here too (ray.init would join it and then refuse num_cpus).
+        # worker_niceness 0: Ray runs its workers at nice 15 by default, so on a machine that
+        # is busy with anything else (a laptop, CI) the trials all but stop: under two busy
+        # loops on 2 cores a test search took 14x its quiet time. Trials are the search's
+        # work, so they run at the user's priority.
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
+                 log_to_driver=False, logging_level=level,
+                 _system_config={"worker_niceness": 0})
 
 
 def _trainable(config: dict[str, Any], study: Study, supernet: Any) -> None:

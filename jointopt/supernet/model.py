@@ -11,8 +11,8 @@ from typing import Any, Protocol, cast
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from timm.layers import trunc_normal_
 from torch import Tensor, nn
+from torch.nn.init import trunc_normal_
 
 from jointopt.errors import UserError
 from jointopt.space import JointConfig, SearchSpace, SupernetShape
