@@ -215,11 +215,11 @@ def _parse_config(text: str):  # type: ignore[no-untyped-def]
 @_verbosity
 def evaluate(study_file: str, config_text: str, split: str, as_json: bool) -> None:
     """Evaluate one joint config: accuracy, size, measured latency and energy."""
-    from jointopt.evaluation import evaluate as run_eval
-
     study = _study(study_file)
     cfg = _parse_config(config_text)
-    study.space.validate(cfg, source="--config")
+    study.space.validate(cfg, source="--config")  # a bad config fails before torch loads
+    from jointopt.evaluation import evaluate as run_eval
+
     with _progress_to_stderr():
         metrics = run_eval(study, cfg, split=split).to_dict()
     if as_json:

@@ -28,6 +28,7 @@ from jointopt.cost.size import size_costs
 from jointopt.deploy import accuracy_model
 from jointopt.errors import UserError
 from jointopt.metrics import balanced_accuracy, per_class_recall
+from jointopt.pareto import METRIC_KEYS
 from jointopt.precision import PrecisionPlan, plan_for
 from jointopt.runtimes import get_runtime
 from jointopt.scratch import scratch_dir
@@ -41,10 +42,6 @@ __all__ = ["Metrics", "evaluate", "build_deployable", "config_plan", "METRIC_KEY
 log = logging.getLogger(__name__)
 _EXTRACT_LOCK = threading.Lock()
 
-METRIC_KEYS: tuple[str, ...] = (
-    "accuracy", "params", "macs", "bitops", "model_bytes", "latency_ms", "throughput_ips",
-    "latency_runtime", "energy_mj", "energy_source",
-)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ import pandas as pd
 from optuna._hypervolume import compute_hypervolume
 
 __all__ = [
-    "ACCURACY_KEYS", "CONFIG_AXES", "DEFAULT_OBJECTIVES", "Objective", "front_table",
+    "ACCURACY_KEYS", "CONFIG_AXES", "DEFAULT_OBJECTIVES", "METRIC_KEYS", "Objective", "front_table",
     "hypervolume", "hypervolume_history", "hypervolume_of_points", "is_eligible", "knee_point",
     "normalize",
     "objective_value", "pareto_front", "reductions",
@@ -41,6 +41,12 @@ Record = Mapping[str, Any]
 
 ACCURACY_KEYS = frozenset({"accuracy", "test_accuracy", "balanced_accuracy",
                            "test_balanced_accuracy"})
+#: The keys every evaluation records (jointopt.evaluation.Metrics), kept here, free of torch, for
+#: the code that reads stored trials.
+METRIC_KEYS: tuple[str, ...] = (
+    "accuracy", "params", "macs", "bitops", "model_bytes", "latency_ms", "throughput_ips",
+    "latency_runtime", "energy_mj", "energy_source",
+)
 CONFIG_AXES = ("depth", "embed_dim", "num_heads", "mlp_ratio", "tome_r", "w_bits", "a_bits")
 _DIRECTIONS = ("maximize", "minimize")
 

@@ -15,7 +15,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from jointopt.errors import UserError
-from jointopt.evaluation import METRIC_KEYS, evaluate
+from jointopt.pareto import METRIC_KEYS
 from jointopt.space import JointConfig
 from jointopt.study import Study
 
@@ -54,6 +54,8 @@ def run_trial(study: Study, cfg: JointConfig, *, supernet: Any = None) -> TrialO
         study.space.validate(cfg)
     except UserError as e:
         raise InvalidConfig(str(e)) from None
+    from jointopt.evaluation import evaluate  # torch loads with the first trial, not before
+
     metrics = evaluate(study, cfg, supernet=supernet).to_dict()
     attrs: dict[str, Any] = {"config": cfg.to_dict(), "config_key": cfg.key(), **metrics}
     cons = [c.violation(metrics) for c in spec.constraints]

@@ -58,8 +58,8 @@ def run_optuna(study: Study, *, n_trials: int | None = None, n_jobs: int | None 
     """Run or resume the study until ``n_trials`` trials are complete."""
     spec = study.search
     target = n_trials or spec.n_trials
+    check_storage(study, url=storage_url)  # reachable? (creates nothing; before torch loads)
     supernet = study.load_supernet()  # fails clearly before any trial if not trained
-    check_storage(study, url=storage_url)  # reachable? (creates nothing)
     study.data()  # a bad dataset is one line now, before the storage is written (cached)
     storage = open_storage(study, url=storage_url)
     sampler = make_sampler(spec, n_objectives=len(spec.objectives), space=study.space)
