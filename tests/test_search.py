@@ -120,7 +120,7 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(trained_tiny, tmp_path, 
 
         extra["storage"] = request.getfixturevalue("postgres").create_database(
             f"killed_{uuid.uuid4().hex[:8]}")
-    path = variant(trained_tiny, tmp_path, "killed", n_trials=6, **extra)
+    path = variant(trained_tiny, tmp_path, "killed", n_trials=9, **extra)
     proc = subprocess.Popen([sys.executable, "-m", "jointopt", "search", str(path), "--quiet"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
@@ -146,7 +146,7 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(trained_tiny, tmp_path, 
     assert r.returncode == 0, r.stderr
     after = _trials(path)
     complete = [t for t in after if t.state == TrialState.COMPLETE]
-    assert len(complete) == 6
+    assert len(complete) == 9
     for n, values in complete_before.items():  # nothing completed was lost or re-run
         assert after[n].state == TrialState.COMPLETE and after[n].values == values
     numbers = [t.number for t in after]
