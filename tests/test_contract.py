@@ -227,6 +227,26 @@ def test_failed_baseline_and_seed_configs_are_queued_again(trained_tiny, tmp_pat
     assert [t.user_attrs for t in waiting] == [{"baseline": True}, {"seed_config": True}]
 
 
+def test_a_seed_config_pruned_as_a_repeat_is_not_queued_again(trained_tiny, tmp_path) -> None:
+    from optuna.trial import TrialState
+    from test_search import variant
+
+    from jointopt.controllers.anchors import requeue_anchors
+    from jointopt.controllers.storage import open_storage, open_study
+
+    seed = {"depth": 1, "embed_dim": 16, "num_heads": 1, "mlp_ratio": 1.0, "tome_r": 0,
+            "w_bits": 8, "a_bits": 8}
+    study = Study.from_yaml(variant(trained_tiny, tmp_path, "repeat-seed", seed_configs=[seed]))
+    ostudy = open_study(study, open_storage(study))
+    ostudy.tell(ostudy.ask(), [0.5, 1.0, 1.0])  # the baseline
+    seeded = ostudy.ask()
+    assert seeded.user_attrs.get("seed_config") is True
+    seeded.set_user_attr("repeat_of", 0)  # what the search does with a repeat
+    ostudy.tell(seeded, state=TrialState.PRUNED)
+    assert requeue_anchors(ostudy, study) == []
+    assert not [t for t in ostudy.get_trials() if t.state == TrialState.WAITING]
+
+
 # ---- packaging and deployment ----------------------------------------------------------------
 def test_cluster_extra_is_ray_default_and_documented() -> None:
     tomllib = pytest.importorskip("tomllib")

@@ -26,11 +26,15 @@ def _fixed_params(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
 
 def requeue_anchors(ostudy: optuna.Study, study: Study) -> list[str]:
     """Queue the baseline and every seed config again unless a trial of it is complete,
-    waiting or running; returns what was queued (``"baseline"`` and config keys)."""
+    waiting, running or pruned as a repeat; returns what was queued (``"baseline"`` and config
+    keys)."""
     from jointopt.space import JointConfig
 
     live = (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
-    trials = [t for t in ostudy.get_trials(deepcopy=False) if t.state in live]
+    # A seed config pruned as a repeat (another trial measured the same config) is done too:
+    # queueing it again would only prune it again, once per resume.
+    trials = [t for t in ostudy.get_trials(deepcopy=False) if t.state in live
+              or (t.state == TrialState.PRUNED and "repeat_of" in t.user_attrs)]
     space = study.space
     queued = []
     if not any(t.user_attrs.get("baseline") for t in trials):
