@@ -348,7 +348,7 @@ def export(study_file: str, out: Path, trials: tuple[int, ...]) -> None:
 @_verbosity
 def report(study_file: str, out: Path) -> None:
     """Write a self-contained plotly HTML report of the study."""
-    from jointopt.export import objectives_of, study_records
+    from jointopt.controllers.objective import objectives_of, study_records
     from jointopt.report.counts import TrialCounts
     from jointopt.report.html import write_report
     from jointopt.report.training import load_history

@@ -15,20 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import optuna
 import torch
 import yaml
 from safetensors.torch import save_file
 from torch import nn
 
-from jointopt.controllers.objective import trial_record
-from jointopt.controllers.storage import open_storage, open_study
+# study_records and objectives_of live with trial_record (torch-free); kept importable here.
+from jointopt.controllers.objective import objectives_of, study_records
 from jointopt.deploy import accuracy_model, check_deployment, export_onnx
 from jointopt.errors import UserError
 from jointopt.evaluation import build_deployable, config_plan
 from jointopt.metrics import balanced_accuracy, per_class_recall
 from jointopt.modelcard import card_facts, write_card
-from jointopt.pareto import Objective, front_table, pareto_front
+from jointopt.pareto import front_table, pareto_front
 from jointopt.precision import PrecisionPlan
 from jointopt.runtimes import get_runtime
 from jointopt.space import JointConfig
@@ -37,22 +36,6 @@ from jointopt.train import normalize
 
 __all__ = ["study_records", "export_study", "deployed_model", "deploy_member",
            "runtime_predictions", "torch_predictions", "DeployedMember"]
-
-
-def study_records(study: Study) -> tuple[list[dict[str, Any]], dict[str, Any] | None,
-                                         optuna.Study]:
-    """(records of finished trials, the baseline record or None, the Optuna study)."""
-    ostudy = open_study(study, open_storage(study, create=False), create=False)
-    # A repeat reuses an earlier trial's measurement; listing it again would only duplicate
-    # that trial on the front.
-    records = [r for t in ostudy.get_trials(deepcopy=False)
-               if (r := trial_record(t)) and "repeat_of" not in t.user_attrs]
-    base = next((r for r in records if r["baseline"] and r["valid"]), None)
-    return records, base, ostudy
-
-
-def objectives_of(study: Study) -> list[Objective]:
-    return list(study.search.objectives)
 
 
 def deployed_model(study: Study, cfg: JointConfig, net: Any) -> nn.Module:

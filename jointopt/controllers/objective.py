@@ -15,11 +15,12 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from jointopt.errors import UserError
-from jointopt.pareto import METRIC_KEYS
+from jointopt.pareto import METRIC_KEYS, Objective
 from jointopt.space import JointConfig
 from jointopt.study import Study
 
 __all__ = ["TrialOutcome", "run_trial", "suggest_config", "find_repeat", "trial_record",
+           "study_records", "objectives_of",
            "store_constraints", "InvalidConfig", "CONSTRAINTS_ATTR"]
 
 #: optuna-dashboard reads a trial's constraints from this system attribute (a list, in the
@@ -95,3 +96,22 @@ def trial_record(t: FrozenTrial) -> dict[str, Any] | None:
     return {"number": t.number, "config": t.user_attrs["config"], "metrics": metrics,
             "feasible": feasible, "baseline": bool(t.user_attrs.get("baseline")),
             "valid": True}
+
+
+def study_records(study: Study) -> tuple[list[dict[str, Any]], dict[str, Any] | None,
+                                         optuna.Study]:
+    """(records of finished trials, the baseline record or None, the Optuna study), read
+    without creating anything in the storage."""
+    from jointopt.controllers.storage import open_storage, open_study
+
+    ostudy = open_study(study, open_storage(study, create=False), create=False)
+    # A repeat reuses an earlier trial's measurement; listing it again would only duplicate
+    # that trial on the front.
+    records = [r for t in ostudy.get_trials(deepcopy=False)
+               if (r := trial_record(t)) and "repeat_of" not in t.user_attrs]
+    base = next((r for r in records if r["baseline"] and r["valid"]), None)
+    return records, base, ostudy
+
+
+def objectives_of(study: Study) -> list[Objective]:
+    return list(study.search.objectives)

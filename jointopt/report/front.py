@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from jointopt.controllers.objective import objectives_of, study_records
 from jointopt.errors import UserError
-from jointopt.export import objectives_of, study_records
 from jointopt.pareto import front_table, hypervolume, knee_point, pareto_front, reductions
 from jointopt.report.counts import TrialCounts
 from jointopt.study import Study
