@@ -186,8 +186,8 @@ def run_ray(study: Study, *, n_trials: int | None = None, progress: bool = True,
 
     spec = study.search
     target = n_trials or spec.n_trials
+    check_storage(study)  # reachable? (creates nothing; before torch loads)
     supernet = study.load_supernet()
-    check_storage(study)  # reachable? (creates nothing)
     study.data()  # a bad dataset is one line now, before the storage is written
     storage = open_storage(study)
     sampler = make_sampler(spec, n_objectives=len(spec.objectives), space=study.space)
