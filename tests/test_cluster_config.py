@@ -123,3 +123,52 @@ def test_user_error_inside_a_trial_stops_the_search_with_one_line(trained_tiny, 
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(done) == 4 and done[0].user_attrs.get("baseline") is True
     assert main(["pareto", str(path)]) == 0
+
+
+@pytest.mark.slow
+def test_node_with_a_bad_setting_stops_the_search_then_the_study_resumes(trained_tiny, tmp_path
+                                                                          ) -> None:
+    """A worker node whose environment breaks every trial (its JOINTOPT_CACHE names a file, not
+    a folder): the search stops within a minute with one line that names the setting and the
+    node, exit 2, and Ray does not retry it. With the node replaced, the same study resumes to
+    a complete baseline and a working ``pareto``."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    bad = tmp_path / "not-a-folder"
+    bad.write_text("")
+    good = os.environ["JOINTOPT_CACHE"]  # the tests' cache (conftest)
+    cluster = Cluster(initialize_head=True, head_node_args=RAY_HEAD)
+    try:
+        os.environ["JOINTOPT_CACHE"] = str(bad)  # what the node starts with
+        try:
+            node = cluster.add_node(num_cpus=1)
+        finally:
+            os.environ["JOINTOPT_CACHE"] = good
+        cluster.wait_for_nodes()
+        path = variant(trained_tiny, tmp_path, "bad-node", storage=url, n_trials=3,
+                       backend="ray", sampler={"name": "random", "seed": 0},
+                       ray={"address": cluster.address, "max_concurrent_trials": 1,
+                            "cpus_per_trial": 1, "max_failures": 2})
+        r, seconds = _cli("search", str(path), "--quiet", env=dict(os.environ))
+        assert r.returncode == 2, r.stderr
+        errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+        assert len(errors) == 1 and "Traceback" not in r.stderr, r.stderr
+        assert "JOINTOPT_CACHE=" in errors[0] and "on Ray worker node" in errors[0], errors
+        assert seconds < 60
+        # The fix: the node is replaced by one with a working cache; the study resumes.
+        cluster.remove_node(node)
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        r, _ = _cli("search", str(path), "--quiet", env=dict(os.environ))
+        assert r.returncode == 0, r.stderr
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    trials = optuna.load_study(study_name="bad-node", storage=url).trials
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 3 and any(t.user_attrs.get("baseline") for t in complete)
+    r, _ = _cli("pareto", str(path), env=dict(os.environ), timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "baseline (trial" in r.stdout

@@ -162,8 +162,18 @@ class _QuietUserErrors(logging.Filter):
     """Drops Optuna's "Trial N failed ... Traceback" record for a UserError: the search stops
     and the CLI prints it as one line."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._dropped: set[str] = set()  # "Trial N " of the records dropped
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not isinstance(record.exc_info[1] if record.exc_info else None, UserError)
+        message = record.getMessage()
+        prefix = " ".join(message.split(" ")[:2]) + " "
+        if isinstance(record.exc_info[1] if record.exc_info else None, UserError):
+            self._dropped.add(prefix)
+            return False
+        # Optuna follows that record with "Trial N failed with value None." for the same trial.
+        return not (prefix in self._dropped and "failed with value" in message)
 
 
 def _running(s: optuna.Study) -> int:

@@ -35,6 +35,7 @@ import torch
 
 from jointopt.cost.contention import foreign_load, quietest_cores
 from jointopt.cost.registry import EvalContext, register_cost_model
+from jointopt.errors import UserError, clip
 
 __all__ = ["MeasureCache", "machine_id", "measurement_lock", "MeasuredLatency", "eval_threads",
            "deployed_runner", "export_deployed", "timing_key", "median_time",
@@ -81,9 +82,19 @@ class MeasureCache:
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = Path(path) if path else default_cache_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._conn() as c:
-            c.execute("CREATE TABLE IF NOT EXISTS m (key TEXT PRIMARY KEY, value TEXT, t REAL)")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._conn() as c:
+                c.execute("CREATE TABLE IF NOT EXISTS m (key TEXT PRIMARY KEY, value TEXT, "
+                          "t REAL)")
+        except (OSError, sqlite3.Error) as e:
+            # A setting of this machine (on a cluster: of this node), not a fault of the run:
+            # one line that names it, and no retry.
+            where = (f"JOINTOPT_CACHE={clip(repr(os.environ['JOINTOPT_CACHE']))}"
+                     if not path and os.environ.get("JOINTOPT_CACHE") else
+                     f"measurement cache {clip(repr(str(self.path)))}")
+            raise UserError(f"{where}: cannot create the measurement cache "
+                            f"({type(e).__name__}: {clip(str(e))})") from None
 
     @contextlib.contextmanager
     def _conn(self) -> Iterator[sqlite3.Connection]:
