@@ -347,8 +347,9 @@ def _slug(name: str) -> str:
 
 
 def fixed_reference(ctx: Ctx, study_yaml: Path, name: str, epochs: int,
-                    ) -> tuple[dict[str, Any], np.ndarray]:
-    """A model trained standalone (`jointopt train-fixed`), costed and timed like a config.
+                    ) -> tuple[dict[str, Any], np.ndarray, Any]:
+    """A model trained standalone (`jointopt train-fixed`), costed and timed like a config;
+    returns its metrics, its 0/1 test correctness and the trained model (eval mode).
 
     The trained weights are kept in ``<study output>/bench-baselines/`` under a key of the
     model, budget, recipe and data, and reused by later runs (``reused: true``): training is
@@ -409,7 +410,7 @@ def fixed_reference(ctx: Ctx, study_yaml: Path, name: str, epochs: int,
            "train_seconds": meta["train_seconds"], "reused": meta["reused"],
            "val_accuracy": accuracy(model, *study.data().val), "test_accuracy": acc,
            "test_ci": [lo, hi], "energy_model_mj": costs["energy_mj"]}
-    return out, correct
+    return out, correct, model
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
