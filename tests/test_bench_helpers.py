@@ -210,7 +210,7 @@ def _fake_new_rule(vs_cnn: float, acc_diff: float) -> dict:
                                                                  "val_accuracy": 0.70}])
     r["models"]["resnet10t_int8"] = dict(r["models"]["resnet10t"], latency_runtime="ov-int8",
                                          int8_layers=12, compute_layers=13,
-                                         energy_model_mj=None)
+                                         energy_model_mj=None, latency_contended=0.5)
     r["ratios"]["resnet10t"]["throughput"] = vs_cnn
     r["ratios"]["resnet10t_int8"] = dict(r["ratios"]["resnet10t"], throughput=vs_cnn / 2)
     r["cnn_targets"] = cnn_targets(acc_diff=acc_diff, throughput_vs_cnn=vs_cnn,
@@ -247,6 +247,7 @@ def test_results_describe_the_newest_pick_rule_over_an_older_full_run(tmp_path: 
     pytest.importorskip("matplotlib")  # the section draws its figure (the bench extra)
     lines = "\n".join(render.headline([old, new], tmp_path))
     assert "resnet10t int8 (CNN)" in lines and "| test-vs-deit |" in lines
+    assert "ov-int8 (timed on busy cores: 50% foreign load)" in lines
 
 
 def test_joint_vs_best_other_pairs_seeds_and_reuses_the_single_grid() -> None:

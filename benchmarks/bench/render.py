@@ -201,7 +201,7 @@ def headline(recs: list[dict[str, Any]], figdir: Path) -> list[str]:
                        f"{int(m['params']):,} | {int(m['macs']):,} | {int(m['bitops']):,} | "
                        f"{int(m['model_bytes']):,} | {f(m['latency_ms'], '.3f')} | "
                        f"{f(m['throughput_ips'], '.0f')} | {f(m['energy_model_mj'], '.4f')} | "
-                       f"{m.get('latency_runtime', '')} | {ep} |")
+                       f"{m.get('latency_runtime', '')}{_contended(m)} | {ep} |")
         if r.get("cnn_targets"):
             out += ["", f"Targets against the CNN a user would otherwise deploy (every model "
                     f"measured in this run on {r.get('runtime')} at batch "
@@ -217,7 +217,7 @@ def headline(recs: list[dict[str, Any]], figdir: Path) -> list[str]:
         out += ["", "Pick over each reference (> 1 = pick better):", "",
                 "| reference | " + " | ".join(n for _, n, _ in RATIO_KEYS) + " |",
                 "|---|" + "---|" * len(RATIO_KEYS)]
-        for tag in refs[1:]:
+        for tag in ("deit_tiny", "resnet10t", "resnet10t_int8", "supernet_max"):
             q = r["ratios"].get(tag)
             if q is not None:
                 out.append(f"| {REF_LABEL[tag]} | "
@@ -229,6 +229,11 @@ def headline(recs: list[dict[str, Any]], figdir: Path) -> list[str]:
     if _fig_headline(shown, fig):
         out += [f"![ratios over the DeiT-Tiny-shaped ViT]({fig.name})", ""]
     return out
+
+
+def _contended(m: dict[str, Any]) -> str:
+    share = m.get("latency_contended")
+    return f" (timed on busy cores: {f(_num(share) * 100, '.0f')}% foreign load)" if share else ""
 
 
 def _pts(x: Any) -> str:
@@ -325,8 +330,9 @@ def headline_paragraph(r: dict[str, Any]) -> str:
         worst = max(_num(v.get("rel_diff")) for v in chk.values())
         agree = "exactly" if worst == 0 else f"to within {f(worst * 100, '.2g')}%"
         rt = r.get("runtime") or "ONNX Runtime"
-        s.append(f"Energy is modelled (Horowitz 45 nm), not measured, for every float model "
-                 f"(none for the int8 CNN); the generic counter used for the timm models agrees "
+        none8 = " (none for the int8 CNN)" if "resnet10t_int8" in m else ""
+        s.append(f"Energy is modelled (Horowitz 45 nm), not measured, for every float model"
+                 f"{none8}; the generic counter used for the timm models agrees "
                  f"with jointopt's own model on the max_config subnet {agree} (params, MACs, "
                  f"energy). The timm models are timed in fp32 on the same runtime as the "
                  f"configs ({rt}).")
