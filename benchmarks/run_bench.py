@@ -3,8 +3,9 @@
 Sections (each appends its raw record to benchmarks/results/bench_<name>.jsonl as soon as it
 finishes, so a crash later keeps the earlier ones):
 
-  1 headline   a Pareto member vs DeiT-Tiny-shaped ViT, resnet10t and max_config (WM-811K,
-               synthetic): ratios of params, MACs, BitOPs, bytes, latency, throughput, energy
+  1 headline   a Pareto member (picked on validation against resnet10t) vs DeiT-Tiny-shaped
+               ViT, resnet10t (fp32 and int8) and max_config (WM-811K, synthetic): ratios of
+               params, MACs, BitOPs, bytes, latency, throughput, energy
   2 joint      joint search vs the staged selection and every single-axis search, per
                dataset x objective set (WM-811K latency and throughput, DeepPCB throughput)
   3 samplers   hypervolume vs trials for nsga2, tpe, gp, random (WM-811K, joint space)
@@ -15,6 +16,7 @@ finishes, so a crash later keeps the earlier ones):
 Usage:
   .venv/bin/python benchmarks/run_bench.py --quick|--full [--sections 1,2,...]
       [--set trials=8 --set seeds=1 ...] [--run-dir DIR] [--results DIR]
+      [--datasets wm811k,quickstart]
 
 --quick uses a reduced WM-811K study (30 epochs, output runs/bench-quick/wm811k-e30) and the
 quickstart supernet of `make demo`; --full uses studies/wm811k.yaml as is (runs/wm811k).
@@ -52,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="override one budget entry, e.g. trials=8")
     ap.add_argument("--run-dir", type=Path, default=None,
                     help="continue a run in this folder (cache, searches)")
+    ap.add_argument("--datasets", default="wm811k,quickstart",
+                    help="section 1's datasets, comma-separated (default: wm811k,quickstart)")
     ap.add_argument("--results", type=Path, default=None,
                     help="write raw records here instead of benchmarks/results (smoke tests)")
     args = ap.parse_args(argv)
@@ -71,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--sections {args.sections!r}: expected numbers such as 1,2,6")
     if bad := [s for s in sections if s not in SECTIONS]:
         ap.error(f"--sections: unknown section(s) {bad}; known: {sorted(SECTIONS)}")
+    datasets = tuple(d.strip() for d in args.datasets.split(",") if d.strip())
+    if not datasets or any(d not in ("wm811k", "quickstart") for d in datasets):
+        ap.error(f"--datasets {args.datasets!r}: expected wm811k and/or quickstart")
 
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
@@ -88,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             if s == 1:
                 from bench import headline
 
-                headline.run(ctx)  # one record per dataset, each as soon as it is done
+                headline.run(ctx, datasets)  # one record per dataset, each as soon as it is done
                 continue
             if s == 2:
                 from bench.joint import run_joint

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +23,13 @@ from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench import render, render_joint  # noqa: E402
-from bench.stats import bootstrap_ci, paired_bootstrap_diff, ratios, verdict  # noqa: E402
+from bench.stats import (  # noqa: E402
+    bootstrap_ci,
+    paired_bootstrap_diff,
+    pick_member,
+    ratios,
+    verdict,
+)
 
 TINY_SPACE = {
     "supernet": {"img_size": 16, "patch_size": 4, "depth": 2, "embed_dim": 32, "num_heads": 2,
@@ -78,6 +85,45 @@ def test_verdict_says_met_or_by_how_much_it_is_missed() -> None:
     text = verdict(4.0)
     assert text.startswith("missed") and "2.5x short" in text
     assert verdict(math.nan) == "not measured"
+
+
+# ---- section 1's pick --------------------------------------------------------------------
+def _member(trial: int, val: float, ips: float, test: float = 0.0) -> dict:
+    return {"trial": trial, "val_accuracy": val, "throughput_ips": ips, "test_accuracy": test}
+
+
+def test_pick_is_the_fastest_member_within_a_point_of_the_cnn_on_validation() -> None:
+    front = [_member(1, 0.90, 1000.0), _member(2, 0.875, 5000.0), _member(3, 0.86, 9000.0),
+             _member(4, 0.95, 500.0)]
+    chosen, met = pick_member(front, 0.88)  # floor 0.87: trials 1, 2 and 4 qualify
+    assert met and chosen["trial"] == 2
+    # exactly one point below the CNN qualifies (0.88 - 0.01 is not exact in floats)
+    chosen, met = pick_member([_member(5, 0.87, 100.0)], 0.88)
+    assert met and chosen["trial"] == 5
+
+
+def test_pick_never_reads_test_accuracy() -> None:
+    front = [_member(1, 0.90, 1000.0, test=0.99), _member(2, 0.89, 5000.0, test=0.10)]
+    assert pick_member(front, 0.88)[0]["trial"] == 2
+
+
+def test_pick_falls_back_to_the_most_accurate_member_when_none_qualifies() -> None:
+    front = [_member(1, 0.70, 1000.0), _member(2, 0.80, 200.0), _member(3, 0.75, 9000.0)]
+    chosen, met = pick_member(front, 0.88)
+    assert not met and chosen["trial"] == 2
+
+
+def test_pick_ties_go_to_accuracy_then_speed_then_the_lower_trial() -> None:
+    same_speed = [_member(3, 0.89, 800.0), _member(1, 0.90, 800.0), _member(2, 0.90, 800.0)]
+    assert pick_member(same_speed, 0.88)[0]["trial"] == 1
+    same_acc = [_member(1, 0.60, 100.0), _member(2, 0.60, 900.0), _member(3, 0.60, 900.0)]
+    chosen, met = pick_member(same_acc, 0.88)
+    assert not met and chosen["trial"] == 2
+    # a member without a throughput figure is never the fastest
+    nan_speed = [_member(1, 0.90, math.nan), _member(2, 0.90, 10.0)]
+    assert pick_member(nan_speed, 0.88)[0]["trial"] == 2
+    with pytest.raises(ValueError):
+        pick_member([], 0.88)
 
 
 # ---- generic counter vs jointopt's own ---------------------------------------------------
@@ -152,6 +198,56 @@ def test_summary_follows_the_record() -> None:
     assert "| >= 10x throughput vs DeiT-Tiny shape | wm811k | 4.00x | missed" in rows
     assert "| >= 10x energy vs DeiT-Tiny shape | wm811k | 50.0x | met" in rows
     assert render.ranking({"a": 0.2, "b": 0.3, "c": 0.2}) == "b (0.3000) > a (0.2000) = c (0.2000)"
+
+
+def _fake_new_rule(vs_cnn: float, acc_diff: float) -> dict:
+    from bench.stats import cnn_targets
+
+    r = _fake_headline(12.0)
+    r["pick"].update(rule_id="val-vs-resnet10t", rule_met=False, reference_val_accuracy=0.888,
+                     threshold=0.878, front_size=2,
+                     front=[{"trial": 7, "val_accuracy": 0.80}, {"trial": 8,
+                                                                 "val_accuracy": 0.70}])
+    r["models"]["resnet10t_int8"] = dict(r["models"]["resnet10t"], latency_runtime="ov-int8",
+                                         int8_layers=12, compute_layers=13,
+                                         energy_model_mj=None, latency_contended=0.5)
+    r["ratios"]["resnet10t"]["throughput"] = vs_cnn
+    r["ratios"]["resnet10t_int8"] = dict(r["ratios"]["resnet10t"], throughput=vs_cnn / 2)
+    r["cnn_targets"] = cnn_targets(acc_diff=acc_diff, throughput_vs_cnn=vs_cnn,
+                                   throughput_vs_deit=12.0)
+    r.update(runtime="openvino", batch_size=64, acc_diff_vs_resnet10t=[acc_diff, -0.2, 0.0])
+    return r
+
+
+def test_cnn_targets_say_met_or_by_how_much_they_are_missed() -> None:
+    r = _fake_new_rule(0.78, -0.105)
+    text = render.headline_paragraph(r)
+    assert "no Pareto member's validation accuracy reached resnet10t's (0.888)" in text
+    assert "(the best of the 2 members: 0.800, 7.8 points short)" in text
+    assert "within 1 point of resnet10t\": missed (-10.5 pts; 9.5 pts short)" in text
+    assert "resnet10t fp32 throughput\": missed (0.78x; 6.4x short of 5x)" in text
+    assert "DeiT-Tiny-shaped throughput\": met (12.0x >= 10x)" in text
+    rows = "\n".join(render.summary({"headline": [r]}))
+    assert "| >= 5x resnet10t fp32 throughput | wm811k | 0.78x | missed" in rows
+    assert "| throughput vs resnet10t int8 (no target) | wm811k | 0.39x | reported" in rows
+    ok = _fake_new_rule(6.0, -0.005)
+    assert all(t["met"] for t in ok["cnn_targets"])
+    assert "met (-0.5 pts >= -1 pt)" in render.headline_paragraph(ok)
+
+
+def test_results_describe_the_newest_pick_rule_over_an_older_full_run(tmp_path: Path) -> None:
+    old = dict(_fake_headline(4.0), mode="full", commit="old")
+    new = dict(_fake_new_rule(0.78, -0.1), commit="new")
+    for r in (old, new):
+        r["pick"].update(study="s", storage="sqlite:///x.db")
+        r["models"]["pick"]["config"] = {"depth": 2}
+    assert render.headline_record([old, new], "wm811k")["commit"] == "new"
+    assert render.headline_record([old], "wm811k")["commit"] == "old"
+    assert "5x resnet10t" in "\n".join(render.summary({"headline": [old, new]}))
+    pytest.importorskip("matplotlib")  # the section draws its figure (the bench extra)
+    lines = "\n".join(render.headline([old, new], tmp_path))
+    assert "resnet10t int8 (CNN)" in lines and "| test-vs-deit |" in lines
+    assert "ov-int8 (timed on busy cores: 50% foreign load)" in lines
 
 
 def test_joint_vs_best_other_pairs_seeds_and_reuses_the_single_grid() -> None:

@@ -12,7 +12,9 @@ from typing import Any
 import numpy as np
 
 __all__ = ["bootstrap_ci", "paired_bootstrap_diff", "ratios", "RATIO_KEYS", "TARGET_KEYS",
-           "verdict", "mean_std", "best_at_kept_accuracy", "joint_vs_best_other"]
+           "verdict", "mean_std", "best_at_kept_accuracy", "joint_vs_best_other",
+           "pick_member", "PICK_TOLERANCE", "cnn_targets", "CNN_TARGETS",
+           "target_verdict"]
 
 # (metric, ratio name, smaller is better): a ratio > 1 always means "the pick is better".
 RATIO_KEYS: tuple[tuple[str, str, bool], ...] = (
@@ -76,6 +78,85 @@ def verdict(ratio: float, target: float = 10.0) -> str:
     if ratio >= target:
         return f"met ({ratio:.1f}x >= {target:g}x)"
     return f"missed ({ratio:.2f}x; {target / ratio:.1f}x short of {target:g}x)"
+
+
+#: The pick may lose at most this much validation accuracy to the reference CNN.
+PICK_TOLERANCE = 0.01
+
+
+def pick_member(front: Sequence[Mapping[str, Any]], reference_val_accuracy: float, *,
+                tolerance: float = PICK_TOLERANCE) -> tuple[Mapping[str, Any], bool]:
+    """Section 1's pick among Pareto members, the same rule on every dataset.
+
+    The fastest member (``throughput_ips``) whose ``val_accuracy`` is at least
+    ``reference_val_accuracy - tolerance``; if none is, the most accurate member (validation).
+    Test accuracy is never read: it is reported for the pick, not used to choose it. Ties go
+    to the more accurate (resp. faster) member, then to the lower ``trial`` number.
+
+    Returns:
+        (the member, whether the accuracy condition was met).
+    """
+    if not front:
+        raise ValueError("pick_member: the front is empty")
+    def v(m: Mapping[str, Any], key: str) -> float:  # a missing or NaN value never wins
+        x = m.get(key)
+        return float(x) if _finite(x) else -math.inf
+
+    floor = float(reference_val_accuracy) - tolerance - 1e-12  # 1e-12: 0.88 - 0.01 is inexact
+    ok = [m for m in front if v(m, "val_accuracy") >= floor]
+
+    def fastest(m: Mapping[str, Any]) -> tuple[float, float, float]:
+        return v(m, "throughput_ips"), v(m, "val_accuracy"), -float(m.get("trial", 0))
+
+    def most_accurate(m: Mapping[str, Any]) -> tuple[float, float, float]:
+        return v(m, "val_accuracy"), v(m, "throughput_ips"), -float(m.get("trial", 0))
+
+    if ok:
+        return max(ok, key=fastest), True
+    return max(front, key=most_accurate), False
+
+
+#: Section 1's targets against the CNN (issue 13): (key, claim, target). Accuracy is the pick's
+#: test accuracy minus resnet10t's; the others are throughput ratios (> 1 = pick faster).
+CNN_TARGETS: tuple[tuple[str, str, float], ...] = (
+    ("accuracy_vs_resnet10t", "test accuracy within 1 point of resnet10t", -PICK_TOLERANCE),
+    ("throughput_vs_resnet10t", ">= 5x resnet10t fp32 throughput", 5.0),
+    ("throughput_vs_deit", ">= 10x DeiT-Tiny-shaped throughput", 10.0),
+)
+
+
+def cnn_targets(*, acc_diff: float, throughput_vs_cnn: float,
+                throughput_vs_deit: float) -> list[dict[str, Any]]:
+    """Each target of :data:`CNN_TARGETS` with its measured value, met or not, and the
+    shortfall (points of accuracy, or the factor still missing) where missed."""
+    values = {"accuracy_vs_resnet10t": acc_diff, "throughput_vs_resnet10t": throughput_vs_cnn,
+              "throughput_vs_deit": throughput_vs_deit}
+    out = []
+    for key, claim, target in CNN_TARGETS:
+        v = float(values[key])
+        ok = math.isfinite(v) and v >= target - 1e-12
+        if not math.isfinite(v) or ok:
+            short = math.nan
+        elif key.startswith("accuracy"):
+            short = target - v  # points of accuracy still missing
+        else:
+            short = target / v if v > 0 else math.inf  # factor still missing
+        out.append({"key": key, "claim": claim, "target": target, "value": v,
+                    "met": ok, "short_by": short})
+    return out
+
+
+def target_verdict(t: Mapping[str, Any]) -> str:
+    """Text for one :func:`cnn_targets` entry: met, or missed by how much."""
+    v = t.get("value")
+    if not _finite(v):
+        return "not measured"
+    if str(t["key"]).startswith("accuracy"):
+        text = f"{float(v) * 100:+.1f} pts"
+        if t["met"]:
+            return f"met ({text} >= {float(t['target']) * 100:+.0f} pt)"
+        return f"missed ({text}; {float(t['short_by']) * 100:.1f} pts short)"
+    return verdict(float(v), float(t["target"]))
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
