@@ -91,7 +91,7 @@ def test_retry_backs_off_then_stops_with_one_line(trained_tiny, tmp_path) -> Non
 def test_storage_lost_mid_run_is_ridden_out_or_stops_cleanly(trained_tiny, tmp_path,
                                                              postgres) -> None:
     # A short outage: the search retries, reconnects and completes with nothing lost.
-    short = variant(trained_tiny, tmp_path, "outage-short", storage=postgres.url, n_trials=10,
+    short = variant(trained_tiny, tmp_path, "outage-short", storage=postgres.url, n_trials=40,
                     storage_retry_seconds=60)
     proc = _search(short)
     try:
@@ -109,7 +109,7 @@ def test_storage_lost_mid_run_is_ridden_out_or_stops_cleanly(trained_tiny, tmp_p
     numbers = [t.number for t in after]
     assert len(numbers) == len(set(numbers))
     complete = [t for t in after if t.state == TrialState.COMPLETE]
-    assert len(complete) == 10
+    assert len(complete) == 40
     assert not [t for t in after if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     for t in before:
         if t.state == TrialState.COMPLETE:
