@@ -35,7 +35,7 @@ from jointopt.study import Study
 from jointopt.train import normalize
 
 __all__ = ["study_records", "export_study", "deployed_model", "deploy_member",
-           "runtime_predictions", "torch_predictions", "DeployedMember"]
+           "runtime_predictions", "batched_top1", "torch_predictions", "DeployedMember"]
 
 
 def deployed_model(study: Study, cfg: JointConfig, net: Any) -> nn.Module:
@@ -88,6 +88,12 @@ def runtime_predictions(study: Study, plan: PrecisionPlan, onnx_path: Path,
 
     run = get_runtime(plan.runtime).load(onnx_path, plan, threads=eval_threads(
         study.evaluation), batch=batch)
+    return batched_top1(run, images, batch=batch)
+
+
+def batched_top1(run: Any, images: torch.Tensor, *, batch: int) -> np.ndarray:
+    """Top-1 of ``run`` (a fixed-batch runtime callable) on uint8 images, normalised as in
+    training; the last batch is zero-padded to ``batch``."""
     preds = []
     for i in range(0, len(images), batch):
         x = normalize(images[i:i + batch]).numpy()

@@ -81,15 +81,9 @@ def ov_runner(onnx_path: Path, *, threads: int, batch: int) -> Any:
 def ov_predictions(onnx_path: Path, images: torch.Tensor, *, threads: int,
                    batch: int = 64) -> np.ndarray:
     """Top-1 of the graph on OpenVINO for uint8 images (the last batch padded)."""
-    run = ov_runner(onnx_path, threads=threads, batch=batch)
-    preds = []
-    for i in range(0, len(images), batch):
-        x = normalize(images[i:i + batch]).numpy()
-        n = len(x)
-        if n < batch:
-            x = np.concatenate([x, np.zeros((batch - n, *x.shape[1:]), x.dtype)])
-        preds.append(np.asarray(run(x))[:n].argmax(-1))
-    return np.concatenate(preds)
+    from jointopt.export import batched_top1
+
+    return batched_top1(ov_runner(onnx_path, threads=threads, batch=batch), images, batch=batch)
 
 
 def int8_layers(onnx_path: Path, *, threads: int) -> dict[str, int]:
