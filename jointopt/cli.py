@@ -187,8 +187,8 @@ def train_fixed_cmd(study_file: str, model_name: str, epochs: int | None, seed: 
 
 
 def _parse_config(text: str):  # type: ignore[no-untyped-def]
-    from jointopt._yaml import MAX_BYTES, parse_yaml
     from jointopt.space import JointConfig
+    from jointopt.yamlio import MAX_BYTES, parse_yaml
 
     src = "--config"
     if text.startswith("@"):

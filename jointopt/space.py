@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from jointopt._yaml import check_keys, load_yaml, want
 from jointopt.errors import UserError, field_error
 from jointopt.precision import BITS, invalid_reason, parse_precision, precision_name, valid_pairs
+from jointopt.schema import Where, parse, setting
+from jointopt.yamlio import load_yaml
 
 __all__ = ["JointConfig", "SearchSpace", "SupernetShape", "BITS", "PER_LAYER_FIELDS",
            "SPACE_FIELDS"]
@@ -69,37 +70,21 @@ class JointConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str | Path | None = None) -> JointConfig:
-        """Parse a config, rejecting unknown or missing keys with an error naming them."""
+        """Parse a config, rejecting unknown or missing keys with an error naming them.
+
+        ``precision: w8a8`` may stand for ``w_bits: 8, a_bits: 8``."""
         if not isinstance(data, Mapping):
             raise field_error(source, "config", data, "must be a mapping of config fields")
-        check_keys(data, (*CONFIG_FIELDS, "precision"), source=source, prefix="")
-        required = ("depth", "embed_dim", "num_heads", "mlp_ratio")
-        for key in required:
-            if key not in data:
-                raise field_error(source, key, None, "is required")
-        kwargs: dict[str, Any] = {}
-        if "precision" in data:  # "w8a8" stands for w_bits: 8, a_bits: 8
+        data = dict(data)
+        if "precision" in data:
             if "w_bits" in data or "a_bits" in data:
                 raise field_error(source, "precision", data["precision"],
                                   "give either precision or w_bits/a_bits, not both")
             try:
-                kwargs["w_bits"], kwargs["a_bits"] = parse_precision(data["precision"])
+                data["w_bits"], data["a_bits"] = parse_precision(data.pop("precision"))
             except ValueError as e:
-                raise field_error(source, "precision", data["precision"], str(e)) from None
-        for key in ("depth", "embed_dim", "w_bits", "a_bits"):
-            if key in data:
-                kwargs[key] = want(data[key], int, source, key)
-        for key, typ in (("num_heads", int), ("mlp_ratio", float), ("tome_r", int)):
-            if key not in data:
-                continue
-            v = data[key]
-            if isinstance(v, list | tuple):
-                if not v:
-                    raise field_error(source, key, v, "must not be an empty list")
-                kwargs[key] = tuple(want(x, typ, source, key) for x in v)
-            else:
-                kwargs[key] = want(v, typ, source, key)
-        return cls(**kwargs)
+                raise field_error(source, "precision", data.get("precision"), str(e)) from None
+        return parse(cls, data, where=Where(source, ""))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML form (lists for per-layer fields)."""
@@ -165,21 +150,21 @@ class JointConfig:
 class SupernetShape:
     """The largest network a supernet holds: every subnet is a slice of it."""
 
-    img_size: int = 64
-    patch_size: int = 8
-    depth: int = 6
-    embed_dim: int = 192
-    num_heads: int = 4
-    head_dim: int = 32
-    mlp_ratio: float = 4.0
+    img_size: int = setting(64, gt=0, why="must be positive")
+    patch_size: int = setting(8, gt=0, why="must be positive")
+    depth: int = setting(6, gt=0, why="must be positive")
+    embed_dim: int = setting(192, gt=0, why="must be positive")
+    num_heads: int = setting(4, gt=0, why="must be positive")
+    head_dim: int = setting(32, gt=0, why="must be positive")
+    mlp_ratio: float = setting(4.0, gt=0, why="must be positive")
     #: What the head reads: "avg" (size-weighted mean of the patch tokens), "max" (channel-wise
     #: max over patch tokens) or "cls".
-    pool: str = "avg"
+    pool: str = setting("avg", choices=("avg", "max", "cls"))
     #: How images become tokens: "patch" (patchify: one Linear over each patch) or "conv"
     #: (Xiao et al., NeurIPS 2021: log2(patch_size) 3x3 stride-2 convolutions with
     #: ``stem_width``, 2x, 4x ... channels, then a 1x1 projection), shared by every subnet.
-    stem: str = "patch"
-    stem_width: int = 16
+    stem: str = setting("patch", choices=("patch", "conv"))
+    stem_width: int = setting(16, gt=0, why="must be positive")
 
     @property
     def num_tokens(self) -> int:
@@ -193,37 +178,73 @@ class SupernetShape:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str | Path | None = None,
                   prefix: str = "supernet") -> SupernetShape:
-        names = [f.name for f in dataclasses.fields(cls)]
-        check_keys(data, names, source=source, prefix=prefix)
-        kw: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            if f.name == "pool" and "pool" in data:
-                pool = want(data["pool"], str, source, f"{prefix}.pool")
-                if pool not in ("avg", "max", "cls"):
-                    raise field_error(source, f"{prefix}.pool", pool, "must be avg, max or cls")
-                kw["pool"] = pool
-                continue
-            if f.name == "stem" and "stem" in data:
-                stem = want(data["stem"], str, source, f"{prefix}.stem")
-                if stem not in ("patch", "conv"):
-                    raise field_error(source, f"{prefix}.stem", stem, "must be patch or conv")
-                kw["stem"] = stem
-                continue
-            if f.name in data:
-                typ = float if f.name == "mlp_ratio" else int
-                v = want(data[f.name], typ, source, f"{prefix}.{f.name}")
-                if v <= 0:
-                    raise field_error(source, f"{prefix}.{f.name}", v, "must be positive")
-                kw[f.name] = v
-        shape = cls(**kw)
-        if shape.img_size % shape.patch_size:
-            raise field_error(source, f"{prefix}.patch_size", shape.patch_size,
-                              f"must divide img_size {shape.img_size}")
-        p = shape.patch_size
-        if shape.stem == "conv" and (p < 2 or p & (p - 1)):
+        return parse(cls, data, where=Where(source, prefix))
+
+    def check(self, source: str | Path | None, prefix: str) -> None:
+        if self.img_size % self.patch_size:
+            raise field_error(source, f"{prefix}.patch_size", self.patch_size,
+                              f"must divide img_size {self.img_size}")
+        p = self.patch_size
+        if self.stem == "conv" and (p < 2 or p & (p - 1)):
             raise field_error(source, f"{prefix}.patch_size", p,
                               "must be a power of 2 (2, 4, 8, ...) with stem: conv")
-        return shape
+
+
+_LIST = "must be a non-empty list"
+
+
+@dataclass(frozen=True)
+class Choices:
+    """A search space file's ``choices:`` section: the values each axis draws from.
+
+    ``precision`` names (w, a) pairs (``w8a8``); the older ``w_bits``/``a_bits`` lists stand
+    for their valid pairs.
+    """
+
+    depth: tuple[int, ...] = setting(nonempty=True, missing=_LIST)
+    embed_dim: tuple[int, ...] = setting(nonempty=True, missing=_LIST)
+    num_heads: tuple[int, ...] = setting(nonempty=True, missing=_LIST)
+    mlp_ratio: tuple[float, ...] = setting(nonempty=True, missing=_LIST)
+    tome_r: tuple[int, ...] = setting((0,), nonempty=True)
+    precision: tuple[str, ...] | None = setting(
+        None, nonempty=True, why="must be a non-empty list such as [w32a32, w8a8]")
+    w_bits: tuple[int, ...] | None = setting(None, nonempty=True, choices=BITS,
+                                             why=f"must be one of {list(BITS)}")
+    a_bits: tuple[int, ...] | None = setting(None, nonempty=True, choices=BITS,
+                                             why=f"must be one of {list(BITS)}")
+
+    def check(self, source: str | Path | None, prefix: str) -> None:
+        if self.precision is not None and (self.w_bits is not None or self.a_bits is not None):
+            raise field_error(source, f"{prefix}.precision", list(self.precision),
+                              "give either precision or w_bits/a_bits lists, not both")
+        for p in self.precision or ():
+            try:
+                parse_precision(p)
+            except ValueError as e:
+                raise field_error(source, f"{prefix}.precision", p, str(e)) from None
+        if self.precision is None:
+            w, a = self.w_bits or (32,), self.a_bits or (32,)
+            if not valid_pairs(w, a):
+                raise field_error(source, f"{prefix}.w_bits/a_bits", [list(w), list(a)],
+                                  "hold no valid precision pair")
+
+    def axes(self) -> dict[str, tuple[Any, ...]]:
+        """The values of each axis of :data:`SPACE_FIELDS`, sorted and without repeats."""
+        out: dict[str, tuple[Any, ...]] = {
+            name: tuple(sorted(set(getattr(self, name)))) for name in SPACE_FIELDS[:-1]}
+        if self.precision is not None:
+            out["precision"] = tuple(dict.fromkeys(
+                precision_name(*parse_precision(p)) for p in self.precision))
+        else:
+            pairs = valid_pairs(self.w_bits or (32,), self.a_bits or (32,))
+            out["precision"] = tuple(precision_name(w, a) for w, a in pairs)
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class _SpaceFile:
+    supernet: SupernetShape = setting(factory=SupernetShape)
+    choices: Choices = setting(missing="must be a mapping of field: [values]")
 
 
 def merge_limits(num_tokens: int, merges: Sequence[int]) -> list[tuple[int, int]]:
@@ -279,23 +300,8 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str | None = None) -> SearchSpace:
-        check_keys(data, ("supernet", "choices"), source=source, prefix="")
-        shape = SupernetShape.from_dict(data.get("supernet") or {}, source=source)
-        raw = data.get("choices")
-        if not isinstance(raw, Mapping):
-            raise field_error(source, "choices", raw, "must be a mapping of field: [values]")
-        check_keys(raw, (*SPACE_FIELDS, "w_bits", "a_bits"), source=source, prefix="choices")
-        choices: dict[str, tuple[Any, ...]] = {}
-        for name in SPACE_FIELDS[:-1]:
-            vals = raw.get(name)
-            if vals is None and name == "tome_r":
-                vals = [0]
-            if not isinstance(vals, list) or not vals:
-                raise field_error(source, f"choices.{name}", vals, "must be a non-empty list")
-            typ = float if name == "mlp_ratio" else int
-            choices[name] = tuple(sorted({want(v, typ, source, f"choices.{name}") for v in vals}))
-        choices["precision"] = _precision_choices(raw, source)
-        space = cls(supernet=shape, choices=choices, source=source)
+        raw = parse(_SpaceFile, data, where=Where(source, ""))
+        space = cls(supernet=raw.supernet, choices=raw.choices.axes(), source=source)
         for cfg, what in ((space.max_config, "largest"), (space.min_config, "smallest")):
             try:
                 space.validate(cfg)
@@ -456,39 +462,6 @@ class SearchSpace:
                 params[f"{name}_{i}"] = draw(name, f"{name}_{i}", base.layer(name)[0])
         params["precision"] = draw("precision", "precision", base.precision)
         return self.validate(self.config_from_params(params))
-
-
-def _precision_choices(raw: Mapping[str, Any], source: str | None) -> tuple[str, ...]:
-    """``choices.precision`` (names), or the valid pairs of legacy ``w_bits``/``a_bits`` lists."""
-    if "precision" in raw:
-        if "w_bits" in raw or "a_bits" in raw:
-            raise field_error(source, "choices.precision", raw["precision"],
-                              "give either precision or w_bits/a_bits lists, not both")
-        vals = raw["precision"]
-        if not isinstance(vals, list) or not vals:
-            raise field_error(source, "choices.precision", vals,
-                              "must be a non-empty list such as [w32a32, w8a8]")
-        out = []
-        for v in vals:
-            try:
-                out.append(precision_name(*parse_precision(v)))
-            except ValueError as e:
-                raise field_error(source, "choices.precision", v, str(e)) from None
-        return tuple(dict.fromkeys(out))
-    lists = {}
-    for name in ("w_bits", "a_bits"):
-        vals = raw.get(name, [32])
-        if not isinstance(vals, list) or not vals:
-            raise field_error(source, f"choices.{name}", vals, "must be a non-empty list")
-        for b in vals:
-            if want(b, int, source, f"choices.{name}") not in BITS:
-                raise field_error(source, f"choices.{name}", b, f"must be one of {list(BITS)}")
-        lists[name] = tuple(int(b) for b in vals)
-    pairs = valid_pairs(lists["w_bits"], lists["a_bits"])
-    if not pairs:
-        raise field_error(source, "choices.w_bits/a_bits", [lists["w_bits"], lists["a_bits"]],
-                          "hold no valid precision pair")
-    return tuple(precision_name(w, a) for w, a in pairs)
 
 
 def _at(name: str, cfg: JointConfig, i: int) -> str:

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from jointopt import Study
-from jointopt._yaml import MAX_DEPTH, MAX_NODES, parse_yaml
 from jointopt.errors import ECHO_LIMIT, UserError, field_error, mask_secrets, short_repr
+from jointopt.yamlio import MAX_DEPTH, MAX_NODES, parse_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 

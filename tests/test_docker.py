@@ -286,8 +286,8 @@ def test_cluster_study_uses_ray_and_env_storage(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv(spec[4:], env_example[spec[4:]])
     study = Study.from_yaml(CLUSTER_STUDY)
     s = study.search
-    assert s.backend == "ray" and s.ray_address == "auto", (s.backend, s.ray_address)
-    assert s.max_concurrent_trials >= 2
+    assert s.backend == "ray" and s.ray.address == "auto", (s.backend, s.ray.address)
+    assert s.ray.max_concurrent_trials >= 2
     assert study.storage_url == env_example[spec[4:]]
     assert study.output == (ROOT / "runs" / "cluster").resolve()
 

@@ -66,8 +66,8 @@ def test_demo_budgets_are_the_shipped_study() -> None:
     study = Study.from_yaml(ROOT / "studies" / "quickstart.yaml")
     text = " ".join(section("Two commands").split())
     assert f"trains the quickstart supernet for {study.train.epochs} epochs" in text
-    sampler = {"nsga2": "NSGA-II", "nsga3": "NSGA-III"}.get(study.search.sampler,
-                                                            study.search.sampler)
+    sampler = {"nsga2": "NSGA-II", "nsga3": "NSGA-III"}.get(study.search.sampler.name,
+                                                            study.search.sampler.name)
     assert f"runs a {study.search.n_trials}-trial {sampler} search" in text
 
 

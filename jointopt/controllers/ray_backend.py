@@ -130,7 +130,7 @@ def init_ray(study: Study, *, quiet: bool = False) -> None:
     if ray.is_initialized():
         return
     level = logging.WARNING if quiet else logging.INFO
-    address = study.search.ray_address or os.environ.get("RAY_ADDRESS")
+    address = study.search.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=False, logging_level=level)
     else:
@@ -151,7 +151,7 @@ def _trainable(config: dict[str, Any], study: Study, supernet: Any) -> None:
     from ray import tune
 
     if not study.evaluation.threads:  # keep to the CPUs Ray gave this trial
-        cpus = max(1, int(study.search.cpus_per_trial))
+        cpus = max(1, int(study.search.ray.cpus_per_trial))
         study = dataclasses.replace(study, evaluation=dataclasses.replace(study.evaluation,
                                                                           threads=cpus))
     try:
@@ -210,16 +210,16 @@ def run_ray(study: Study, *, n_trials: int | None = None, progress: bool = True,
         study=study)
     trainable = tune.with_resources(
         tune.with_parameters(_trainable, study=study, supernet=supernet),
-        {"cpu": spec.cpus_per_trial})
+        {"cpu": spec.ray.cpus_per_trial})
     results = Path(study.output) / "ray_results"
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=remaining,
-                                    max_concurrent_trials=spec.max_concurrent_trials),
+                                    max_concurrent_trials=spec.ray.max_concurrent_trials),
         run_config=tune.RunConfig(
             name=spec.study_name, storage_path=str(results), verbose=1 if progress else 0,
             stop=_stopper(),
-            failure_config=tune.FailureConfig(max_failures=spec.max_failures)),
+            failure_config=tune.FailureConfig(max_failures=spec.ray.max_failures)),
     )
     done_before = count_complete(ostudy)
     grid = tuner.fit()

@@ -46,9 +46,9 @@ def make_sampler(spec: SearchSpec, *, n_objectives: int, seed: int | None = None
                  space: Any = None) -> optuna.samplers.BaseSampler:
     """Build the study's sampler (seeded with ``seed``, default the study's); unknown options
     raise TypeError naming them."""
-    return _SAMPLERS[spec.sampler](seed=spec.seed if seed is None else seed,
-                                   n_objectives=n_objectives, space=space,
-                                   **dict(spec.sampler_options))
+    return _SAMPLERS[spec.sampler.name](seed=spec.seed if seed is None else seed,
+                                        n_objectives=n_objectives, space=space,
+                                        **dict(spec.sampler.options))
 
 
 def check_sampler_options(name: str, options: dict[str, Any]) -> None:

@@ -9,14 +9,15 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from jointopt._yaml import check_keys, want
 from jointopt.errors import clip, field_error
 from jointopt.pareto import Objective
+from jointopt.schema import Where, setting, want
 
-__all__ = ["SearchSpec", "Constraint", "NUMERIC_METRICS", "parse_search", "check_sampler"]
+__all__ = ["SearchSpec", "SamplerSpec", "RaySpec", "Constraint", "NUMERIC_METRICS",
+           "check_sampler"]
 
 #: Metric keys an objective or a constraint may name.
 NUMERIC_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "params", "macs", "bitops",
@@ -58,142 +59,121 @@ class Constraint:
         return cls(key, op, bound, text)
 
 
+def _objectives(value: Any, where: Where) -> tuple[Objective, ...]:
+    if not isinstance(value, Mapping) or not value:
+        raise where.error(value, "must map metric keys to maximize/minimize")
+    parsed = []
+    for k, d in value.items():
+        if k not in NUMERIC_METRICS:
+            raise where.at(str(k)).error(
+                d, f"unknown metric {k!r} (metrics: {', '.join(NUMERIC_METRICS)})")
+        if d not in ("maximize", "minimize"):
+            raise where.at(str(k)).error(d, "direction must be maximize or minimize")
+        parsed.append(Objective(k, d))
+    return tuple(parsed)
+
+
+def _constraints(value: Any, where: Where) -> tuple[Constraint, ...]:
+    value = value or []
+    if not isinstance(value, list):
+        raise where.error(value, "must be a list of expressions")
+    return tuple(Constraint.parse(c, source=str(where.source), where=f"{where.key}[{i}]")
+                 for i, c in enumerate(value))
+
+
+def _seed_configs(value: Any, where: Where) -> tuple[dict[str, Any], ...]:
+    from jointopt.space import JointConfig
+
+    value = value or []
+    if not isinstance(value, list):
+        raise where.error(value, "must be a list of configs")
+    return tuple(JointConfig.from_dict(c, source=f"{where.source}: {where.key}[{i}]").to_dict()
+                 for i, c in enumerate(value))
+
+
+def _study_name(value: Any, where: Where) -> str:
+    name: str = want(value, str, where.source, where.key)
+    if not _STUDY_NAME.fullmatch(name) or name in (".", ".."):
+        # Ray Tune makes it a folder under <output>/ray_results.
+        raise where.error(name, "must be 1-100 characters without '/', '\\' or control "
+                          "characters, and not '.' or '..'")
+    return name
+
+
+def _sampler_name(value: Any, where: Where) -> Any:
+    if isinstance(value, str):
+        return {"name": value}
+    if not isinstance(value, Mapping):
+        raise where.error(value, "must be a name or {name: ...}")
+    return value
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """``search.sampler``: a registered sampler's name (``nsga2``) or ``{name, seed, options}``."""
+
+    name: str = setting(missing="is required (a registered sampler's name)")
+    seed: int | None = None  # default: the study's seed
+    options: Mapping[str, Any] = setting(factory=dict, rest=True)  # every other key
+
+    def check(self, source: str, prefix: str) -> None:
+        from jointopt.controllers.samplers import check_sampler_options, sampler_names
+
+        if self.name not in sampler_names():
+            raise field_error(source, f"{prefix}.name", self.name,
+                              f"unknown sampler (registered: {', '.join(sampler_names())})")
+        for k, v in self.options.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                raise field_error(source, f"{prefix}.{k}", v, "must be a finite number")
+        try:
+            check_sampler_options(self.name, dict(self.options))
+        except (TypeError, ValueError) as e:  # an unknown option, or one Optuna rejects
+            raise field_error(source, prefix, self.as_dict(), clip(str(e))) from None
+
+    def as_dict(self) -> dict[str, Any]:
+        seed = {} if self.seed is None else {"seed": self.seed}
+        return {"name": self.name, **seed, **self.options}
+
+
+@dataclass(frozen=True)
+class RaySpec:
+    """``search.ray``: where and how wide the Ray backend runs."""
+
+    address: str | None = None
+    max_concurrent_trials: int = setting(2, ge=1)
+    cpus_per_trial: float = setting(1.0, gt=0)
+    max_failures: int = setting(2, ge=0)
+
+
 @dataclass(frozen=True)
 class SearchSpec:
     """How the study searches. Defaults give the quickstart's NSGA-II search."""
 
-    study_name: str = ""
+    study_name: str = setting("", parse=_study_name)  # default: the study's name
     storage: str | None = None
-    objectives: tuple[Objective, ...] = tuple(Objective(k, d)
-                                                   for k, d in DEFAULT_OBJECTIVES)
-    constraints: tuple[Constraint, ...] = ()
-    sampler: str = "nsga2"
-    sampler_options: Mapping[str, Any] = field(default_factory=dict)
-    seed: int = 0
-    n_trials: int = 40
-    timeout: float | None = None
-    backend: str = "optuna"
-    n_jobs: int = 1
-    heartbeat_interval: int = 10
-    grace_period: int = 30
-    max_retry: int = 3
-    storage_retry_seconds: float = 60.0
-    ray_address: str | None = None
-    max_concurrent_trials: int = 2
-    cpus_per_trial: float = 1.0
-    max_failures: int = 2
+    objectives: tuple[Objective, ...] = setting(
+        tuple(Objective(k, d) for k, d in DEFAULT_OBJECTIVES), parse=_objectives)
+    constraints: tuple[Constraint, ...] = setting((), parse=_constraints)
+    sampler: SamplerSpec = setting(factory=lambda: SamplerSpec("nsga2"), pre=_sampler_name)
+    #: The sampler's seed: ``search.sampler.seed``, else the study's seed (set when the study
+    #: is read).
+    seed: int = setting(0, yaml=False)
+    n_trials: int = setting(40, gt=0)
+    timeout: float | None = setting(None, gt=0, why="must be > 0 seconds (null: no time limit)")
+    backend: str = setting("optuna", choices=("optuna", "ray"))
+    n_jobs: int = setting(1, gt=0)
+    heartbeat_interval: int = setting(10, gt=0)
+    grace_period: int = setting(30, gt=0)
+    max_retry: int = setting(3, ge=0)
+    storage_retry_seconds: float = setting(60.0, gt=0)
+    ray: RaySpec = setting(factory=RaySpec)
     #: Configs queued right after the baseline (a warm start). Without them a genetic sampler
     #: can lose a whole axis early: integer activations are invalid with float weights, so
     #: NSGA-II's first random generation penalised a_bits=8 and never sampled it again.
-    seed_configs: tuple[dict[str, Any], ...] = ()
+    seed_configs: tuple[dict[str, Any], ...] = setting((), parse=_seed_configs)
 
 
-_TOP = ("study_name", "storage", "objectives", "constraints", "sampler", "n_trials", "timeout",
-        "backend", "n_jobs", "heartbeat_interval", "grace_period", "max_retry",
-        "storage_retry_seconds", "ray", "seed_configs")
 _STUDY_NAME = re.compile(r"[^/\\\x00-\x1f\x7f]{1,100}")
-_RAY = ("address", "max_concurrent_trials", "cpus_per_trial", "max_failures")
-
-
-def parse_search(data: Any, *, source: str, default_name: str, seed: int) -> SearchSpec:
-    """Parse the ``search:`` mapping; every error names the file, the key and the value."""
-    from jointopt.controllers.samplers import sampler_names
-
-    data = {} if data is None else data
-    check_keys(data, _TOP, source=source, prefix="search")
-    kw: dict[str, Any] = {"study_name": default_name, "seed": seed}
-    if "study_name" in data:
-        kw["study_name"] = want(data["study_name"], str, source, "search.study_name")
-        if not _STUDY_NAME.fullmatch(kw["study_name"]) or kw["study_name"] in (".", ".."):
-            # Ray Tune makes it a folder under <output>/ray_results.
-            raise field_error(source, "search.study_name", kw["study_name"],
-                              "must be 1-100 characters without '/', '\\' or control "
-                              "characters, and not '.' or '..'")
-    if data.get("storage") is not None:
-        kw["storage"] = want(data["storage"], str, source, "search.storage")
-    if "objectives" in data:
-        objs = data["objectives"]
-        if not isinstance(objs, Mapping) or not objs:
-            raise field_error(source, "search.objectives", objs,
-                              "must map metric keys to maximize/minimize")
-        parsed = []
-        for k, d in objs.items():
-            if k not in NUMERIC_METRICS:
-                raise field_error(source, f"search.objectives.{k}", d,
-                                  f"unknown metric {k!r} (metrics: {', '.join(NUMERIC_METRICS)})")
-            if d not in ("maximize", "minimize"):
-                raise field_error(source, f"search.objectives.{k}", d,
-                                  "direction must be maximize or minimize")
-            parsed.append(Objective(k, d))
-        kw["objectives"] = tuple(parsed)
-    cons = data.get("constraints") or []
-    if not isinstance(cons, list):
-        raise field_error(source, "search.constraints", cons, "must be a list of expressions")
-    kw["constraints"] = tuple(Constraint.parse(c, source=source, where=f"search.constraints[{i}]")
-                              for i, c in enumerate(cons))
-    sampler = data.get("sampler", {"name": "nsga2"})
-    if isinstance(sampler, str):
-        sampler = {"name": sampler}
-    if not isinstance(sampler, Mapping) or "name" not in sampler:
-        raise field_error(source, "search.sampler", sampler, "must be a name or {name: ...}")
-    name = want(sampler["name"], str, source, "search.sampler.name")
-    if name not in sampler_names():
-        raise field_error(source, "search.sampler.name", name,
-                          f"unknown sampler (registered: {', '.join(sampler_names())})")
-    kw["sampler"] = name
-    opts = {k: v for k, v in sampler.items() if k not in ("name", "seed")}
-    for k, v in opts.items():
-        if isinstance(v, float) and not math.isfinite(v):
-            raise field_error(source, f"search.sampler.{k}", v, "must be a finite number")
-    kw["sampler_options"] = opts
-    if "seed" in sampler:
-        kw["seed"] = want(sampler["seed"], int, source, "search.sampler.seed")
-    for key, typ in (("n_trials", int), ("n_jobs", int), ("heartbeat_interval", int),
-                     ("grace_period", int), ("max_retry", int),
-                     ("storage_retry_seconds", float)):
-        if key in data:
-            v = want(data[key], typ, source, f"search.{key}")
-            if v <= 0 and key != "max_retry":
-                raise field_error(source, f"search.{key}", v, "must be > 0")
-            kw[key] = v
-    if data.get("timeout") is not None:
-        kw["timeout"] = want(data["timeout"], float, source, "search.timeout")
-        if kw["timeout"] <= 0:
-            raise field_error(source, "search.timeout", kw["timeout"],
-                              "must be > 0 seconds (null: no time limit)")
-    if "backend" in data:
-        b = want(data["backend"], str, source, "search.backend")
-        if b not in ("optuna", "ray"):
-            raise field_error(source, "search.backend", b, "must be optuna or ray")
-        kw["backend"] = b
-    ray = data.get("ray") or {}
-    check_keys(ray, _RAY, source=source, prefix="search.ray")
-    if ray.get("address") is not None:
-        kw["ray_address"] = want(ray["address"], str, source, "search.ray.address")
-    for key, typ, least in (("max_concurrent_trials", int, 1), ("cpus_per_trial", float, 0),
-                            ("max_failures", int, 0)):
-        if key in ray:
-            kw[key] = want(ray[key], typ, source, f"search.ray.{key}")
-            if kw[key] < least or (key == "cpus_per_trial" and kw[key] <= 0):
-                raise field_error(source, f"search.ray.{key}", kw[key],
-                                  "must be > 0" if key == "cpus_per_trial" else
-                                  f"must be >= {least}")
-    seeds = data.get("seed_configs") or []
-    if not isinstance(seeds, list):
-        raise field_error(source, "search.seed_configs", seeds, "must be a list of configs")
-    from jointopt.space import JointConfig
-
-    kw["seed_configs"] = tuple(
-        JointConfig.from_dict(c, source=f"{source}: search.seed_configs[{i}]").to_dict()
-        for i, c in enumerate(seeds))
-    spec = SearchSpec(**kw)
-    try:
-        from jointopt.controllers.samplers import check_sampler_options
-
-        check_sampler_options(spec.sampler, dict(spec.sampler_options))
-    except (TypeError, ValueError) as e:  # an unknown option, or one Optuna rejects
-        raise field_error(source, "search.sampler", dict(sampler), clip(str(e))) from None
-    return spec
 
 
 def check_sampler(spec: SearchSpec, space: Any, source: str) -> None:
@@ -203,5 +183,5 @@ def check_sampler(spec: SearchSpec, space: Any, source: str) -> None:
     try:
         make_sampler(spec, n_objectives=len(spec.objectives), space=space)
     except (TypeError, ValueError) as e:
-        raise field_error(source, "search.sampler", {"name": spec.sampler, **spec.sampler_options},
+        raise field_error(source, "search.sampler", spec.sampler.as_dict(),
                           clip(str(e))) from None

@@ -1,4 +1,4 @@
-"""Safe YAML loading and small checks that name the file, key and value on failure.
+"""Safe YAML loading: every error names the file.
 
 Documents are parsed with PyYAML's safe loader and checked *before* they are constructed: at
 most ``MAX_DEPTH`` levels of nesting and ``MAX_NODES`` nodes, counting every use of an alias
@@ -9,17 +9,15 @@ walks or prints it.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from jointopt.errors import UserError, clip, field_error, short_repr
+from jointopt.errors import UserError, clip, short_repr
 
-__all__ = ["load_yaml", "parse_yaml", "check_keys", "want", "MAX_DEPTH", "MAX_NODES",
-           "MAX_BYTES"]
+__all__ = ["load_yaml", "parse_yaml", "MAX_DEPTH", "MAX_NODES", "MAX_BYTES"]
 
 MAX_DEPTH = 32
 MAX_NODES = 10_000
@@ -117,44 +115,3 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UserError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     return data
-
-
-def check_keys(data: Mapping[str, Any], allowed: Iterable[str], *, source: Any,
-               prefix: str) -> None:
-    """Reject keys outside ``allowed``, naming the first unknown one."""
-    if not isinstance(data, Mapping):
-        raise field_error(source, prefix or "(top level)", data, "must be a mapping")
-    allowed = list(allowed)
-    for key in data:
-        if key not in allowed:
-            name = f"{prefix}.{key}" if prefix else str(key)
-            raise UserError(f"{source}: unknown key {short_repr(name)} "
-                            f"(allowed: {', '.join(allowed)})")
-
-
-def want(value: Any, typ: type, source: Any, key: str) -> Any:
-    """Coerce ``value`` to int/float/str/bool, or raise an error naming key and value.
-
-    Floats must be finite: NaN passes every ``<`` and ``>`` check and would run a whole search.
-    """
-    if typ is bool:
-        if isinstance(value, bool):
-            return value
-    elif typ is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif typ is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            try:
-                f = float(value)
-            except OverflowError:
-                f = math.inf
-            if not math.isfinite(f):
-                raise field_error(source, key, value, "must be a finite number")
-            return f
-    elif typ is str:
-        if isinstance(value, str):
-            return value
-    raise field_error(source, key, value, f"must be {typ.__name__}")
