@@ -123,6 +123,11 @@ class Part:
     act_bits: int = 32
 
     @property
+    def op(self) -> str:
+        """What the part computes: ``qkv``, ``norm`` (for ``norm1``, ``norm2``), ``merge``..."""
+        return self.name.rsplit(".", 1)[-1].rstrip("12")
+
+    @property
     def weight_only(self) -> bool:
         """Integer weights multiplied in float (decompressed in the kernel or before it)."""
         return self.weight in ("i8", "i4") and self.compute in ("f32", "bf16", "f16")

@@ -65,8 +65,7 @@ def _layer_pj(lc: LayerCost, float_dtype: str) -> float:
     p = lc.part
     pj = lc.macs * mac_energy_pj(p.compute)
     if p.kind in ("elementwise", "merge"):
-        kind = "merge" if p.kind == "merge" else p.name.rsplit(".", 1)[-1].rstrip("12")
-        pj += lc.elements * elementwise_pj(kind, p.compute)
+        pj += lc.elements * elementwise_pj(p.op, p.compute)
     # An integer matmul reads 8-bit activations and writes float ones (dequantized output).
     out_dtype = float_dtype if p.compute == "i8" else p.compute
     pj += (lc.act_in * DTYPE_BYTES[p.compute] + lc.act_out * DTYPE_BYTES[out_dtype]) \
