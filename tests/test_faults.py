@@ -87,6 +87,36 @@ def test_retry_backs_off_then_stops_with_one_line(trained_tiny, tmp_path) -> Non
             with_storage_retry(study, down, sleep=lambda s: None)
 
 
+def test_an_outage_while_a_trial_is_being_claimed_loses_no_trial(trained_tiny, tmp_path,
+                                                                 monkeypatch) -> None:
+    """The storage creates a trial, then goes away before the trial is named as this process's
+    (the sampler's before_trial hook): the next pass must treat that ownerless RUNNING trial
+    as its own orphan, not as another worker's trial that is about to finish."""
+    from optuna.storages import RDBStorage
+    from sqlalchemy.exc import OperationalError
+
+    from jointopt.controllers.storage import WORKER_ATTR
+
+    path = variant(trained_tiny, tmp_path, "claim-outage", n_trials=5, storage_retry_seconds=30)
+    real = RDBStorage.set_trial_system_attr
+    cut: list[int] = []
+
+    def flaky(self, trial_id, key, value):  # type: ignore[no-untyped-def]
+        if key == WORKER_ATTR and not cut and self.get_trial(trial_id).number == 3:
+            cut.append(trial_id)
+            raise OperationalError("UPDATE", {}, Exception("server closed the connection"))
+        return real(self, trial_id, key, value)
+
+    monkeypatch.setattr(RDBStorage, "set_trial_system_attr", flaky)
+    run_search(Study.from_yaml(path), progress=False)
+    assert cut  # the fault was injected
+    trials = _trials(path)
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 5
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    failed = {t.number for t in trials if t.state == TrialState.FAIL}
+    assert failed == {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+
+
 @pytest.mark.slow
 def test_storage_lost_mid_run_is_ridden_out_or_stops_cleanly(trained_tiny, tmp_path,
                                                              postgres) -> None:

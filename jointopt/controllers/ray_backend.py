@@ -29,6 +29,7 @@ from jointopt.controllers.samplers import make_sampler
 from jointopt.controllers.storage import (
     WORKER_ATTR,
     check_storage,
+    note_created,
     open_storage,
     open_study,
     recover_orphans,
@@ -74,6 +75,7 @@ def _searcher_class() -> type:
                 ot = self._ot_trials.get(trial_id)
                 if params is None or ot is None:
                     return params
+                note_created(ot.study.study_name, ot.number)
                 ot.storage.set_trial_system_attr(ot._trial_id, WORKER_ATTR, self._owner)
                 cfg = self._jointopt_space.config_from_params(params)
                 key = cfg.key()

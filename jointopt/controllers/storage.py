@@ -20,8 +20,8 @@ from optuna.trial import TrialState
 from jointopt.errors import StorageLost, UserError, clip, mask_secrets
 from jointopt.study import Study
 
-__all__ = ["check_storage", "claim_trials", "open_storage", "open_study", "recover_orphans",
-           "worker_id", "worker_seed", "WORKER_ATTR",
+__all__ = ["check_storage", "claim_trials", "note_created", "open_storage", "open_study",
+           "recover_orphans", "worker_id", "worker_seed", "WORKER_ATTR",
            "storage_description", "is_storage_error", "with_storage_retry"]
 
 log = logging.getLogger(__name__)
@@ -227,11 +227,23 @@ def claim_trials(sampler: optuna.samplers.BaseSampler) -> optuna.samplers.BaseSa
     inner = sampler.before_trial
 
     def before_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        note_created(study.study_name, trial.number)
         study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, me)
         inner(study, trial)
 
     sampler.before_trial = before_trial  # type: ignore[method-assign]
     return sampler
+
+
+#: Numbers of the trials this process created, by study name. The storage can create a trial
+#: and then go away before the trial is named as this process's (WORKER_ATTR); such a trial
+#: has no owner in the storage, but this process knows it is its own.
+_CREATED: dict[str, set[int]] = {}
+
+
+def note_created(study_name: str, number: int) -> None:
+    """Record that this process created trial ``number`` (call before naming its owner)."""
+    _CREATED.setdefault(study_name, set()).add(number)
 
 
 def worker_seed(ostudy: optuna.Study, seed: int | None) -> int | None:
@@ -317,7 +329,10 @@ def recover_orphans(ostudy: optuna.Study, *, also: tuple[str, ...] = (), grace: 
     storage = ostudy._storage
     for t in ostudy.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.system_attrs.get(WORKER_ATTR)
-        if owner is None:
+        # Created by an earlier pass of this process and cut off before it was named (an
+        # outage): an orphan, since a pass starts only after the one before it ended.
+        unnamed_here = owner is None and t.number in _CREATED.get(ostudy.study_name, ())
+        if owner is None and not unnamed_here:
             # A worker names itself in the sampler's before_trial hook (Optuna backend,
             # claim_trials) or once the params are drawn (Ray backend); until then its trial
             # has no owner. Only one that stayed unnamed for a grace period is dead.
@@ -326,7 +341,7 @@ def recover_orphans(ostudy: optuna.Study, *, also: tuple[str, ...] = (), grace: 
             if age < grace:
                 continue
         alive = _alive(owner) if isinstance(owner, str) else False
-        if owner in also:
+        if owner in also or unnamed_here:
             alive = False
         if alive is None or alive:
             continue
