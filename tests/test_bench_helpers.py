@@ -1,5 +1,5 @@
-"""Fast checks of the benchmark helpers: bootstrap intervals, ratios and verdicts, the generic
-cost counter against jointopt's own, and RESULTS.md text rendered from a fake record."""
+"""Fast checks of the benchmark helpers: bootstrap intervals, ratios and target checks, the
+generic cost counter against jointopt's own, and RESULTS.md tables rendered from a fake record."""
 
 from __future__ import annotations
 
@@ -22,13 +22,13 @@ from jointopt.precision import RuntimeCaps, plan_for
 from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench import render, render_joint  # noqa: E402
+from bench import render, render_checks, render_joint  # noqa: E402
 from bench.stats import (  # noqa: E402
+    Check,
     bootstrap_ci,
     paired_bootstrap_diff,
     pick_member,
     ratios,
-    verdict,
 )
 
 TINY_SPACE = {
@@ -79,12 +79,20 @@ def test_ratios_point_the_same_way_for_every_metric() -> None:
     assert math.isnan(ratios({"params": 0}, base)["params"])
 
 
-def test_verdict_says_met_or_by_how_much_it_is_missed() -> None:
-    assert verdict(12.0).startswith("met")
-    assert verdict(10.0).startswith("met")
-    text = verdict(4.0)
-    assert text.startswith("missed") and "2.5x short" in text
-    assert verdict(math.nan) == "not measured"
+def test_check_says_met_or_by_how_much_it_is_missed() -> None:
+    assert Check("t", 12.0, 10.0).verdict == "met"
+    assert Check("t", 10.0, 10.0).verdict == "met"
+    missed = Check("t", 4.0, 10.0)
+    assert missed.verdict == "missed" and missed.short_by == pytest.approx(2.5)
+    assert math.isnan(Check("t", 12.0, 10.0).short_by)
+    assert Check("t", math.nan, 10.0).verdict == "not measured"
+    assert Check("t", 3.0).verdict == "reported"  # no target
+    # strict thresholds, plain differences and a verdict the record states
+    assert Check("t", 1.0, 1.0, unit=".3f", strict=True).verdict == "missed"
+    assert Check("t", 0.98, 1.05, unit=".3f").short_by == pytest.approx(0.07)
+    assert Check("t", 0.5, 0.9, stated=True).verdict == "met"
+    cells = render.check_cells(missed)
+    assert cells == ["4.00x", ">= 10x", "missed", "2.5x"]
 
 
 # ---- section 1's pick --------------------------------------------------------------------
@@ -183,21 +191,53 @@ def _fake_headline(throughput_x: float) -> dict:
             "energy_check": {"macs": {"rel_diff": 0.0}, "energy_mj": {"rel_diff": 0.001}}}
 
 
-def test_headline_paragraph_is_computed_from_the_numbers() -> None:
-    text = render.headline_paragraph(_fake_headline(4.0))
-    assert "missed for throughput (4.00x, 2.5x short)" in text
-    assert "met for params (20.0x), macs (30.0x), energy (50.0x)" in text
-    assert "trained for 5 epochs, the supernet for 46" in text  # the budget weakness
-    assert "10.0 points" in text  # CI width 0.85..0.95
-    text = render.headline_paragraph(_fake_headline(12.0))
-    assert "missed" not in text and "throughput (12.0x)" in text
+def _checks(r: dict) -> dict[str, Check]:
+    return {c.claim: c for c in render.headline_checks(r)}
+
+
+def test_headline_checks_and_facts_are_computed_from_the_numbers() -> None:
+    r = _fake_headline(4.0)
+    c = _checks(r)
+    tp = c["throughput vs DeiT-Tiny shape"]
+    assert (tp.value, tp.target, tp.verdict) == (4.0, 10.0, "missed")
+    assert tp.short_by == pytest.approx(2.5)
+    assert [(c[f"{k} vs DeiT-Tiny shape"].value, c[f"{k} vs DeiT-Tiny shape"].verdict)
+            for k in ("params", "macs", "energy")] == [(20.0, "met"), (30.0, "met"),
+                                                       (50.0, "met")]
+    facts = render.headline_facts(r)
+    assert facts["budget_matched"] is False  # the budget weakness: 5 epochs vs the supernet's 46
+    assert (r["baseline_epochs"], r["supernet_epochs"]) == (5, 46)
+    assert facts["deit_ci_width"] == pytest.approx(0.10)  # CI width 0.85..0.95
+    assert facts["trial_by_val"] == 7 and facts["test_images"] == 134
+    assert facts["acc_diff_vs_deit"] == (0.0, -0.05, 0.05)
+    assert facts["energy_check"] == pytest.approx(0.001)
+    c = _checks(_fake_headline(12.0))
+    assert all(x.verdict == "met" for x in c.values())
+    assert c["throughput vs DeiT-Tiny shape"].value == 12.0
 
 
 def test_summary_follows_the_record() -> None:
     rows = "\n".join(render.summary({"headline": [_fake_headline(4.0)]}))
-    assert "| >= 10x throughput vs DeiT-Tiny shape | wm811k | 4.00x | missed" in rows
-    assert "| >= 10x energy vs DeiT-Tiny shape | wm811k | 50.0x | met" in rows
-    assert render.ranking({"a": 0.2, "b": 0.3, "c": 0.2}) == "b (0.3000) > a (0.2000) = c (0.2000)"
+    assert "| claim | dataset | measured | threshold | verdict | short by | run |" in rows
+    assert "| throughput vs DeiT-Tiny shape | wm811k | 4.00x | >= 10x | missed | 2.5x |" in rows
+    assert "| energy vs DeiT-Tiny shape | wm811k | 50.0x | >= 10x | met |  |" in rows
+    kept = _checks(_fake_headline(4.0))["accuracy kept (pick test acc vs DeiT-Tiny's - 1 pt)"]
+    assert (kept.value, kept.vs, kept.verdict) == (0.9, 0.9, "met")
+    assert kept.target == pytest.approx(0.89)
+
+
+def test_samplers_rank_best_first_with_ties_in_record_order() -> None:
+    def hist(final: float) -> list[float]:
+        return [final * min(1.0, (i + 1) / 10) for i in range(20)]
+
+    r = {"trials": 20, "samplers": {n: {"final_hv": v, "hv_history": hist(v),
+                                        "startup_trials": 0 if n == "b" else 10}
+                                    for n, v in (("a", 0.2), ("b", 0.3), ("c", 0.2))}}
+    rows = render_checks.sampler_rows(r)
+    assert [x["sampler"] for x in rows] == ["b", "a", "c"]
+    assert [x["final_hv"] for x in rows] == [0.3, 0.2, 0.2]
+    assert rows[0]["trial_90"] == 9 and (rows[0]["startup"], rows[0]["guided"]) == (0, 20)
+    assert (rows[1]["startup"], rows[1]["guided"]) == (10, 10)
 
 
 def _fake_new_rule(vs_cnn: float, acc_diff: float) -> dict:
@@ -221,18 +261,34 @@ def _fake_new_rule(vs_cnn: float, acc_diff: float) -> dict:
 
 def test_cnn_targets_say_met_or_by_how_much_they_are_missed() -> None:
     r = _fake_new_rule(0.78, -0.105)
-    text = render.headline_paragraph(r)
-    assert "no Pareto member's validation accuracy reached resnet10t's (0.888)" in text
-    assert "(the best of the 2 members: 0.800, 7.8 points short)" in text
-    assert "within 1 point of resnet10t\": missed (-10.5 pts; 9.5 pts short)" in text
-    assert "resnet10t fp32 throughput\": missed (0.78x; 6.4x short of 5x)" in text
-    assert "DeiT-Tiny-shaped throughput\": met (12.0x >= 10x)" in text
+    facts = render.headline_facts(r)
+    # no Pareto member's validation accuracy reached resnet10t's (0.888) minus 1 point
+    assert facts["rule_met"] is False and facts["reference_val_accuracy"] == 0.888
+    # the best of the 2 members: 0.800, 7.8 points short
+    assert facts["front_size"] == 2 and facts["best_front_val"] == 0.80
+    assert facts["front_short"] == pytest.approx(0.078)
+    assert facts["acc_diff_vs_resnet10t"] == (-0.105, -0.2, 0.0)
+    assert facts["int8_layers"] == (12, 13)
+    assert "trial_by_val" not in facts  # the new rule never chooses on test accuracy
+    c = _checks(r)
+    acc = c["test accuracy within 1 point of resnet10t"]
+    assert (acc.value, acc.verdict) == (-0.105, "missed")
+    assert acc.short_by == pytest.approx(0.095)
+    assert render.check_cells(acc) == ["-10.5 pts", ">= -1 pts", "missed", "9.5 pts"]
+    cnn = c[">= 5x resnet10t fp32 throughput"]
+    assert (cnn.value, cnn.verdict) == (0.78, "missed")
+    assert cnn.short_by == pytest.approx(5 / 0.78)  # 6.4x short
+    deit = c[">= 10x DeiT-Tiny-shaped throughput"]
+    assert (deit.value, deit.target, deit.verdict) == (12.0, 10.0, "met")
+    i8 = c["throughput vs resnet10t int8 (no target)"]
+    assert (i8.value, i8.verdict) == (0.39, "reported")
     rows = "\n".join(render.summary({"headline": [r]}))
-    assert "| >= 5x resnet10t fp32 throughput | wm811k | 0.78x | missed" in rows
-    assert "| throughput vs resnet10t int8 (no target) | wm811k | 0.39x | reported" in rows
+    assert "| >= 5x resnet10t fp32 throughput | wm811k | 0.78x | >= 5x | missed | 6.4x |" in rows
+    assert "| throughput vs resnet10t int8 (no target) | wm811k | 0.39x |  | reported |" in rows
     ok = _fake_new_rule(6.0, -0.005)
     assert all(t["met"] for t in ok["cnn_targets"])
-    assert "met (-0.5 pts >= -1 pt)" in render.headline_paragraph(ok)
+    acc = _checks(ok)["test accuracy within 1 point of resnet10t"]
+    assert (acc.value, acc.target, acc.verdict) == (-0.005, -0.01, "met")
 
 
 def test_results_describe_the_newest_pick_rule_over_an_older_full_run(tmp_path: Path) -> None:
@@ -288,14 +344,25 @@ def _joint_record() -> dict:
 
 
 def test_section_2_tables_come_from_the_numbers() -> None:
+    from bench.stats import joint_vs_best_other
+
     lines = render_joint.joint([_joint_record()])
     text = "\n".join(lines)
     assert "| joint (axiswise) | 0.6000 ± 0.0000 (2) | 0.6000 ± 0.0000 (1) |" in text
     assert "| bits only (grid) | 0.2000 ± 0.0000 (1) | 0.2000 ± 0.0000 (1) | 0.2000" in text
     # joint 0.6 vs the best other (staged 0.55) in both seeds at 40, one seed at 120
     assert "| wm811k/latency/40 | 1.091, 1.091 | 1.091 |" in text
-    assert "| pooled seed-paired ratio >= 1.05 | 1.091 (3 pairs) | met |" in text
-    assert "| latency: joint at 60 >= best other at 120 | 0.6000 vs 0.5500 | met |" in text
+    assert "| pooled seed-paired ratio (3 pairs) | 1.091 | >= 1.050 | met |  |" in text
+    r = _joint_record()
+    hv = {name: {run["seed"]: render_joint._hv_at(run, n) for run in s["runs"]}
+          for n in (40,) for name, s in r["searches"].items()}
+    checks = render_joint.joint_checks([r], joint_vs_best_other(
+        [{"name": "a", "hv": hv}], others=render_joint.OTHERS))
+    pooled, _, _, at60 = checks
+    assert pooled.value == pytest.approx(0.6 / 0.55) and pooled.verdict == "met"
+    assert pooled.claim == "pooled seed-paired ratio (2 pairs)"
+    assert (at60.value, at60.target, at60.verdict) == (pytest.approx(0.6),
+                                                       pytest.approx(0.55), "met")
 
 
 def test_best_cut_at_kept_accuracy_ignores_inaccurate_and_infeasible_points() -> None:

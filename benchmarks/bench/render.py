@@ -1,9 +1,9 @@
 """RESULTS.md sections and figures of the bench_* records (called by make_results.py).
 
-Every table lists all raw records; the detail tables, the figures and the paragraph of a
-section describe one record: the latest full run without budget overrides if there is one,
-else the latest quick run without overrides, else the latest record. The paragraphs are
-templates filled with the numbers of that record: nothing in them is written by hand.
+Every table lists all raw records; the detail tables and figures of a section describe one
+record: the latest full run without budget overrides if there is one, else the latest quick run
+without overrides, else the latest record. Verdicts are :class:`bench.stats.Check` rows and
+details are tables of numbers from the records; the only prose is fixed captions.
 """
 
 from __future__ import annotations
@@ -13,31 +13,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.stats import RATIO_KEYS, TARGET_KEYS, mean_std, target_verdict, verdict
+from bench.stats import PICK_TOLERANCE, RATIO_KEYS, TARGET_KEYS, Check
 
 REF_LABEL = {"deit_tiny": "DeiT-Tiny-shaped ViT", "resnet10t": "resnet10t (CNN)",
              "resnet10t_int8": "resnet10t int8 (CNN)",
              "supernet_max": "supernet max_config", "pick": "pick (joint search)"}
 #: The pick rule of records that do not name theirs (before issue 13).
 OLD_RULE = "test-vs-deit"
-AXIS_LABEL = {"arch": "architecture only", "tokens": "tokens only", "bits": "bits only",
-              "joint": "joint"}
 
 
 # ---- formatting --------------------------------------------------------------------------
-def ranking(values: dict[str, float], label: dict[str, str] | None = None,
-            spec: str = ".4f") -> str:
-    """'a (0.3) > b (0.2) = c (0.2)', best first, '=' where the printed values tie."""
-    order = sorted(values, key=lambda k: -_num(values[k]))
-    parts = []
-    for i, k in enumerate(order):
-        if i:
-            same = f(values[order[i - 1]], spec) == f(values[k], spec)
-            parts.append("=" if same else ">")
-        parts.append(f"{(label or {}).get(k, k)} ({f(values[k], spec)})")
-    return " ".join(parts)
-
-
 def _num(x: Any) -> float:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else math.nan
 
@@ -76,10 +61,43 @@ def pick_record(recs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def _which(r: dict[str, Any]) -> str:
-    return (f"Details below: the {mode_of(r)} run {r.get('run_id')} of {r.get('date')} "
+    return (f"Described run: the {mode_of(r)} run {r.get('run_id')} of {r.get('date')} "
             f"(commit {r.get('commit')}{', uncommitted changes' if r.get('dirty') else ''}; "
             f"{r.get('machine')}; load average {f((r.get('loadavg') or [math.nan])[0], '.1f')}"
             f"; section took {f(r.get('seconds'), '.0f')} s).")
+
+
+# ---- target checks ---------------------------------------------------------------------
+def in_unit(x: Any, unit: str) -> str:
+    """A value as a :class:`Check` of that unit shows it."""
+    if unit == "x":
+        return fx(x)
+    return f"{f(_num(x) * 100, '+.1f')} pts" if unit == "pts" else f(x, unit)
+
+
+def check_cells(c: Check) -> list[str]:
+    """measured, threshold, verdict, short by."""
+    shown = in_unit(c.value, c.unit) + (f" vs {in_unit(c.vs, c.unit)}"
+                                        if math.isfinite(_num(c.vs)) else "")
+    t = _num(c.target)
+    thr = "" if not math.isfinite(t) else (">" if c.strict else ">=") + " " + (
+        f"{t:g}x" if c.unit == "x" else f"{t * 100:+.0f} pts" if c.unit == "pts"
+        else f(t, c.unit))
+    short = _num(c.short_by)
+    by = "" if math.isnan(short) else f"{short:.1f}x" if c.unit == "x" else \
+        f"{f(short * 100, '.1f')} pts" if c.unit == "pts" else f(short, c.unit)
+    return [shown, thr, c.verdict, by]
+
+
+def check_table(checks: Sequence[Check], *, summary: bool = False) -> list[str]:
+    """Rows of target checks; the summary's also name the dataset and the run."""
+    if summary:
+        return ["| claim | dataset | measured | threshold | verdict | short by | run |",
+                "|---|---|---|---|---|---|---|",
+                *(f"| {c.claim} | {c.dataset} | " + " | ".join(check_cells(c)) + f" | {c.run} |"
+                  for c in checks)]
+    return ["| target | measured | threshold | verdict | short by |", "|---|---|---|---|---|",
+            *(f"| {c.claim} | " + " | ".join(check_cells(c)) + " |" for c in checks)]
 
 
 # ---- summary -----------------------------------------------------------------------------
@@ -104,55 +122,40 @@ def headline_record(recs: Sequence[dict[str, Any]], dataset: str) -> dict[str, A
                        if rule else mine)
 
 
+def _cnn_checks(r: dict[str, Any], **where: str) -> list[Check]:
+    """The record's targets against the CNN (issue 13), and the int8 CNN reported."""
+    q8 = r["ratios"].get("resnet10t_int8") or {}
+    return [*(Check(t["claim"], _num(t["value"]), t["target"], stated=t["met"],
+                    unit="pts" if t["key"].startswith("accuracy") else "x", **where)
+              for t in r["cnn_targets"]),
+            Check("throughput vs resnet10t int8 (no target)", _num(q8.get("throughput")),
+                  **where)]
+
+
+def headline_checks(r: dict[str, Any]) -> list[Check]:
+    """A headline record's claims: 10x against the DeiT-Tiny shape in each of
+    :data:`TARGET_KEYS`, then the targets against the CNN, or (older records) the accuracy
+    condition against DeiT-Tiny."""
+    ds = r["dataset"]
+    where = {"dataset": ds, "run": f"{mode_of(r)} {r['date']}{_evidence(r, ds)}"}
+    rat, m = r["ratios"]["deit_tiny"], r["models"]
+    out = [Check(f"{k} vs DeiT-Tiny shape", _num(rat.get(k)), 10.0, **where)
+           for k in TARGET_KEYS]
+    if r.get("cnn_targets"):
+        return out + _cnn_checks(r, **where)
+    deit = _num(m["deit_tiny"]["test_accuracy"])
+    return out + [Check("accuracy kept (pick test acc vs DeiT-Tiny's - 1 pt)",
+                        _num(m["pick"].get("test_accuracy")), deit - PICK_TOLERANCE,
+                        unit=".3f", stated=r["pick"]["rule_met"], vs=deit, **where)]
+
+
 def summary(all_recs: dict[str, list[dict[str, Any]]]) -> list[str]:
-    rows = []
-    for ds in ("wm811k", "quickstart"):
-        r = headline_record(all_recs.get("headline", []), ds)
-        if r is None:
-            continue
-        rat = r["ratios"]["deit_tiny"]
-        run = f"{mode_of(r)} {r['date']}{_evidence(r, ds)}"
-        for k in TARGET_KEYS:
-            rows.append(f"| >= 10x {k} vs DeiT-Tiny shape | {ds} | {fx(rat.get(k))} | "
-                        f"{verdict(_num(rat.get(k)))} | {run} |")
-        p = r["models"]["pick"]
-        if r.get("cnn_targets"):
-            cnn = r["models"]["resnet10t"]
-            for t in r["cnn_targets"]:
-                shown = (f"{f(p.get('test_accuracy'))} vs {f(cnn.get('test_accuracy'))}"
-                         if t["key"].startswith("accuracy") else fx(t["value"]))
-                rows.append(f"| {t['claim']} | {ds} | {shown} | {target_verdict(t)} | {run} |")
-            q8 = r["ratios"].get("resnet10t_int8") or {}
-            rows.append(f"| throughput vs resnet10t int8 (no target) | {ds} | "
-                        f"{fx(q8.get('throughput'))} | reported | {run} |")
-            continue
-        rows.append(f"| accuracy kept (>= DeiT-Tiny test - 1 pt) | {ds} | "
-                    f"{f(p.get('test_accuracy'))} vs {f(r['models']['deit_tiny']['test_accuracy'])}"
-                    f" | {'met' if r['pick']['rule_met'] else 'not met'} | {run} |")
-    ax = pick_record(all_recs.get("axes", []))
-    if ax is not None:
-        s = ax["searches"]
-        joint = _num(s["joint"]["hv_mean"])
-        best = max((a for a in ("arch", "tokens", "bits")), key=lambda a: _num(s[a]["hv_mean"]))
-        ok = joint > _num(s[best]["hv_mean"])
-        rows.append(f"| joint search beats single-axis (hypervolume) | wm811k | "
-                    f"joint {f(joint, '.4f')} vs {AXIS_LABEL[best]} "
-                    f"{f(s[best]['hv_mean'], '.4f')} | {'met' if ok else 'not met'} | "
-                    f"{mode_of(ax)} {ax['date']} |")
-        if ax.get("long"):
-            lg = ax["long"]
-            fin = {a: mean_std([h[-1] for h in lg["axes"][a]["hv_histories"] if h])[0]
-                   for a in ("arch", "joint")}
-            rows.append(f"| ... continued to {lg['trials']} trials "
-                        f"({len(lg['seeds'])} seed(s)) | wm811k | "
-                        f"joint {f(fin['joint'], '.4f')} vs {AXIS_LABEL['arch']} "
-                        f"{f(fin['arch'], '.4f')} | "
-                        f"{'met' if _num(fin['joint']) > _num(fin['arch']) else 'not met'} | "
-                        f"{mode_of(ax)} {ax['date']} |")
-    if not rows:
+    checks = [c for ds in ("wm811k", "quickstart")
+              if (r := headline_record(all_recs.get("headline", []), ds)) is not None
+              for c in headline_checks(r)]
+    if not checks:
         return []
-    return ["## Summary", "", "| claim | dataset | measured | verdict | run |",
-            "|---|---|---|---|---|", *rows, "",
+    return ["## Summary", "", *check_table(checks, summary=True), "",
             "Verdicts come from the runs described in the sections below. A quick run uses "
             "reduced budgets (under-trained supernet and references: see each section), so its "
             "verdicts only show that the pipeline runs; only a full run (`make bench`) is "
@@ -205,15 +208,7 @@ def headline(recs: list[dict[str, Any]], figdir: Path) -> list[str]:
         if r.get("cnn_targets"):
             out += ["", f"Targets against the CNN a user would otherwise deploy (every model "
                     f"measured in this run on {r.get('runtime')} at batch "
-                    f"{r.get('batch_size')}):", "", "| target | measured | verdict |",
-                    "|---|---|---|"]
-            for t in r["cnn_targets"]:
-                shown_v = f"{f(_num(t['value']) * 100, '+.1f')} pts" \
-                    if t["key"].startswith("accuracy") else fx(t["value"])
-                out.append(f"| {t['claim']} | {shown_v} | {target_verdict(t)} |")
-            q8 = r["ratios"].get("resnet10t_int8") or {}
-            out.append(f"| throughput vs resnet10t int8 (no target) | "
-                       f"{fx(q8.get('throughput'))} | reported |")
+                    f"{r.get('batch_size')}):", "", *check_table(_cnn_checks(r))]
         out += ["", "Pick over each reference (> 1 = pick better):", "",
                 "| reference | " + " | ".join(n for _, n, _ in RATIO_KEYS) + " |",
                 "|---|" + "---|" * len(RATIO_KEYS)]
@@ -224,7 +219,11 @@ def headline(recs: list[dict[str, Any]], figdir: Path) -> list[str]:
                            + " | ".join(fx(q.get(n)) for _, n, _ in RATIO_KEYS) + " |")
         out += ["", f"Pick: trial {r['pick']['trial']} of study `{r['pick']['study']}` "
                 f"(`{r['pick']['storage']}`), config `{r['models']['pick']['config']}`.", "",
-                headline_paragraph(r), ""]
+                "| fact | value |", "|---|---|",
+                *(f"| {FACTS[k][0]} | {_fact(v, FACTS[k][1])} |"
+                  for k, v in headline_facts(r).items()), "",
+                "Energy is modelled (Horowitz 45 nm), not measured (no figure for the int8 CNN); "
+                "the timm models are timed in fp32 on the configs' runtime.", ""]
     fig = figdir / "fig_headline.png"
     if _fig_headline(shown, fig):
         out += [f"![ratios over the DeiT-Tiny-shaped ViT]({fig.name})", ""]
@@ -236,107 +235,75 @@ def _contended(m: dict[str, Any]) -> str:
     return f" (timed on busy cores: {f(_num(share) * 100, '.0f')}% foreign load)" if share else ""
 
 
-def _pts(x: Any) -> str:
-    return f(_num(x) * 100, "+.1f")
+#: Each entry of :func:`headline_facts`: its label and how its value is shown.
+FACTS: dict[str, tuple[str, str]] = {
+    "rule_met": ("pick rule's accuracy condition met", ""),
+    "trial_by_val": ("trial that choosing on validation accuracy picks", ""),
+    "reference_val_accuracy": ("resnet10t val acc (condition: a member >= this - 1 pt)", ".3f"),
+    "front_size": ("Pareto members", ""),
+    "best_front_val": ("best member's val acc", ".3f"),
+    "front_short": ("best member short of the condition", "pts"),
+    "test_images": ("test images", ""),
+    "acc_diff_vs_resnet10t": ("pick - resnet10t test acc, paired [95% CI]", "ci"),
+    "acc_diff_vs_deit": ("pick - DeiT-Tiny test acc, paired [95% CI]", "ci"),
+    "deit_ci_width": ("DeiT-Tiny test 95% CI width (smaller differences are not resolved)",
+                      "pts"),
+    "budget_matched": ("references trained as many epochs as the supernet", ""),
+    "energy_check": ("generic counter vs jointopt on max_config (params, MACs, energy): "
+                     "largest relative difference", "%"),
+    "int8_layers": ("resnet10t int8: compute layers on 8-bit inputs", ""),
+    "int8_calibration_images": ("resnet10t int8: calibration images (training)", ""),
+    "int8_agreement": ("resnet10t int8: test images agreeing with fp32", "%"),
+    "int8_vs_fp32_throughput": ("resnet10t int8 / fp32 throughput", "x"),
+}
 
 
-def _pick_sentences(r: dict[str, Any]) -> list[str]:
-    """How the member was chosen and what it reached, for either pick rule."""
-    ds, m, p = r["dataset"], r["models"], r["pick"]
-    s = []
-    if p.get("rule_id", OLD_RULE) == OLD_RULE:
-        s.append(f"On {ds}, the pick (trial {p['trial']}, {m['pick'].get('latency_runtime')}) "
-                 f"reaches {f(m['pick']['test_accuracy'])} test accuracy against the "
-                 f"DeiT-Tiny-shaped ViT's {f(m['deit_tiny']['test_accuracy'])}")
-        d = r.get("acc_diff_vs_deit") or [math.nan] * 3
-        s[0] += (f" (paired difference {_pts(d[0])} points, 95% CI [{_pts(d[1])}, "
-                 f"{_pts(d[2])}] on {r['test_images']} test images).")
-        return s
-    front = p.get("front") or []
-    s.append(f"On {ds}, the pick is the fastest of the {p.get('front_size')} Pareto members "
-             f"whose validation accuracy is at least resnet10t's "
-             f"({f(p.get('reference_val_accuracy'))}) minus 1 point: trial {p['trial']} "
-             f"({m['pick'].get('latency_runtime')}), validation "
-             f"{f(m['pick'].get('val_accuracy'))}.")
-    if not p["rule_met"]:
-        best = max((_num(x.get("val_accuracy")) for x in front), default=math.nan)
-        s[-1] = (f"On {ds}, no Pareto member's validation accuracy reached resnet10t's "
-                 f"({f(p.get('reference_val_accuracy'))}) minus 1 point (the best of the "
-                 f"{p.get('front_size')} members: {f(best)}, "
-                 f"{f((_num(p.get('threshold')) - best) * 100, '.1f')} points short), so the "
-                 f"pick is the most accurate member on validation: trial {p['trial']} "
-                 f"({m['pick'].get('latency_runtime')}).")
-    d = r.get("acc_diff_vs_resnet10t") or [math.nan] * 3
-    e = r.get("acc_diff_vs_deit") or [math.nan] * 3
-    s.append(f"Its test accuracy is {f(m['pick']['test_accuracy'])}, against resnet10t's "
-             f"{f(m['resnet10t']['test_accuracy'])} (paired difference {_pts(d[0])} points, "
-             f"95% CI [{_pts(d[1])}, {_pts(d[2])}]) and the DeiT-Tiny-shaped ViT's "
-             f"{f(m['deit_tiny']['test_accuracy'])} ({_pts(e[0])} points, 95% CI "
-             f"[{_pts(e[1])}, {_pts(e[2])}]), on {r['test_images']} test images.")
-    for t in r.get("cnn_targets") or []:
-        s.append(f"Target \"{t['claim']}\": {target_verdict(t)}.")
-    i8, cnn = m.get("resnet10t_int8"), m["resnet10t"]
-    if i8:
-        s.append(f"resnet10t in int8 ({i8.get('latency_runtime')}; {i8.get('int8_layers')} of "
-                 f"{i8.get('compute_layers')} compute layers run on 8-bit inputs; calibrated on "
-                 f"{i8.get('calibration_images')} training images) reaches "
-                 f"{f(i8.get('test_accuracy'))} test accuracy (agreeing with fp32 on "
-                 f"{f(_num(i8.get('test_agreement_with_fp32')) * 100, '.1f')}% of test images) "
-                 f"at {f(i8.get('throughput_ips'), '.0f')} img/s, "
-                 f"{fx(_num(i8.get('throughput_ips')) / _num(cnn.get('throughput_ips')))} its "
-                 f"fp32 throughput; the pick runs at "
-                 f"{fx((r['ratios'].get('resnet10t_int8') or {}).get('throughput'))} of it.")
-    return s
+def _fact(v: Any, how: str) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if how == "ci":
+        return f"{f(_num(v[0]) * 100, '+.1f')} pts [{f(_num(v[1]) * 100, '+.1f')}, " \
+               f"{f(_num(v[2]) * 100, '+.1f')}]"
+    if isinstance(v, tuple):
+        return " / ".join(str(x) for x in v)
+    if how == "pts":
+        return f"{f(_num(v) * 100, '.1f')} pts"
+    if how == "%":
+        return f"{f(_num(v) * 100, '.2g')}%"
+    return fx(v) if how == "x" else f(v, how) if how else str(v)
 
 
-def headline_paragraph(r: dict[str, Any]) -> str:
-    m, q = r["models"], r["ratios"]["deit_tiny"]
-    met = [k for k in TARGET_KEYS if _num(q.get(k)) >= 10]
-    missed = [k for k in TARGET_KEYS if k not in met]
-    s = _pick_sentences(r)
-    if met:
-        s.append("The paper's 10x target against the DeiT-Tiny shape is met for " + ", ".join(
-            f"{k} ({fx(q[k])})" for k in met) + ".")
-    if missed:
-        s.append("It is missed for " + ", ".join(
-            f"{k} ({fx(q[k])}, {f(10 / _num(q[k]), '.1f')}x short)" for k in missed) + ".")
-    old = r["pick"].get("rule_id", OLD_RULE) == OLD_RULE
-    if old and not r["pick"]["rule_met"]:
-        s.append("No Pareto member kept DeiT-Tiny's test accuracy within 1 point, so the pick "
-                 "is the most accurate member and the accuracy condition of the claim fails.")
-    if old:
-        by_val = r["pick"].get("pick_by_val_trial")
-        s.append("The member was chosen on test accuracy as the benchmark then specified; "
-                 "choosing on validation accuracy instead would pick "
-                 + ("the same trial." if by_val == r["pick"]["trial"] else
-                    f"trial {by_val}." if by_val is not None else "no member."))
-        cnn = r["ratios"]["resnet10t"]
-        s.append(f"Against the small CNN (resnet10t, test {f(m['resnet10t']['test_accuracy'])}) "
-                 f"the pick is {fx(cnn['throughput'])} in throughput, {fx(cnn['params'])} in "
-                 f"parameters, {fx(cnn['macs'])} in MACs and {fx(cnn['energy'])} in energy.")
-    s.append(f"Against the supernet's own max_config (test "
-             f"{f(m['supernet_max']['test_accuracy'])}) the pick is "
-             f"{fx(r['ratios']['supernet_max']['throughput'])} in throughput.")
-    if not r["budget_matched"]:
-        s.append(f"Weakness: the references were trained for {r['baseline_epochs']} epochs, "
-                 f"the supernet for {r['supernet_epochs']} (a quick-run shortcut); "
-                 f"under-trained references lower the accuracy bar the pick must reach.")
+def headline_facts(r: dict[str, Any]) -> dict[str, Any]:
+    """What a headline record says beyond its tables, as numbers keyed as :data:`FACTS`;
+    entries the record does not have are left out."""
+    m, p = r["models"], r["pick"]
+    old = p.get("rule_id", OLD_RULE) == OLD_RULE
+    vals = [_num(x.get("val_accuracy")) for x in p.get("front") or []]
+    best = max(vals, default=math.nan)
     ci = m["deit_tiny"].get("test_ci") or [math.nan, math.nan]
-    s.append(f"The test split is small: DeiT-Tiny's interval spans "
-             f"{f((_num(ci[1]) - _num(ci[0])) * 100, '.1f')} points, so accuracy differences "
-             f"below that are not resolved.")
-    chk = r.get("energy_check", {})
-    if chk:
-        worst = max(_num(v.get("rel_diff")) for v in chk.values())
-        agree = "exactly" if worst == 0 else f"to within {f(worst * 100, '.2g')}%"
-        rt = r.get("runtime") or "ONNX Runtime"
-        none8 = " (none for the int8 CNN)" if "resnet10t_int8" in m else ""
-        s.append(f"Energy is modelled (Horowitz 45 nm), not measured, for every float model"
-                 f"{none8}; the generic counter used for the timm models agrees "
-                 f"with jointopt's own model on the max_config subnet {agree} (params, MACs, "
-                 f"energy). The timm models are timed in fp32 on the same runtime as the "
-                 f"configs ({rt}).")
-    return " ".join(s)
+    i8, cnn = m.get("resnet10t_int8") or {}, m["resnet10t"]
+    out: dict[str, Any] = {
+        "rule_met": bool(p["rule_met"]),
+        "trial_by_val": p.get("pick_by_val_trial") if old else None,
+        "reference_val_accuracy": None if old else p.get("reference_val_accuracy"),
+        "front_size": None if old else p.get("front_size"),
+        "best_front_val": None if old else best,
+        "front_short": None if old or p["rule_met"] else _num(p.get("threshold")) - best,
+        "test_images": r.get("test_images"),
+        "acc_diff_vs_resnet10t": None if old else tuple(r.get("acc_diff_vs_resnet10t")
+                                                        or [math.nan] * 3),
+        "acc_diff_vs_deit": tuple(r.get("acc_diff_vs_deit") or [math.nan] * 3),
+        "deit_ci_width": _num(ci[1]) - _num(ci[0]),
+        "budget_matched": bool(r["budget_matched"]),
+        "energy_check": max((_num(v.get("rel_diff")) for v in
+                             (r.get("energy_check") or {}).values()), default=None),
+        "int8_layers": (i8["int8_layers"], i8.get("compute_layers")) if i8 else None,
+        "int8_calibration_images": i8.get("calibration_images"),
+        "int8_agreement": i8.get("test_agreement_with_fp32"),
+        "int8_vs_fp32_throughput": _num(i8.get("throughput_ips")) / _num(
+            cnn.get("throughput_ips")) if i8 else None,
+    }
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _plt() -> Any:

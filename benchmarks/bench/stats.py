@@ -1,4 +1,4 @@
-"""Pure helpers of the benchmarks: bootstrap intervals, ratios, target verdicts.
+"""Pure helpers of the benchmarks: bootstrap intervals, ratios, target checks.
 
 Nothing here imports jointopt or torch, so the tests of these helpers run in milliseconds.
 """
@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 __all__ = ["bootstrap_ci", "paired_bootstrap_diff", "ratios", "RATIO_KEYS", "TARGET_KEYS",
-           "verdict", "mean_std", "best_at_kept_accuracy", "joint_vs_best_other",
-           "pick_member", "PICK_TOLERANCE", "cnn_targets", "CNN_TARGETS",
-           "target_verdict"]
+           "Check", "mean_std", "best_at_kept_accuracy", "joint_vs_best_other",
+           "pick_member", "PICK_TOLERANCE", "cnn_targets", "CNN_TARGETS"]
 
 # (metric, ratio name, smaller is better): a ratio > 1 always means "the pick is better".
 RATIO_KEYS: tuple[tuple[str, str, bool], ...] = (
@@ -71,13 +71,46 @@ def ratios(pick: Mapping[str, Any], baseline: Mapping[str, Any]) -> dict[str, fl
     return out
 
 
-def verdict(ratio: float, target: float = 10.0) -> str:
-    """Text for one ratio against the target: met, or missed by what factor."""
-    if not math.isfinite(ratio):
-        return "not measured"
-    if ratio >= target:
-        return f"met ({ratio:.1f}x >= {target:g}x)"
-    return f"missed ({ratio:.2f}x; {target / ratio:.1f}x short of {target:g}x)"
+@dataclass(frozen=True)
+class Check:
+    """One target check, a table row of RESULTS.md: the measured value against its threshold.
+
+    ``unit`` says how the value reads: ``"x"`` a ratio (a shortfall is the factor still
+    missing), ``"pts"`` an accuracy difference as a fraction (a shortfall is the accuracy still
+    missing), anything else a format spec for a plain number (a shortfall is the difference).
+    """
+
+    claim: str
+    value: float
+    target: float = math.nan  # NaN: no target, the value is only reported
+    unit: str = "x"
+    strict: bool = False  # met needs value > target rather than >=
+    stated: bool | None = None  # the verdict the record states, where the record decides it
+    vs: float = math.nan  # a reference value shown beside the measured one
+    dataset: str = ""
+    run: str = ""
+
+    @property
+    def verdict(self) -> str:
+        """The verdict: met, missed, reported (no target) or not measured (no finite value)."""
+        if not _finite(self.value):
+            return "not measured"
+        if self.stated is not None:
+            return "met" if self.stated else "missed"
+        if not _finite(self.target):
+            return "reported"
+        v, t = float(self.value), float(self.target)
+        return "met" if (v > t if self.strict else v >= t - 1e-12) else "missed"
+
+    @property
+    def short_by(self) -> float:
+        """How far a missed target is: a factor for ratios, else target - value; NaN if met."""
+        if self.verdict != "missed" or not _finite(self.target):
+            return math.nan
+        v, t = float(self.value), float(self.target)
+        if self.unit == "x":
+            return t / v if v > 0 else math.inf
+        return t - v
 
 
 #: The pick may lose at most this much validation accuracy to the reference CNN.
@@ -133,30 +166,11 @@ def cnn_targets(*, acc_diff: float, throughput_vs_cnn: float,
               "throughput_vs_deit": throughput_vs_deit}
     out = []
     for key, claim, target in CNN_TARGETS:
-        v = float(values[key])
-        ok = math.isfinite(v) and v >= target - 1e-12
-        if not math.isfinite(v) or ok:
-            short = math.nan
-        elif key.startswith("accuracy"):
-            short = target - v  # points of accuracy still missing
-        else:
-            short = target / v if v > 0 else math.inf  # factor still missing
-        out.append({"key": key, "claim": claim, "target": target, "value": v,
-                    "met": ok, "short_by": short})
+        c = Check(claim, float(values[key]), target,
+                  unit="pts" if key.startswith("accuracy") else "x")
+        out.append({"key": key, "claim": claim, "target": target, "value": c.value,
+                    "met": c.verdict == "met", "short_by": c.short_by})
     return out
-
-
-def target_verdict(t: Mapping[str, Any]) -> str:
-    """Text for one :func:`cnn_targets` entry: met, or missed by how much."""
-    v = t.get("value")
-    if not _finite(v):
-        return "not measured"
-    if str(t["key"]).startswith("accuracy"):
-        text = f"{float(v) * 100:+.1f} pts"
-        if t["met"]:
-            return f"met ({text} >= {float(t['target']) * 100:+.0f} pt)"
-        return f"missed ({text}; {float(t['short_by']) * 100:.1f} pts short)"
-    return verdict(float(v), float(t["target"]))
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
