@@ -1,6 +1,6 @@
 """Benchmark: how a study scales with workers, measured here and projected for a cluster.
 
-Measured on this machine, against a throw-away PostgreSQL server (tests/_postgres.py):
+Measured on this machine, against a throw-away PostgreSQL server (tests/helpers/postgres.py):
 1. trials per minute on the quickstart study with 1 and with 2 concurrent workers (separate
    `jointopt search` processes on one PostgreSQL study, each with a fresh measurement cache),
    timed from the first trial's start to the last trial's end as stored in the study;
@@ -127,7 +127,7 @@ def main() -> None:
     ap.add_argument("--skip-oversubscribed", action="store_true",
                     help="skip the 2-workers-on-all-cores run (measured once: about 5x slower)")
     args = ap.parse_args()
-    from _postgres import provide_postgres
+    from helpers.postgres import provide_postgres
 
     from jointopt import Study
 

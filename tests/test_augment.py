@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import write_tiny_study
+from helpers import write_tiny_study
 from torch import Tensor, nn
 
 from jointopt import Study

@@ -1,4 +1,4 @@
-"""The bad-input corpus (``_corpus.py``) against what the README promises.
+"""The bad-input corpus (``helpers/corpus.py``) against what the README promises.
 
 Every case runs ``jointopt.cli.main(argv)`` in this process and must give exit status 2,
 exactly one line on stderr naming the file, the key and the value, and write nothing: the
@@ -8,14 +8,11 @@ snapshotted before and after. Three cases also run as real subprocesses (``test_
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from _corpus import CASES, SECRET, Ctx, close_sockets, snapshot
-
-from jointopt.cli import main
+from helpers import run_cli, run_main
+from helpers.corpus import CASES, SECRET, Ctx, close_sockets, snapshot
 
 
 def test_corpus_is_large_and_covers_every_category() -> None:
@@ -44,9 +41,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(name, setup, expect, tm
             monkeypatch.setenv(k, v)
         roots = [cwd, c.dir, c.dir.parent, c.out, tmp_path / "elsewhere"]
         before = snapshot(*roots)
-        capfd.readouterr()
-        rc = main(argv)
-        out, err = capfd.readouterr()
+        rc, out, err = run_main(capfd, *argv)
         after = snapshot(*roots)
     finally:
         close_sockets()
@@ -62,14 +57,10 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(name, setup, expect, tm
 
 
 # ---- the same promise from a real process ----------------------------------------------------
-def _run(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    def limit() -> None:  # an expanding alias bomb passed 3 GB; torch maps 3.6 GB at import
-        import resource
+def _limit_memory() -> None:  # an expanding alias bomb passed 3 GB; torch maps 3.6 GB at import
+    import resource
 
-        resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
-
-    return subprocess.run([sys.executable, "-m", "jointopt", *args], cwd=cwd, text=True,
-                          capture_output=True, timeout=timeout, preexec_fn=limit)
+    resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
 
 
 def _subprocess_case(tmp_path: Path, name: str) -> None:
@@ -81,7 +72,7 @@ def _subprocess_case(tmp_path: Path, name: str) -> None:
         argv = setup(c)
         roots = [cwd, c.dir, c.dir.parent, c.out]
         before = snapshot(*roots)
-        r = _run(argv, cwd)
+        r = run_cli(*argv, cwd=cwd, timeout=120, preexec_fn=_limit_memory)
         after = snapshot(*roots)
     finally:
         close_sockets()

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import ROOT
 from torch import nn
 
 from jointopt import SearchSpace, ViTSupernet
@@ -19,7 +20,6 @@ from jointopt.cost.generic import count_activation_io, count_macs, module_costs
 from jointopt.cost.registry import EvalContext
 from jointopt.cost.size import size_costs
 from jointopt.precision import RuntimeCaps, plan_for
-from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench import render, render_checks, render_joint  # noqa: E402

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import click
 import pytest
-from test_search import variant
+from helpers import ROOT, run_main, variant
 
-from jointopt.cli import cli, main
+from jointopt.cli import cli
 
-ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "torchvision", "timm", "optuna", "ray", "brevitas", "onnx", "onnxruntime",
          "pandas", "plotly", "scipy")
 
@@ -29,15 +28,6 @@ def _leaf_commands(group: click.Group = cli, path: tuple[str, ...] = ()) \
         else:
             out[(*path, name)] = cmd
     return out
-
-
-def _run(capfd: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """main(argv) in-process; stdout and stderr captured at the file-descriptor level, so a
-    stray print from C code would show up too."""
-    capfd.readouterr()
-    rc = main(list(argv))
-    out, err = capfd.readouterr()
-    return rc, out, err
 
 
 def test_help_imports_no_heavy_package() -> None:
@@ -71,7 +61,7 @@ def test_public_api_is_importable_lazily() -> None:
 def test_version_matches_the_package(capfd: pytest.CaptureFixture[str]) -> None:
     version = re.search(r'^version = "(.+)"$', (ROOT / "pyproject.toml").read_text(),
                         flags=re.MULTILINE).group(1)  # type: ignore[union-attr]
-    rc, out, _ = _run(capfd, "--version")
+    rc, out, _ = run_main(capfd, "--version")
     assert rc == 0 and out.strip() == f"jointopt {version}"
 
 
@@ -84,8 +74,8 @@ def test_every_command_takes_verbose_and_quiet(capfd: pytest.CaptureFixture[str]
     # Before the subcommand, on the group between, and after it: all accepted.
     for argv in (["-v", "--quiet", "data", "synth"], ["data", "-v", "synth", "--quiet"],
                  ["data", "synth", "-vv", "-q"]):
-        rc, out, err = _run(capfd, *argv, "--out", str(ROOT / "runs" / "_never_written"),
-                            "--per-class", "0")
+        rc, out, err = run_main(capfd, *argv, "--out", str(ROOT / "runs" / "_never_written"),
+                               "--per-class", "0")
         # --per-class 0 is a user error: the options parsed, the command ran, nothing written.
         assert rc == 2 and "--per-class=0" in err, (argv, err)
     assert not (ROOT / "runs" / "_never_written").exists()
@@ -93,8 +83,8 @@ def test_every_command_takes_verbose_and_quiet(capfd: pytest.CaptureFixture[str]
 
 def test_data_synth_with_options_after_the_subcommand(tmp_path: Path,
                                                       capfd: pytest.CaptureFixture[str]) -> None:
-    rc, out, err = _run(capfd, "data", "synth", "--out", str(tmp_path / "d"), "--per-class", "1",
-                        "--size", "16", "-v", "--quiet")
+    rc, out, err = run_main(capfd, "data", "synth", "--out", str(tmp_path / "d"),
+                           "--per-class", "1", "--size", "16", "-v", "--quiet")
     assert rc == 0, err
     assert out.startswith("wrote 6 images")
     assert len(list((tmp_path / "d").rglob("*.png"))) == 6
@@ -102,8 +92,8 @@ def test_data_synth_with_options_after_the_subcommand(tmp_path: Path,
     # -v counts across the line.
     for argv, level in ((["--quiet"], logging.WARNING), (["-v", "--quiet"], logging.INFO),
                         (["-v", "-v"], logging.DEBUG)):
-        rc, _, err = _run(capfd, argv[0], "data", "synth", *argv[1:], "--out",
-                          str(tmp_path / "d"), "--per-class", "1", "--size", "16")
+        rc, _, err = run_main(capfd, argv[0], "data", "synth", *argv[1:], "--out",
+                             str(tmp_path / "d"), "--per-class", "1", "--size", "16")
         assert rc == 0, err
         assert logging.getLogger().getEffectiveLevel() == level, argv
 
@@ -112,11 +102,11 @@ def test_data_synth_with_options_after_the_subcommand(tmp_path: Path,
 def test_json_outputs_parse_and_progress_goes_to_stderr(
         trained_tiny: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     study = str(variant(trained_tiny, tmp_path, "cli", n_trials=3))
-    rc, out, err = _run(capfd, "search", study)
+    rc, out, err = run_main(capfd, "search", study)
     assert rc == 0, err
     assert "3 complete" in out and f"--n-trials {3 + 10}" in out
     assert "trial" in err  # the per-trial progress lines, on stderr
-    rc, out, err = _run(capfd, "search", study, "--quiet")  # finished: says how to extend it
+    rc, out, err = run_main(capfd, "search", study, "--quiet")  # finished: says how to extend it
     assert rc == 0 and "has its 3 trials" in out and "--n-trials" in out and err == ""
 
     cfg = {"depth": 2, "embed_dim": 24, "num_heads": 1, "mlp_ratio": 1.0, "tome_r": 0,
@@ -131,14 +121,14 @@ def test_json_outputs_parse_and_progress_goes_to_stderr(
                  if any("--json" in param.opts for param in c.params)}
     assert with_json == set(cases), "a command with --json has no case here"
     for path, argv in cases.items():
-        rc, out, err = _run(capfd, *argv)
+        rc, out, err = run_main(capfd, *argv)
         assert rc == 0, (path, err)
         parsed = json.loads(out)  # nothing but the JSON on stdout
         assert parsed, path
         if path == ("train-fixed",):
             assert parsed["epochs"] == 1 and 0 <= parsed["test_accuracy"] <= 1
             assert re.search(r"epoch 1/1 loss=", err)  # progress, on stderr
-            rc, out, err = _run(capfd, *argv, "--quiet")
+            rc, out, err = run_main(capfd, *argv, "--quiet")
             assert rc == 0 and json.loads(out)["epochs"] == 1
             assert "epoch 1/1" not in err
         if path == ("pareto",):
@@ -152,12 +142,12 @@ def test_json_outputs_parse_and_progress_goes_to_stderr(
 def test_export_reports_progress_on_stderr(trained_tiny: Path, tmp_path: Path,
                                            capfd: pytest.CaptureFixture[str]) -> None:
     study = str(variant(trained_tiny, tmp_path, "exp", n_trials=1))
-    assert _run(capfd, "search", study, "-q")[0] == 0
-    rc, out, err = _run(capfd, "export", study, "--out", str(tmp_path / "x"), "--trial", "0")
+    assert run_main(capfd, "search", study, "-q")[0] == 0
+    rc, out, err = run_main(capfd, "export", study, "--out", str(tmp_path / "x"), "--trial", "0")
     assert rc == 0, err
     assert err.startswith("exporting trial(s) 0 of study 'exp'")
     assert "trial 0: openvino-" in err and "test_accuracy=" in err
     assert out.splitlines() == [f"front of 1; exported 1 trial(s) to {tmp_path / 'x'}"]
-    rc, out, err = _run(capfd, "export", study, "--out", str(tmp_path / "y"), "--trial", "0",
-                        "--quiet")
+    rc, out, err = run_main(capfd, "export", study, "--out", str(tmp_path / "y"), "--trial", "0",
+                           "--quiet")
     assert rc == 0 and err == "" and "exported 1 trial(s)" in out

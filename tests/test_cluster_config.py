@@ -9,26 +9,15 @@ the Ray workers never had it. Every trial failed on its worker, Ray retried each
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 
 import optuna
 import pytest
 import yaml
-from conftest import RAY_HEAD
+from helpers import RAY_HEAD, run_cli, variant
 from optuna.trial import TrialState
-from test_search import variant
 
 VAR = "JOINTOPT_TEST_CLUSTER_STORAGE"
-
-
-def _cli(*args: str, env: dict[str, str], timeout: float = 600
-         ) -> tuple[subprocess.CompletedProcess[str], float]:
-    t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "jointopt", *args], capture_output=True,
-                       text=True, env=env, timeout=timeout)
-    return r, time.monotonic() - t0
 
 
 @pytest.mark.slow
@@ -55,7 +44,7 @@ def test_worker_without_the_storage_variable_runs_trials(trained_tiny, tmp_path,
                        ray={"address": cluster.address, "max_concurrent_trials": 1,
                             "cpus_per_trial": 1, "max_failures": 2})
         env = {**os.environ, VAR: url}  # set on the driver only, after the nodes started
-        r, _ = _cli("search", str(path), "--quiet", env=env)
+        r = run_cli("search", str(path), "--quiet", env=env, timeout=600)
         assert r.returncode == 0, r.stderr
     finally:
         ray.shutdown()
@@ -66,7 +55,7 @@ def test_worker_without_the_storage_variable_runs_trials(trained_tiny, tmp_path,
     assert any(t.user_attrs.get("baseline") for t in complete)
     assert any(t.user_attrs.get("seed_config") and t.user_attrs["config_key"] ==
                "d2_e16_h1_m1_r0_w8a8" for t in complete)
-    r, _ = _cli("pareto", str(path), env=env, timeout=300)
+    r = run_cli("pareto", str(path), env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "baseline (trial" in r.stdout
 
@@ -151,7 +140,9 @@ def test_node_with_a_bad_setting_stops_the_search_then_the_study_resumes(trained
                        backend="ray", sampler={"name": "random", "seed": 0},
                        ray={"address": cluster.address, "max_concurrent_trials": 1,
                             "cpus_per_trial": 1, "max_failures": 2})
-        r, seconds = _cli("search", str(path), "--quiet", env=dict(os.environ))
+        t0 = time.monotonic()
+        r = run_cli("search", str(path), "--quiet", env=dict(os.environ), timeout=600)
+        seconds = time.monotonic() - t0
         assert r.returncode == 2, r.stderr
         errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
         assert len(errors) == 1 and "Traceback" not in r.stderr, r.stderr
@@ -161,7 +152,7 @@ def test_node_with_a_bad_setting_stops_the_search_then_the_study_resumes(trained
         cluster.remove_node(node)
         cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
-        r, _ = _cli("search", str(path), "--quiet", env=dict(os.environ))
+        r = run_cli("search", str(path), "--quiet", env=dict(os.environ), timeout=600)
         assert r.returncode == 0, r.stderr
     finally:
         ray.shutdown()
@@ -169,6 +160,6 @@ def test_node_with_a_bad_setting_stops_the_search_then_the_study_resumes(trained
     trials = optuna.load_study(study_name="bad-node", storage=url).trials
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 3 and any(t.user_attrs.get("baseline") for t in complete)
-    r, _ = _cli("pareto", str(path), env=dict(os.environ), timeout=300)
+    r = run_cli("pareto", str(path), env=dict(os.environ), timeout=300)
     assert r.returncode == 0, r.stderr
     assert "baseline (trial" in r.stdout

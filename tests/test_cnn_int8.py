@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 import torch
+from helpers import ROOT
 from torch import nn
 
 from jointopt.train import normalize
-from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench.cnn_int8 import int8_layers, ov_predictions, quantize_qdq  # noqa: E402

@@ -10,16 +10,14 @@ import socket
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 import yaml
+from helpers import ROOT
 
 from jointopt import Study
 from jointopt.errors import ECHO_LIMIT, UserError, field_error, mask_secrets, short_repr
 from jointopt.yamlio import MAX_DEPTH, MAX_NODES, parse_yaml
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 # ---- echoed input is bounded ---------------------------------------------------------------
@@ -209,8 +207,8 @@ def test_evaluation_writes_no_temporary_folder_into_the_output(trained_tiny) -> 
 
 # ---- baseline and seed configs are queued again ----------------------------------------------
 def test_failed_baseline_and_seed_configs_are_queued_again(trained_tiny, tmp_path) -> None:
+    from helpers import variant
     from optuna.trial import TrialState
-    from test_search import variant
 
     from jointopt.controllers.anchors import requeue_anchors
     from jointopt.controllers.storage import open_storage, open_study
@@ -228,8 +226,8 @@ def test_failed_baseline_and_seed_configs_are_queued_again(trained_tiny, tmp_pat
 
 
 def test_a_seed_config_pruned_as_a_repeat_is_not_queued_again(trained_tiny, tmp_path) -> None:
+    from helpers import variant
     from optuna.trial import TrialState
-    from test_search import variant
 
     from jointopt.controllers.anchors import requeue_anchors
     from jointopt.controllers.storage import open_storage, open_study
@@ -306,8 +304,8 @@ def test_a_study_complete_without_its_baseline_runs_the_baseline(trained_tiny, t
                                                                  monkeypatch) -> None:
     """A study from before the fix: n_trials complete, the baseline failed and never queued
     again. The next search runs the baseline although n_trials are done; pareto then works."""
+    from helpers import variant
     from optuna.trial import TrialState
-    from test_search import variant
 
     from jointopt.controllers import anchors, optuna_backend, run_search
     from jointopt.controllers.storage import open_storage, open_study

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import TINY_SPACE
+from helpers import TINY_SPACE
 
 from jointopt import JointConfig, SearchSpace, ViTSupernet
 from jointopt.errors import UserError

@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from helpers import ROOT
 from torch.utils.flop_counter import FlopCounterMode
 
 from jointopt import JointConfig, SearchSpace, ViTSupernet
@@ -15,7 +16,6 @@ from jointopt.cost.registry import EvalContext
 from jointopt.cost.size import size_costs
 from jointopt.errors import UserError
 from jointopt.precision import RuntimeCaps, plan_for
-from tests.conftest import ROOT
 
 SPACE = SearchSpace.from_yaml(ROOT / "search_spaces" / "quickstart.yaml")
 CAPS = RuntimeCaps("openvino", half="bf16", int8=True, weight_storage=("i8", "i4"))

@@ -2,23 +2,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli
 
 from jointopt import Study
 from jointopt.evaluation import METRIC_KEYS, build_deployable, evaluate
 from jointopt.export import deploy_member, runtime_predictions, torch_predictions
 from jointopt.train import accuracy
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "jointopt", *args], capture_output=True,
-                          text=True, timeout=300)
 
 
 def test_evaluate_baseline_has_every_key_and_supernet_accuracy(trained_tiny: Path) -> None:
@@ -43,7 +37,7 @@ def test_evaluate_baseline_has_every_key_and_supernet_accuracy(trained_tiny: Pat
 def test_cli_evaluate_json(trained_tiny: Path) -> None:
     cfg = {"depth": 2, "embed_dim": 24, "num_heads": 1, "mlp_ratio": 1.0, "tome_r": [2, 1],
            "w_bits": 8, "a_bits": 8}
-    r = _cli("evaluate", str(trained_tiny), "--config", json.dumps(cfg), "--json")
+    r = run_cli("evaluate", str(trained_tiny), "--config", json.dumps(cfg), "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert set(METRIC_KEYS) <= set(out)
@@ -62,7 +56,7 @@ def test_cli_evaluate_json(trained_tiny: Path) -> None:
 )
 def test_cli_bad_configs_exit_2(trained_tiny: Path, change: dict, needle: str) -> None:
     cfg = {"depth": 3, "embed_dim": 32, "num_heads": 2, "mlp_ratio": 2.0, **change}
-    r = _cli("evaluate", str(trained_tiny), "--config", json.dumps(cfg))
+    r = run_cli("evaluate", str(trained_tiny), "--config", json.dumps(cfg))
     assert r.returncode == 2
     assert needle in r.stderr and r.stderr.strip().count("\n") == 0
 

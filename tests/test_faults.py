@@ -19,20 +19,14 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import RAY_HEAD
+from helpers import RAY_HEAD, load_trials, variant
 from optuna.trial import TrialState
-from test_search import variant
 
 from jointopt import Study
 from jointopt.controllers import run_search
 from jointopt.controllers.storage import is_storage_error, with_storage_retry
 from jointopt.errors import StorageLost
 from jointopt.evaluation import METRIC_KEYS
-
-
-def _trials(path: Path) -> list[optuna.trial.FrozenTrial]:
-    s = Study.from_yaml(path)
-    return optuna.load_study(study_name=s.search.study_name, storage=s.storage_url).trials
 
 
 def _wait_complete(path: Path, n: int, proc: subprocess.Popen | None = None,
@@ -42,7 +36,7 @@ def _wait_complete(path: Path, n: int, proc: subprocess.Popen | None = None,
         if proc is not None and proc.poll() is not None:
             raise AssertionError(f"search exited early: {proc.returncode}")
         try:
-            trials = _trials(path)
+            trials = load_trials(path)
         except Exception:  # noqa: BLE001  (study not created yet)
             trials = []
         if sum(t.state == TrialState.COMPLETE for t in trials) >= n:
@@ -135,7 +129,7 @@ def test_storage_lost_mid_run_is_ridden_out_or_stops_cleanly(trained_tiny, tmp_p
         proc.kill()
     assert proc.returncode == 0, err
     assert "retrying" in err
-    after = _trials(short)
+    after = load_trials(short)
     numbers = [t.number for t in after]
     assert len(numbers) == len(set(numbers))
     complete = [t for t in after if t.state == TrialState.COMPLETE]
@@ -167,7 +161,7 @@ def test_storage_lost_mid_run_is_ridden_out_or_stops_cleanly(trained_tiny, tmp_p
     assert len(lines) == 1 and "unreachable for" in lines[0] and "***" in lines[0]
     assert postgres.url.split(":")[2].split("@")[0] not in err  # the password is not printed
     assert waited < 60
-    stored = [t for t in _trials(long) if t.state == TrialState.COMPLETE]
+    stored = [t for t in load_trials(long) if t.state == TrialState.COMPLETE]
     assert len(stored) >= 3
     assert all(set(METRIC_KEYS) <= set(t.user_attrs) for t in stored
                if "invalid" not in t.user_attrs)
@@ -233,7 +227,7 @@ def test_ray_worker_killed_mid_trial_is_retried_on_another_node(trained_tiny, tm
         deadline = time.time() + 600
         while time.time() < deadline and "node" not in killed:
             try:
-                trials = _trials(path)
+                trials = load_trials(path)
             except Exception:  # noqa: BLE001
                 time.sleep(0.3)
                 continue

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import WM811K
 from PIL import Image
 
 from jointopt.data.folder import DatasetSplits, load_image_folder
 from jointopt.errors import UserError
 
-WM811K = Path(__file__).resolve().parents[1].parent / "shared/data/wm811k/images"
 WM811K_CLASSES = {
     "Center",
     "Donut",

@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import ROOT, SHARED
 from PIL import Image
 
 from jointopt.data.folder import AUTO_GROUP_PATTERN, _class_files, file_groups, load_image_folder
 from jointopt.data.splits import grouped_split
 from jointopt.errors import UserError
 
-DEEPPCB = Path(__file__).resolve().parents[1].parent / "shared/data/deeppcb/images"
+DEEPPCB = SHARED / "data" / "deeppcb" / "images"
 ORIGIN = {"train": 10, "test": 20, "val": 30}
 
 
@@ -180,7 +181,7 @@ def test_deeppcb_boards_and_split() -> None:
 
 
 def test_study_dataset_fields(tmp_path: Path) -> None:
-    from conftest import write_tiny_study
+    from helpers import write_tiny_study
 
     from jointopt import Study
 
@@ -199,7 +200,7 @@ def test_study_dataset_fields(tmp_path: Path) -> None:
 def test_deeppcb_study_parses() -> None:
     from jointopt import Study
 
-    study = Study.from_yaml(Path(__file__).resolve().parents[1] / "studies/deeppcb.yaml")
+    study = Study.from_yaml(ROOT / "studies/deeppcb.yaml")
     assert study.data_root == DEEPPCB.resolve()
     assert study.space.supernet.img_size == study.dataset.image_size == 64
     assert study.dataset.channels == 1

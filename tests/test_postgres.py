@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import write_tiny_study
+from helpers import run_cli, write_tiny_study
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
@@ -139,8 +139,7 @@ def test_concurrent_workers_share_one_postgres_study(postgres, trained_tiny, tmp
         assert t.constraints["0"] == pytest.approx(0.2 - a["accuracy"])
 
     # The front jointopt reports is the one recomputed here from values and constraints.
-    r = subprocess.run([sys.executable, "-m", "jointopt", "pareto", str(path), "--json"],
-                       capture_output=True, text=True, env=env, timeout=120)
+    r = run_cli("pareto", str(path), "--json", env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     reported = json.loads(r.stdout)
     got = {rec["number"] for rec in reported["front"]}

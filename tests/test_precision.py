@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY_SPACE
 
 from jointopt import JointConfig, SearchSpace, ViTSupernet, quant
 from jointopt.cost.energy import mac_energy_pj, modelled_energy_mj
@@ -23,7 +24,6 @@ from jointopt.precision import (
     valid_pairs,
 )
 from jointopt.runtimes import get_runtime
-from tests.conftest import TINY_SPACE
 
 OV = RuntimeCaps("openvino", half="bf16", int8=True, weight_storage=("i8", "i4"))
 NO_HALF = RuntimeCaps("plain", half=None, int8=True, weight_storage=())

@@ -20,11 +20,11 @@ from typing import Any
 import click
 import pytest
 import yaml
+from helpers import ROOT, run_cli
 
 from jointopt import Study
 from jointopt.cli import cli
 
-ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", flags=re.DOTALL | re.MULTILINE)
 
@@ -256,8 +256,7 @@ def test_python_api_example_runs(standin: Path) -> None:
 def test_evaluate_example_runs(standin: Path) -> None:
     (argv,) = [a for b in blocks("bash") for a in commands(b) if "evaluate" in a]
     assert argv[0] == ".venv/bin/jointopt"
-    r = subprocess.run([sys.executable, "-m", "jointopt", *argv[1:]], cwd=standin,
-                       capture_output=True, text=True, timeout=600)
+    r = run_cli(*argv[1:], cwd=standin, timeout=600)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     config = json.loads(argv[argv.index("--config") + 1])

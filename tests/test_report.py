@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import browser
 
 from jointopt.pareto import DEFAULT_OBJECTIVES, Objective, pareto_front
 from jointopt.report.html import write_report
-from tests import _browser
 
 PLOTLY_BANNER = re.compile(r"\* plotly\.js v\d")
 PLOT_DIV = 'class="plotly-graph-div"'
@@ -124,10 +124,10 @@ def test_error_detector_catches_a_deliberate_error(report: Path, tmp_path: Path)
         "</body>", "<script>notDefinedAnywhere();</script>"
                    "<script>Promise.reject(new Error('deliberate'));</script></body>"),
         encoding="utf-8")
-    got = _browser.render(broken)
-    assert any("notDefinedAnywhere" in e for e in _browser.collected_errors(got.dom))
-    assert any("deliberate" in e for e in _browser.collected_errors(got.dom))
-    assert any(e.startswith("Uncaught ReferenceError") for e in _browser.console_errors(got.stderr))
+    got = browser.render(broken)
+    assert any("notDefinedAnywhere" in e for e in browser.collected_errors(got.dom))
+    assert any("deliberate" in e for e in browser.collected_errors(got.dom))
+    assert any(e.startswith("Uncaught ReferenceError") for e in browser.console_errors(got.stderr))
     # The plots before the error still rendered: errors, not a blank page, are what we detect.
     assert "main-svg" in got.dom
 
@@ -177,7 +177,7 @@ def test_report_in_chromium_hover_effects_training(report: Path, tmp_path: Path)
     probed.write_text(report.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"),
                       encoding="utf-8")
     shot = tmp_path / "report.png"
-    got = _browser.render(probed, screenshot=shot, window=(1280, 6400))
+    got = browser.render(probed, screenshot=shot, window=(1280, 6400))
     assert got.errors == [], got.errors
     figures = _figure_markup(got.dom)
     assert len(figures) == N_FIGURES

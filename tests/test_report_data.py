@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import optuna
 import pytest
+from helpers import variant
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
-from test_search import variant
 
 from jointopt import Study
 from jointopt.cli import main

@@ -8,13 +8,13 @@ import math
 
 import optuna
 import pytest
+from helpers import TINY_SPACE
 from optuna.trial import TrialState
 
 from jointopt import SearchSpace
 from jointopt.controllers.axiswise import AxiswiseSampler
 from jointopt.controllers.staged import StagedSampler
 from jointopt.pareto import Objective, hypervolume
-from tests.conftest import TINY_SPACE
 
 SPACE = SearchSpace.from_dict({**TINY_SPACE, "choices": {
     **{k: v for k, v in TINY_SPACE["choices"].items() if not k.endswith("bits")},

@@ -12,37 +12,13 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from helpers import load_trials, run_cli, variant
 from optuna.trial import TrialState
 
 from jointopt import Study
 from jointopt.controllers import run_search
 from jointopt.controllers.objective import InvalidConfig, run_trial, trial_record
 from jointopt.evaluation import METRIC_KEYS
-
-
-def variant(trained: Path, tmp_path: Path, name: str, **search: object) -> Path:
-    """The trained tiny study with its own storage and search settings (same supernet)."""
-    data = yaml.safe_load(trained.read_text())
-    data["output"] = str(trained.parent / "out")
-    data["dataset"]["root"] = str(trained.parent / "images")
-    data["search_space"] = str(trained.parent / "space.yaml")
-    base = {"study_name": name, "storage": f"sqlite:///{tmp_path / 'optuna.db'}",
-            "n_trials": 6, "sampler": {"name": "nsga2", "population_size": 4, "seed": 0},
-            "constraints": ["accuracy >= 0.2"]}
-    data["search"] = {**base, **search}
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "jointopt", *args], capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def _trials(path: Path) -> list[optuna.trial.FrozenTrial]:
-    s = Study.from_yaml(path)
-    return optuna.load_study(study_name=s.search.study_name, storage=s.storage_url).trials
 
 
 def test_optuna_search_stores_params_metrics_and_constraints(trained_tiny, tmp_path) -> None:
@@ -128,7 +104,7 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(trained_tiny, tmp_path, 
     while time.time() < deadline:
         time.sleep(0.5)
         try:
-            before = _trials(path)
+            before = load_trials(path)
         except (KeyError, Exception):  # noqa: BLE001  (study not created yet)
             continue
         states = [t.state for t in before]
@@ -139,12 +115,12 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(trained_tiny, tmp_path, 
     # A kill mid-evaluation leaves no temporary folder among the study's results.
     assert not [p.name for p in (trained_tiny.parent / "out").iterdir()
                 if p.name.startswith("tmp")]
-    before = _trials(path)
+    before = load_trials(path)
     complete_before = {t.number: t.values for t in before if t.state == TrialState.COMPLETE}
     assert len(complete_before) >= 3
-    r = _cli("search", str(path), "--quiet")
+    r = run_cli("search", str(path), "--quiet")
     assert r.returncode == 0, r.stderr
-    after = _trials(path)
+    after = load_trials(path)
     complete = [t for t in after if t.state == TrialState.COMPLETE]
     assert len(complete) == 9
     for n, values in complete_before.items():  # nothing completed was lost or re-run
@@ -164,7 +140,7 @@ def searched_keep(trained_tiny: Path, tmp_path_factory: pytest.TempPathFactory
     the cases below each copy it and then try a bad change against it)."""
     tmp = tmp_path_factory.mktemp("keep")
     first = variant(trained_tiny, tmp, "keep", n_trials=2)
-    r = _cli("search", str(first), "--quiet")
+    r = run_cli("search", str(first), "--quiet")
     assert r.returncode == 0, r.stderr
     return trained_tiny, tmp / "optuna.db"
 
@@ -186,7 +162,7 @@ def test_bad_search_input_is_one_line_exit_2_and_leaves_storage(searched_keep, t
     shutil.copyfile(searched, db)  # every case starts from the same searched storage
     snapshot = db.read_bytes()
     bad = variant(trained_tiny, tmp_path, "keep", n_trials=3, **search)
-    r = _cli("search", str(bad), "--quiet")
+    r = run_cli("search", str(bad), "--quiet")
     assert r.returncode == 2, r.stderr
     assert needle in r.stderr and r.stderr.strip().count("\n") == 0
     assert db.read_bytes() == snapshot
@@ -199,7 +175,7 @@ def test_dashboard_serves_the_study_on_loopback(trained_tiny, tmp_path) -> None:
 
     path = variant(trained_tiny, tmp_path, "dash", n_trials=4,
                    sampler={"name": "axiswise", "seed": 0, "n_startup": 1})
-    assert _cli("search", str(path), "--quiet").returncode == 0
+    assert run_cli("search", str(path), "--quiet").returncode == 0
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -274,7 +250,7 @@ def test_seed_configs_are_validated_and_queued_after_the_baseline(trained_tiny, 
     seed = {"depth": 2, "embed_dim": 16, "num_heads": 1, "mlp_ratio": 1.0, "tome_r": 1,
             "w_bits": 8, "a_bits": 8}
     bad = variant(trained_tiny, tmp_path, "seeded", seed_configs=[{**seed, "num_heads": 9}])
-    r = _cli("search", str(bad), "--quiet")
+    r = run_cli("search", str(bad), "--quiet")
     assert r.returncode == 2 and "search.seed_configs[0]" in r.stderr and "num_heads=9" in r.stderr
     study = Study.from_yaml(variant(trained_tiny, tmp_path, "seeded", n_trials=3,
                                     seed_configs=[seed]))

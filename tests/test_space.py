@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import ROOT, TINY_SPACE
 
 from jointopt import JointConfig, SearchSpace
 from jointopt.errors import UserError
-from tests.conftest import ROOT, TINY_SPACE
 
 QUICK = ROOT / "search_spaces" / "quickstart.yaml"
 

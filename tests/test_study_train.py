@@ -1,16 +1,14 @@
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT, run_cli, write_tiny_study
 
 from jointopt import Study
 from jointopt.errors import UserError
 from jointopt.train import train_supernet
-from tests.conftest import ROOT, write_tiny_study
 
 
 def test_quickstart_and_wm811k_studies_parse() -> None:
@@ -69,13 +67,8 @@ def test_training_resumes_to_the_same_weights(tmp_path: Path) -> None:
     assert res3.epochs_run == 0
 
 
-def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "jointopt", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=120)
-
-
 def test_cli_train_prints_summary(tiny_study_path: Path) -> None:
-    r = _cli("train", str(tiny_study_path), "--quiet")
+    r = run_cli("train", str(tiny_study_path), "--quiet", timeout=120)
     assert r.returncode == 0, r.stderr
     assert "largest" in r.stdout and "smallest" in r.stdout and "MACs" in r.stdout
     assert (tiny_study_path.parent / "out" / "supernet.safetensors").is_file()
@@ -83,15 +76,16 @@ def test_cli_train_prints_summary(tiny_study_path: Path) -> None:
 
 def test_cli_bad_study_is_one_line_exit_2(tmp_path: Path) -> None:
     path = write_tiny_study(tmp_path, train={"lr": -1})
-    r = _cli("train", str(path))
+    r = run_cli("train", str(path), timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "train.lr=-1" in r.stderr
     assert not (tmp_path / "out").exists()  # nothing written
 
 
 def test_cli_data_synth(tmp_path: Path) -> None:
-    r = _cli("data", "synth", "--out", str(tmp_path / "ds"), "--per-class", "3", "--size", "32")
+    r = run_cli("data", "synth", "--out", str(tmp_path / "ds"), "--per-class", "3", "--size", "32",
+                timeout=120)
     assert r.returncode == 0, r.stderr
     assert len(list((tmp_path / "ds").glob("*/*.png"))) == 18
-    r = _cli("data", "synth", "--out", str(tmp_path / "x"), "--size", "4")
+    r = run_cli("data", "synth", "--out", str(tmp_path / "x"), "--size", "4", timeout=120)
     assert r.returncode == 2 and "--size=4" in r.stderr

@@ -3,13 +3,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import ROOT
 
 from jointopt import JointConfig, SearchSpace, ViTSupernet
 from jointopt.cost.size import size_costs
 from jointopt.errors import UserError
 from jointopt.precision import plan_for
 from jointopt.runtimes import get_runtime
-from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import write_pattern_folder, write_tiny_study
+from helpers import write_pattern_folder, write_tiny_study
 from safetensors import safe_open
 from torch import Tensor, nn
 

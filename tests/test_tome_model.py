@@ -7,10 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from helpers import ROOT
 
 from jointopt import JointConfig, SearchSpace, ViTSupernet
 from jointopt.space import merge_limits
-from tests.conftest import ROOT
 
 SPACE = SearchSpace.from_yaml(ROOT / "search_spaces" / "quickstart.yaml")
 

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 import yaml
-from conftest import TINY_SPACE
+
+from . import TINY_SPACE
 
 __all__ = ["CASES", "Ctx", "SECRET", "snapshot", "close_sockets"]
 

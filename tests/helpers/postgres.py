@@ -295,7 +295,7 @@ class PostgresServer:
         conf = self.data / "postgresql.auto.conf"
         text = "".join(f"{k} = {v}\n" for k, v in settings.items())
         self._as_user(lambda: conf.write_text(
-            "# Do not edit: written by tests/_postgres.py\n" + text))
+            "# Do not edit: written by tests/helpers/postgres.py\n" + text))
 
     def _wait_ready(self, timeout: float) -> None:
         import psycopg2
