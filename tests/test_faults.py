@@ -104,7 +104,7 @@ def test_an_outage_while_a_trial_is_being_claimed_loses_no_trial(trained_tiny, t
     monkeypatch.setattr(RDBStorage, "set_trial_system_attr", flaky)
     run_search(Study.from_yaml(path), progress=False)
     assert cut  # the fault was injected
-    trials = _trials(path)
+    trials = load_trials(path)
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 5
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     failed = {t.number for t in trials if t.state == TrialState.FAIL}
