@@ -33,9 +33,10 @@ def _metrics(cfg) -> dict[str, float]:  # type: ignore[no-untyped-def]
     return {"accuracy": acc, "latency_ms": cost, "energy_mj": cost * SPEED[cfg.precision]}
 
 
-def _run(sampler: optuna.samplers.BaseSampler, n: int) -> optuna.Study:
+def _run(sampler: optuna.samplers.BaseSampler, n: int,
+         storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"],
-                                sampler=sampler)
+                                sampler=sampler, storage=storage)
     study.set_metric_names([o.key for o in OBJ])
     study.enqueue_trial(SPACE.params_from_config(SPACE.max_config),
                         user_attrs={"baseline": True})
@@ -77,7 +78,9 @@ def test_axiswise_checks_its_options() -> None:
 
 def test_staged_searches_architecture_then_tokens_then_precision() -> None:
     n = 20
-    study = _run(StagedSampler(space=SPACE, n_trials=n, seed=0, n_startup=3), n)
+    storage = optuna.storages.InMemoryStorage()  # where the sampler records the stages
+    study = _run(StagedSampler(space=SPACE, n_trials=n, seed=0, n_startup=3, storage=storage), n,
+                 storage)
     trials = study.trials
     stage = [t.system_attrs.get("jointopt:stage") for t in trials]
     assert stage[1:] == [1] * 9 + [2] * 5 + [3] * 5  # 50/25/25 after the queued baseline
