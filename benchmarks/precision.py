@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     import torch
-    from bench.common import _git, machine
+    from bench.common import git, machine
 
     from jointopt import JointConfig, Study
     from jointopt.cost.latency import eval_threads
@@ -179,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     record: dict[str, Any] = {
         "bench": "precision", "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "commit": _git("rev-parse", "--short", "HEAD"),
-        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no", "--", "jointopt")),
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", "jointopt")),
         "machine": machine(), "threads": threads, "batch": study.evaluation.batch_size,
         "rounds": args.rounds, "runs": args.runs, "default_runtime": DEFAULT_RUNTIME,
         "versions": {r: get_runtime(r).version() for r in RUNTIMES},

@@ -24,11 +24,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import optuna
 import pandas as pd
 
-# The routine is private in Optuna 5 but is the one its own samplers and
-# `optuna.visualization` use; we rely on it rather than maintain a hypervolume algorithm.
-from optuna._hypervolume import compute_hypervolume
+# The hypervolume must be Optuna's routine (the one its samplers and `optuna.visualization`
+# use), and Optuna 5 has no public name for it. This is jointopt's only import of an Optuna
+# private: only `_hv` calls it, everything else goes through `hypervolume_of_points` (or
+# `hypervolume`), and tests/test_pareto.py checks it against an exact hypervolume, so an Optuna
+# that changes the routine fails there, and one that drops it fails here, by name.
+try:
+    from optuna._hypervolume import compute_hypervolume as _optuna_hypervolume
+except ImportError as e:  # pragma: no cover  (an Optuna without it)
+    raise ImportError(
+        f"jointopt.pareto computes hypervolumes with Optuna's "
+        f"optuna._hypervolume.compute_hypervolume, which Optuna {optuna.__version__} does not "
+        f"provide ({e}); install an Optuna that has it (jointopt is tested with 5.0)") from e
 
 __all__ = [
     "ACCURACY_KEYS", "CONFIG_AXES", "DEFAULT_OBJECTIVES", "METRIC_KEYS", "Objective", "front_table",
@@ -274,7 +284,8 @@ def _within_reference(pts: np.ndarray) -> np.ndarray:
 
 
 def _hv(pts: np.ndarray) -> float:
+    """The one caller of Optuna's hypervolume routine (see the import)."""
     pts = pts[_within_reference(pts)]
     if len(pts) == 0:
         return 0.0
-    return float(compute_hypervolume(pts, np.ones(pts.shape[1])))
+    return float(_optuna_hypervolume(pts, np.ones(pts.shape[1])))

@@ -4,38 +4,20 @@ No model is evaluated, so these run in a second or two."""
 
 from __future__ import annotations
 
-import math
-
 import optuna
 import pytest
-from helpers import TINY_SPACE
+from helpers.analytic import OBJ, SPACE, analytic_metrics
 from optuna.trial import TrialState
 
-from jointopt import SearchSpace
 from jointopt.controllers.axiswise import AxiswiseSampler
 from jointopt.controllers.staged import StagedSampler
-from jointopt.pareto import Objective, hypervolume
-
-SPACE = SearchSpace.from_dict({**TINY_SPACE, "choices": {
-    **{k: v for k, v in TINY_SPACE["choices"].items() if not k.endswith("bits")},
-    "precision": ["w32a32", "w16a16", "w8a8", "w4a16"]}})
-SPEED = {"w32a32": 1.0, "w16a16": 0.6, "w8a8": 0.35, "w4a16": 0.5}
-ACC_COST = {"w32a32": 0.0, "w16a16": 0.002, "w8a8": 0.01, "w4a16": 0.02}
-OBJ = [Objective("accuracy", "maximize"), Objective("latency_ms", "minimize"),
-       Objective("energy_mj", "minimize")]
+from jointopt.pareto import hypervolume
 
 
-def _metrics(cfg) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    width = cfg.embed_dim * sum(h * (1 + m) for h, m in zip(cfg.heads, cfg.ratios, strict=True))
-    size = width / 32
-    acc = 0.95 - 0.35 * math.exp(-size / 3) - ACC_COST[cfg.precision] - 0.004 * sum(cfg.merges)
-    cost = size * SPEED[cfg.precision] * (1 - 0.03 * sum(cfg.merges)) + 0.2
-    return {"accuracy": acc, "latency_ms": cost, "energy_mj": cost * SPEED[cfg.precision]}
-
-
-def _run(sampler: optuna.samplers.BaseSampler, n: int) -> optuna.Study:
+def _run(sampler: optuna.samplers.BaseSampler, n: int,
+         storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"],
-                                sampler=sampler)
+                                sampler=sampler, storage=storage)
     study.set_metric_names([o.key for o in OBJ])
     study.enqueue_trial(SPACE.params_from_config(SPACE.max_config),
                         user_attrs={"baseline": True})
@@ -44,7 +26,7 @@ def _run(sampler: optuna.samplers.BaseSampler, n: int) -> optuna.Study:
         cfg = SPACE.suggest(trial)
         trial.set_user_attr("config", cfg.to_dict())
         trial.set_user_attr("config_key", cfg.key())
-        m = _metrics(cfg)
+        m = analytic_metrics(cfg)
         return [m[o.key] for o in OBJ]
 
     study.optimize(objective, n_trials=n)
@@ -77,7 +59,9 @@ def test_axiswise_checks_its_options() -> None:
 
 def test_staged_searches_architecture_then_tokens_then_precision() -> None:
     n = 20
-    study = _run(StagedSampler(space=SPACE, n_trials=n, seed=0, n_startup=3), n)
+    storage = optuna.storages.InMemoryStorage()  # where the sampler records the stages
+    study = _run(StagedSampler(space=SPACE, n_trials=n, seed=0, n_startup=3, storage=storage), n,
+                 storage)
     trials = study.trials
     stage = [t.system_attrs.get("jointopt:stage") for t in trials]
     assert stage[1:] == [1] * 9 + [2] * 5 + [3] * 5  # 50/25/25 after the queued baseline

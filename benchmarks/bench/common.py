@@ -63,7 +63,8 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _git(*args: str) -> str:
+def git(*args: str) -> str:
+    """``git ARGS`` run in the repository root: its stdout, stripped ("" when git fails)."""
     return subprocess.run(["git", *args], cwd=ROOT, capture_output=True,
                           text=True).stdout.strip()
 
@@ -110,15 +111,15 @@ class Ctx:
 
         header = {
             "run_id": run_dir.name, "mode": mode, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "commit": _git("rev-parse", "--short", "HEAD"),
+            "commit": git("rev-parse", "--short", "HEAD"),
             # Code changes only: the records and RESULTS.md a previous run regenerated are not.
-            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".",
-                               ":!benchmarks/results", ":!benchmarks/RESULTS.md",
-                               ":!benchmarks/fig_*.png")),
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                              ":!benchmarks/results", ":!benchmarks/RESULTS.md",
+                              ":!benchmarks/fig_*.png")),
             "machine": machine(), "python": platform.python_version(),
             "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
             "budget": dict(budget), "overrides": dict(overrides or {}),
-            "run_dir": _rel(run_dir),
+            "run_dir": rel_path(run_dir),
         }
         cmd = " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
         return cls(mode=mode, budget=budget, run_dir=run_dir, command=cmd, header=header,
@@ -157,7 +158,7 @@ class Ctx:
         with path.open("a") as fh:
             fh.write(json.dumps(_jsonable(rec)) + "\n")
         self.commands.clear()
-        log(f"wrote {_rel(path)} ({seconds:.0f} s)")
+        log(f"wrote {rel_path(path)} ({seconds:.0f} s)")
         return rec
 
     def note_evaluated(self, dataset: str, cfg: Any, metrics: dict[str, Any]) -> None:
@@ -232,7 +233,7 @@ class Ctx:
             done = int(torch.load(study.train_state, weights_only=True)["epoch"])
         if not study.checkpoint.is_file() or done < study.train.epochs:
             log(f"supernet {study.checkpoint} missing or at epoch {done}: training")
-            self.run(["jointopt", "train", _rel(path), "--quiet"])
+            self.run(["jointopt", "train", rel_path(path), "--quiet"])
             self._nets.pop(str(study.checkpoint), None)
         return self.supernet(study)
 
@@ -241,7 +242,8 @@ class Ctx:
         return f"sqlite:///{self.run_dir / 'search.db'}"
 
 
-def _rel(path: Path) -> str:
+def rel_path(path: Path) -> str:
+    """``path`` relative to the repository root when inside it (for commands and records)."""
     path = Path(path).resolve()
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
@@ -285,7 +287,7 @@ def derive_yaml(src: Path, dst: Path, overrides: dict[str, Any]) -> Path:
     for k, v in overrides.items():
         data[k] = v
     dst.parent.mkdir(parents=True, exist_ok=True)
-    dst.write_text(f"# derived by benchmarks/bench from {_rel(src)}\n"
+    dst.write_text(f"# derived by benchmarks/bench from {rel_path(src)}\n"
                    + yaml.safe_dump(data, sort_keys=False))
     return dst
 
@@ -374,7 +376,7 @@ def fixed_reference(ctx: Ctx, study_yaml: Path, name: str, epochs: int,
     folder = study.output / "bench-baselines"
     weights, meta_path = folder / f"{_slug(name)}-{key}.safetensors", \
         folder / f"{_slug(name)}-{key}.json"
-    cmd = (f"jointopt train-fixed {_rel(study_yaml)} --model {shlex.quote(name)} "
+    cmd = (f"jointopt train-fixed {rel_path(study_yaml)} --model {shlex.quote(name)} "
            f"--epochs {epochs} --seed 0")
     if weights.is_file() and meta_path.is_file():
         model = build_fixed_model(study, name, seed=0)

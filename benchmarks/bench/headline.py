@@ -34,9 +34,9 @@ from bench.cnn_int8 import int8_reference
 from bench.common import (
     SYN_YAML,
     Ctx,
-    _rel,
     fixed_reference,
     log,
+    rel_path,
     score_config,
     test_correct,
 )
@@ -61,7 +61,7 @@ def _ratio_view(m: dict[str, Any]) -> dict[str, Any]:
 
 
 def _storage(url: str) -> str:
-    return "sqlite:///" + _rel(Path(url[10:])) if url.startswith("sqlite:///") else url
+    return "sqlite:///" + rel_path(Path(url[10:])) if url.startswith("sqlite:///") else url
 
 
 def _pick_study(ctx: Ctx, dataset: str) -> Any:
@@ -72,9 +72,9 @@ def _pick_study(ctx: Ctx, dataset: str) -> Any:
     study = ctx.study(SYN_YAML)
     if not Path(study.storage_url[len("sqlite:///"):]).is_file():
         log("no quickstart search yet (runs/quickstart/optuna.db): running the demo's search")
-        ctx.run(["jointopt", "search", _rel(SYN_YAML), "--quiet"])
+        ctx.run(["jointopt", "search", rel_path(SYN_YAML), "--quiet"])
     else:
-        ctx.commands.append(f"(reused) jointopt search {_rel(SYN_YAML)}")
+        ctx.commands.append(f"(reused) jointopt search {rel_path(SYN_YAML)}")
     return study
 
 
@@ -155,7 +155,7 @@ def headline(ctx: Ctx, dataset: str) -> dict[str, Any]:
                              ("energy_mj", "energy_mj", "energy_model_mj"))}
     batch = study.evaluation.batch_size
     return {
-        "dataset": dataset, "study": _rel(yaml_path), "supernet": _rel(study.checkpoint),
+        "dataset": dataset, "study": rel_path(yaml_path), "supernet": rel_path(study.checkpoint),
         "supernet_epochs": sn_epochs, "baseline_epochs": epochs,
         "budget_matched": epochs == sn_epochs, "test_images": len(study.data().test[1]),
         "val_images": len(study.data().val[1]), "runtime": study.evaluation.runtime,

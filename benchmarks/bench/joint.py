@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, Ctx, _rel, derive_yaml, load_yaml, log, score_config
+from bench.common import ROOT, Ctx, derive_yaml, load_yaml, log, rel_path, score_config
 from bench.stats import best_at_kept_accuracy, mean_std
 
 OBJECTIVE_SETS = {
@@ -113,7 +113,7 @@ def search(ctx: Ctx, dataset: str, objset: str, name: str, seed: int, n_trials: 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     t = time.perf_counter()
     run_search(study, backend="optuna", n_trials=n_trials, progress=False)
-    ctx.commands.append(f"jointopt search {_rel(path)} --n-trials {n_trials}")
+    ctx.commands.append(f"jointopt search {rel_path(path)} --n-trials {n_trials}")
     log(f"search {tag}: {n_trials} configs ready ({time.perf_counter() - t:.0f} s)")
     return study
 

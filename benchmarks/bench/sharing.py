@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import Ctx, _rel, log, test_correct
+from bench.common import Ctx, log, rel_path, test_correct
 from bench.stats import bootstrap_ci
 
 ARCH = ("depth", "embed_dim", "num_heads", "mlp_ratio")
@@ -81,7 +81,7 @@ def run_sharing(ctx: Ctx) -> dict[str, Any]:
     epochs = study.train.epochs
     name = "subnet:" + json.dumps(cfg.to_dict())
     log(f"section 4: training {cfg.key()} from scratch, {epochs} epochs")
-    ctx.commands.append(f"jointopt train-fixed {_rel(ctx.wm_yaml)} --model '{name}' "
+    ctx.commands.append(f"jointopt train-fixed {rel_path(ctx.wm_yaml)} --model '{name}' "
                         f"--epochs {epochs} --seed 0")
     out = train_fixed(study, name, epochs=epochs, progress=True)
     model = out.pop("model_object")
@@ -127,7 +127,7 @@ def run_fidelity(ctx: Ctx) -> dict[str, Any]:
         out = train_fixed(study, name, epochs=epochs, progress=False)
         model = out.pop("model_object")
         c_std = test_correct(study, model)
-        ctx.commands.append(f"jointopt train-fixed {_rel(ctx.wm_yaml)} --model '{name}' "
+        ctx.commands.append(f"jointopt train-fixed {rel_path(ctx.wm_yaml)} --model '{name}' "
                             f"--epochs {epochs} --seed 0")
         rows.append({
             "config": cfg.to_dict(), "config_key": cfg.key(),

@@ -113,11 +113,11 @@ class AxiswiseSampler(optuna.samplers.BaseSampler):
         if "fixed_params" in trial.system_attrs:  # a queued config (baseline, seeds)
             return
         cfg = self.propose(study, trial.number)
-        self._proposals[trial._trial_id] = self._space.params_from_config(cfg)
+        self._proposals[trial.number] = self._space.params_from_config(cfg)
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
-        params = self._proposals.get(trial._trial_id, {})
+        params = self._proposals.get(trial.number, {})
         value = params.get(param_name)
         if isinstance(param_distribution, CategoricalDistribution) \
                 and value in param_distribution.choices:
@@ -126,7 +126,7 @@ class AxiswiseSampler(optuna.samplers.BaseSampler):
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
                     values: Any) -> None:
-        self._proposals.pop(trial._trial_id, None)
+        self._proposals.pop(trial.number, None)
 
     # ---- proposal -----------------------------------------------------------------------
     def propose(self, study: optuna.Study, number: int) -> JointConfig:

@@ -31,6 +31,7 @@ from jointopt.controllers.storage import (
     open_storage,
     open_study,
     recover_orphans,
+    trial_id,
     worker_id,
     worker_seed,
 )
@@ -66,8 +67,8 @@ def run_optuna(study: Study, *, n_trials: int | None = None, n_jobs: int | None 
     ostudy = open_study(study, storage, sampler=sampler)
     ostudy.sampler = claim_trials(make_sampler(spec, n_objectives=len(spec.objectives),
                                                seed=worker_seed(ostudy, spec.seed),
-                                               space=study.space))
-    recover_orphans(ostudy, also=orphans, grace=spec.grace_period)
+                                               space=study.space, storage=storage), storage)
+    recover_orphans(ostudy, storage, also=orphans, grace=spec.grace_period)
     requeue_anchors(ostudy, study)
     done = count_complete(ostudy)
     target = max(target, done + pending_anchors(ostudy))
@@ -85,7 +86,8 @@ def run_optuna(study: Study, *, n_trials: int | None = None, n_jobs: int | None 
     completed: list[int] = []
 
     def objective(trial: optuna.Trial) -> list[float]:
-        trial.storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, me)
+        tid = trial_id(trial.storage, trial.study.study_name, trial.number)
+        trial.storage.set_trial_system_attr(tid, WORKER_ATTR, me)
         cfg = suggest_config(trial, study)
         earlier = repeat(cfg.key())
         if earlier is not None:
@@ -107,7 +109,7 @@ def run_optuna(study: Study, *, n_trials: int | None = None, n_jobs: int | None 
             raise
         for k, v in out.user_attrs.items():
             trial.set_user_attr(k, v)
-        store_constraints(trial.storage, trial._trial_id, out.constraints)
+        store_constraints(trial.storage, tid, out.constraints)
         return out.values
 
     def on_done(s: optuna.Study, t: optuna.trial.FrozenTrial) -> None:

@@ -33,6 +33,7 @@ from jointopt.controllers.storage import (
     open_storage,
     open_study,
     recover_orphans,
+    trial_id,
     worker_id,
     worker_seed,
 )
@@ -50,6 +51,11 @@ MAX_REDRAWS = 200
 #: A trial that hit a mistake in the study's input on its worker reports this instead of
 #: metrics: the trial fails, the run stops, and the driver raises it as one line.
 _USER_ERROR = "jointopt_user_error"
+
+
+def _trial_id_of(ot: optuna.Trial) -> int:
+    """The storage's id of OptunaSearch's Optuna trial (not Ray's trial id, a string)."""
+    return trial_id(ot.storage, ot.study.study_name, ot.number)
 
 
 def _searcher_class() -> type:
@@ -76,7 +82,7 @@ def _searcher_class() -> type:
                 if params is None or ot is None:
                     return params
                 note_created(ot.study.study_name, ot.number)
-                ot.storage.set_trial_system_attr(ot._trial_id, WORKER_ATTR, self._owner)
+                ot.storage.set_trial_system_attr(_trial_id_of(ot), WORKER_ATTR, self._owner)
                 cfg = self._jointopt_space.config_from_params(params)
                 key = cfg.key()
                 assert self._ot_study is not None
@@ -107,7 +113,7 @@ def _searcher_class() -> type:
             if ot is not None and result and _ATTRS in result:
                 for k, v in json.loads(result[_ATTRS]).items():
                     ot.set_user_attr(k, v)
-                store_constraints(ot.storage, ot._trial_id, json.loads(result[_CONS]))
+                store_constraints(ot.storage, _trial_id_of(ot), json.loads(result[_CONS]))
             if result and result.get(_INVALID):
                 ot = self._ot_trials.pop(trial_id, None)
                 if ot is not None and self._ot_study is not None:
@@ -195,8 +201,9 @@ def run_ray(study: Study, *, n_trials: int | None = None, progress: bool = True,
     sampler = make_sampler(spec, n_objectives=len(spec.objectives), space=study.space)
     ostudy = open_study(study, storage, sampler=sampler)  # checks objectives, queues baseline
     sampler = make_sampler(spec, n_objectives=len(spec.objectives),
-                           seed=worker_seed(ostudy, spec.seed), space=study.space)
-    recover_orphans(ostudy, also=orphans, grace=spec.grace_period)
+                           seed=worker_seed(ostudy, spec.seed), space=study.space,
+                           storage=storage)
+    recover_orphans(ostudy, storage, also=orphans, grace=spec.grace_period)
     requeue_anchors(ostudy, study)
     remaining = max(target - count_complete(ostudy), pending_anchors(ostudy))
     if remaining <= 0:

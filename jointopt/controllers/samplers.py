@@ -7,10 +7,13 @@ Add your own with::
         ...
 
 ``space`` is the study's :class:`~jointopt.space.SearchSpace` (None while the study file is
-being checked); ``options`` are the other keys of ``search.sampler``. Built in: ``axiswise``
-(jointopt's joint strategy, :mod:`jointopt.controllers.axiswise`), ``staged`` (the seed
-paper's architecture-then-tokens-then-precision selection, :mod:`jointopt.controllers.staged`),
-``nsga2``, ``nsga3``, ``tpe``, ``gp`` and ``random``.
+being checked); ``options`` are the other keys of ``search.sampler``. A factory that also names a
+``storage`` keyword gets the study's Optuna storage when a search runs (None otherwise): Optuna
+gives a sampler no public handle on it, and ``staged`` records each trial's stage there.
+
+Built in: ``axiswise`` (jointopt's joint strategy, :mod:`jointopt.controllers.axiswise`),
+``staged`` (the seed paper's architecture-then-tokens-then-precision selection,
+:mod:`jointopt.controllers.staged`), ``nsga2``, ``nsga3``, ``tpe``, ``gp`` and ``random``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 if TYPE_CHECKING:
+    from optuna.storages import BaseStorage
+
     from jointopt.controllers.spec import SearchSpec
 
 __all__ = ["register_sampler", "make_sampler", "sampler_names", "check_sampler_options"]
@@ -43,16 +48,26 @@ def sampler_names() -> list[str]:
 
 
 def make_sampler(spec: SearchSpec, *, n_objectives: int, seed: int | None = None,
-                 space: Any = None) -> optuna.samplers.BaseSampler:
+                 space: Any = None, storage: BaseStorage | None = None
+                 ) -> optuna.samplers.BaseSampler:
     """Build the study's sampler (seeded with ``seed``, default the study's); unknown options
-    raise TypeError naming them."""
-    return _SAMPLERS[spec.sampler.name](seed=spec.seed if seed is None else seed,
-                                        n_objectives=n_objectives, space=space,
-                                        **dict(spec.sampler.options))
+    raise TypeError naming them. ``storage`` (the study's) goes to a factory that takes it."""
+    factory = _SAMPLERS[spec.sampler.name]
+    extra = {"storage": storage} if _takes_storage(factory) else {}
+    return factory(seed=spec.seed if seed is None else seed, n_objectives=n_objectives,
+                   space=space, **dict(spec.sampler.options), **extra)
+
+
+def _takes_storage(factory: SamplerFactory) -> bool:
+    param = inspect.signature(factory).parameters.get("storage")
+    return param is not None and param.kind in (inspect.Parameter.KEYWORD_ONLY,
+                                                inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
 def check_sampler_options(name: str, options: dict[str, Any]) -> None:
     """Raise TypeError if sampler ``name`` does not take ``options``."""
+    if "storage" in options:
+        raise TypeError("'storage' is not a sampler option (the sampler gets the study's)")
     inspect.signature(_SAMPLERS[name]).bind(seed=0, n_objectives=1, space=None, **options)
 
 
@@ -70,14 +85,14 @@ def _axiswise(*, seed: int, n_objectives: int, space: Any = None, n_startup: int
 
 @register_sampler("staged")
 def _staged(*, seed: int, n_objectives: int, space: Any = None, n_trials: int = 40,
-            n_startup: int = 6, n_candidates: int = 96, explore: float = 1.0
-            ) -> optuna.samplers.BaseSampler:
+            n_startup: int = 6, n_candidates: int = 96, explore: float = 1.0,
+            storage: BaseStorage | None = None) -> optuna.samplers.BaseSampler:
     from jointopt.controllers.staged import StagedSampler
 
     if space is None:
         raise ValueError("the staged sampler needs the study's search space")
     return StagedSampler(space=space, n_trials=n_trials, seed=seed, n_startup=n_startup,
-                         n_candidates=n_candidates, explore=explore)
+                         n_candidates=n_candidates, explore=explore, storage=storage)
 
 
 @register_sampler("nsga2")

@@ -19,9 +19,11 @@ from typing import Any
 
 import numpy as np
 import optuna
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from jointopt.controllers.axiswise import AxiswiseSampler
+from jointopt.controllers.storage import trial_id
 from jointopt.space import JointConfig, SearchSpace
 
 __all__ = ["StagedSampler", "STAGE_SHARES"]
@@ -33,7 +35,8 @@ class StagedSampler(AxiswiseSampler):
     """Architecture, then tokens, then precision; ``n_trials`` is the whole budget."""
 
     def __init__(self, *, space: SearchSpace, n_trials: int, seed: int | None = None,
-                 n_startup: int = 6, n_candidates: int = 96, explore: float = 1.0) -> None:
+                 n_startup: int = 6, n_candidates: int = 96, explore: float = 1.0,
+                 storage: BaseStorage | None = None) -> None:
         if n_trials < 3:
             raise ValueError(f"n_trials must be at least 3 (one per stage), got {n_trials}")
         super().__init__(space=space, seed=seed, n_startup=n_startup,
@@ -41,6 +44,10 @@ class StagedSampler(AxiswiseSampler):
         self._ends = (round(STAGE_SHARES[0] * n_trials),
                       round((STAGE_SHARES[0] + STAGE_SHARES[1]) * n_trials))
         self._stage = 1
+        #: The study's storage, where each trial's stage is recorded (system attr
+        #: ``jointopt:stage``); Optuna gives a sampler no public handle on it, so without one
+        #: the stages are not recorded.
+        self.storage = storage
 
     def stage_of(self, done: int) -> int:
         return 1 if done < self._ends[0] else 2 if done < self._ends[1] else 3
@@ -53,7 +60,11 @@ class StagedSampler(AxiswiseSampler):
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         super().before_trial(study, trial)
-        study._storage.set_trial_system_attr(trial._trial_id, "jointopt:stage", self._stage)
+        if self.storage is not None:
+            # ``study`` may be a pruner's filtered view of the study; it keeps ``study_name``.
+            self.storage.set_trial_system_attr(
+                trial_id(self.storage, study.study_name, trial.number), "jointopt:stage",
+                self._stage)
 
     def _startup(self, rng: np.random.Generator, k: int, taken: set[Any]) -> JointConfig:
         for _ in range(200):

@@ -21,7 +21,7 @@ from jointopt.errors import StorageLost, UserError, clip, mask_secrets
 from jointopt.study import Study
 
 __all__ = ["check_storage", "claim_trials", "note_created", "open_storage", "open_study",
-           "recover_orphans", "worker_id", "worker_seed", "WORKER_ATTR",
+           "recover_orphans", "trial_id", "worker_id", "worker_seed", "WORKER_ATTR",
            "storage_description", "is_storage_error", "with_storage_retry"]
 
 log = logging.getLogger(__name__)
@@ -217,18 +217,30 @@ def _rdb_storage(url: str, engine: dict[str, Any], spec: Any, *, create: bool = 
     raise AssertionError("unreachable")
 
 
-def claim_trials(sampler: optuna.samplers.BaseSampler) -> optuna.samplers.BaseSampler:
+def trial_id(storage: BaseStorage, study_name: str, number: int) -> int:
+    """The storage's id of trial ``number`` of the study ``study_name``, through Optuna's public
+    storage API (what writes to a trial's system attrs need; Optuna keeps its own copy of the id
+    in private attributes)."""
+    return storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(study_name), number)
+
+
+def claim_trials(sampler: optuna.samplers.BaseSampler, storage: BaseStorage
+                 ) -> optuna.samplers.BaseSampler:
     """Make ``sampler`` name this process as the owner of each trial as soon as it exists.
 
     ``before_trial`` runs right after the storage creates the trial and before any sampling, so
-    a process killed while sampling still leaves a trial whose owner can be checked.
+    a process killed while sampling still leaves a trial whose owner can be checked. ``storage``
+    is the one the study was opened on (:func:`open_storage`).
     """
     me = worker_id()
     inner = sampler.before_trial
 
     def before_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         note_created(study.study_name, trial.number)
-        study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, me)
+        # ``study`` may be a pruner's filtered view of the study; it keeps ``study_name``.
+        storage.set_trial_system_attr(trial_id(storage, study.study_name, trial.number),
+                                      WORKER_ATTR, me)
         inner(study, trial)
 
     sampler.before_trial = before_trial  # type: ignore[method-assign]
@@ -316,17 +328,17 @@ def open_study(study: Study, storage: BaseStorage, *, create: bool = True,
     return ostudy
 
 
-def recover_orphans(ostudy: optuna.Study, *, also: tuple[str, ...] = (), grace: float = 60.0
-                    ) -> list[int]:
+def recover_orphans(ostudy: optuna.Study, storage: BaseStorage, *, also: tuple[str, ...] = (),
+                    grace: float = 60.0) -> list[int]:
     """Fail and re-queue RUNNING trials whose process is gone; returns their numbers.
 
     Heartbeats (SQL storage, inside ``optimize``) catch stale trials after a grace period and
     on any host; this catches, at once and on every storage, trials of a dead process on this
     host, so a restarted search never waits for them. ``also`` names live workers whose
     RUNNING trials are known to be orphaned (this process, after its storage came back).
+    ``storage`` is the one ``ostudy`` was opened on (:func:`open_storage`).
     """
     recovered = []
-    storage = ostudy._storage
     for t in ostudy.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.system_attrs.get(WORKER_ATTR)
         # Created by an earlier pass of this process and cut off before it was named (an
@@ -346,7 +358,8 @@ def recover_orphans(ostudy: optuna.Study, *, also: tuple[str, ...] = (), grace: 
         if alive is None or alive:
             continue
         try:
-            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            storage.set_trial_state_values(trial_id(storage, ostudy.study_name, t.number),
+                                           TrialState.FAIL)
         except RuntimeError:  # finished meanwhile
             continue
         user_attrs = {k: v for k, v in t.user_attrs.items() if k in ("baseline",)}
