@@ -10,7 +10,7 @@ import torch
 from helpers import ROOT, SHARED
 from PIL import Image
 
-from jointopt.data.folder import AUTO_GROUP_PATTERN, _class_files, file_groups, load_image_folder
+from jointopt.data.folder import AUTO_GROUP_PATTERN, class_files, file_groups, load_image_folder
 from jointopt.data.splits import grouped_split
 from jointopt.errors import UserError
 
@@ -162,7 +162,7 @@ def test_deeppcb_boards_and_split() -> None:
     """The real DeepPCB names carry their board, and the grouped split keeps boards apart."""
     if not DEEPPCB.is_dir():
         pytest.skip(f"DeepPCB not present at {DEEPPCB} (needs ../shared)")
-    classes, files, labels, _ = _class_files(DEEPPCB / "train", None, 2)
+    classes, files, labels, _ = class_files(DEEPPCB / "train", None, 2)
     assert classes == ["copper", "mousebite", "normal", "open", "pin_hole", "short", "spur"]
     assert len(files) == 12612
     groups = file_groups(files, "auto")
@@ -173,7 +173,7 @@ def test_deeppcb_boards_and_split() -> None:
     y = np.asarray(labels)
     share = np.bincount(y[held], minlength=7) / np.bincount(y, minlength=7)
     assert np.all(np.abs(share - 0.15) < 0.02), share
-    _, test_files, _, _ = _class_files(DEEPPCB / "test", None, 1, classes)
+    _, test_files, _, _ = class_files(DEEPPCB / "test", None, 1, classes)
     assert not {f.name for f in test_files} & {f.name for f in files}
     ds = load_image_folder(DEEPPCB, image_size=64, max_per_class=20)
     assert ds.official and ds.train[0].shape[1:] == (1, 64, 64)

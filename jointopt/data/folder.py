@@ -35,7 +35,7 @@ from jointopt.data.splits import (
 from jointopt.errors import UserError
 
 __all__ = ["DatasetSplits", "IMAGE_EXTENSIONS", "AUTO_GROUP_PATTERN", "load_image_folder",
-           "file_groups"]
+           "file_groups", "class_files"]
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def _entries(root: Path, source: str | None) -> tuple[list[Path], list[Path]]:
     return [p for p in entries if p.is_dir()], [p for p in entries if p.is_file()]
 
 
-def _class_files(
+def class_files(
     root: Path, source: str | None, need: int, classes: Sequence[str] | None = None
 ) -> tuple[list[str], list[Path], list[int], int]:
     """Class names, image files, labels and the count of skipped files of one ImageFolder tree.
@@ -351,7 +351,7 @@ def load_image_folder(
                               max_per_class, group_pattern, has_val="val" in names)
 
     need = min_per_class(fracs)
-    classes, files, labels, skipped = _class_files(root, source, need)
+    classes, files, labels, skipped = class_files(root, source, need)
     keep = _cap(labels, max_per_class, seed)
     files = [files[i] for i in keep]
     labels = [labels[i] for i in keep]
@@ -373,11 +373,11 @@ def _load_official(
     workers: int | None, cap: int | None, group_pattern: str, *, has_val: bool
 ) -> DatasetSplits:
     """``root/train``, ``root/test`` (and ``root/val``) as given; see load_image_folder."""
-    classes, tr_files, tr_labels, skipped = _class_files(
+    classes, tr_files, tr_labels, skipped = class_files(
         root / "train", source, 1 if has_val else 2)
     parts: dict[str, tuple[list[Path], list[int]]] = {}
     for name in ("val", "test") if has_val else ("test",):
-        _, files, labels, other = _class_files(root / name, source, 1, classes)
+        _, files, labels, other = class_files(root / name, source, 1, classes)
         keep = _cap(labels, cap, seed)
         parts[name] = ([files[i] for i in keep], [labels[i] for i in keep])
         skipped += other
