@@ -129,7 +129,8 @@ def time_int8(onnx_path: Path, in_chans: int, img_size: int, *, batch_size: int,
 
 
 def int8_reference(ctx: Any, study: Any, model: nn.Module, name: str, fp32: dict[str, Any],
-                   *, calib_images: int = 256) -> tuple[dict[str, Any], np.ndarray]:
+                   *, calib_images: int = 256, cache: Any = None
+                   ) -> tuple[dict[str, Any], np.ndarray]:
     """``model`` (a trained float reference, metrics ``fp32``) quantized and measured on the
     default runtime at the study's batch size; returns its metrics and 0/1 test correctness."""
     from bench.common import threads_of
@@ -148,7 +149,7 @@ def int8_reference(ctx: Any, study: Any, model: nn.Module, name: str, fp32: dict
         path = quantize_qdq(model, train_x[torch.as_tensor(np.sort(idx))], Path(tmp))
         executed = int8_layers(path, threads=threads)
         timing = time_int8(path, chans, size, batch_size=ev.batch_size, threads=threads,
-                           runs=ev.latency_runs, warmup=ev.warmup_runs, cache=ctx.cache,
+                           runs=ev.latency_runs, warmup=ev.warmup_runs, cache=cache or ctx.cache,
                            key=f"{name}|k{len(data.classes)}",
                            max_foreign_load=ev.max_foreign_load)
         val_x, val_y = data.val

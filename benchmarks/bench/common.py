@@ -323,14 +323,15 @@ def jointopt_modelled_energy(study: Any, net: Any, cfg: Any) -> float:
     return modelled_energy_mj(ectx)
 
 
-def score_config(ctx: Ctx, study: Any, net: Any, cfg: Any, *, dataset: str, test: bool = True
-                 ) -> tuple[dict[str, Any], np.ndarray | None]:
-    """Evaluate a config on validation (run cache); with ``test``, score it on the test split
-    with a 95% bootstrap interval (a second deployment of the config: calibration included)."""
+def score_config(ctx: Ctx, study: Any, net: Any, cfg: Any, *, dataset: str, test: bool = True,
+                 cache: Any = None) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Evaluate a config on validation (measurements from ``cache``, default the run's); with
+    ``test``, score it on the test split with a 95% bootstrap interval (a second deployment of
+    the config: calibration included)."""
     from jointopt.evaluation import evaluate
     from jointopt.export import deployed_model
 
-    m = evaluate(study, cfg, supernet=net, cache=ctx.cache).to_dict()
+    m = evaluate(study, cfg, supernet=net, cache=cache or ctx.cache).to_dict()
     ctx.note_evaluated(dataset, cfg, m)
     out = {k: m[k] for k in METRIC_FIELDS}
     if m.get("latency_contended"):  # timed while other processes kept its cores busy
@@ -350,7 +351,7 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")[:48]
 
 
-def fixed_reference(ctx: Ctx, study_yaml: Path, name: str, epochs: int,
+def fixed_reference(ctx: Ctx, study_yaml: Path, name: str, epochs: int, *, cache: Any = None
                     ) -> tuple[dict[str, Any], np.ndarray, Any]:
     """A model trained standalone (`jointopt train-fixed`), costed and timed like a config;
     returns its metrics, its 0/1 test correctness and the trained model (eval mode).
@@ -405,7 +406,7 @@ def fixed_reference(ctx: Ctx, study_yaml: Path, name: str, epochs: int,
         costs = module_costs(model, chans, size, batch_size=ev.batch_size)
     timing = time_model(model, chans, size, batch_size=ev.batch_size, runtime=ev.runtime,
                         threads=threads_of(study), runs=ev.latency_runs,
-                        warmup=ev.warmup_runs, cache=ctx.cache,
+                        warmup=ev.warmup_runs, cache=cache or ctx.cache,
                         max_foreign_load=ev.max_foreign_load,
                         key=f"{name}|k{len(study.data().classes)}")
     correct = test_correct(study, model)

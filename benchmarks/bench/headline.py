@@ -99,17 +99,23 @@ def headline(ctx: Ctx, dataset: str) -> dict[str, Any]:
                                              "patch_size": shape.patch_size})
     models: dict[str, Any] = {}
     corrects: dict[str, Any] = {}
+    # Every model of the section is timed now, in one sitting, not read from the run's cache
+    # (a search may have timed the pick hours earlier, on a differently loaded machine).
+    from jointopt.cost.latency import MeasureCache
+
+    now = MeasureCache(ctx.run_dir / f"headline-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}.db")
     log(f"[{dataset}] supernet max_config")
     models["supernet_max"], corrects["supernet_max"] = score_config(
-        ctx, study, net, study.space.max_config, dataset=dataset)
+        ctx, study, net, study.space.max_config, dataset=dataset, cache=now)
     trained: dict[str, Any] = {}
     for tag, name in (("deit_tiny", deit_name), ("resnet10t", CNN)):
-        models[tag], corrects[tag], trained[tag] = fixed_reference(ctx, yaml_path, name, epochs)
+        models[tag], corrects[tag], trained[tag] = fixed_reference(ctx, yaml_path, name, epochs,
+                                                                   cache=now)
         log(f"[{dataset}] {tag}: val {models[tag]['val_accuracy']:.4f} "
             f"test {models[tag]['test_accuracy']:.4f} {models[tag]['throughput_ips']:.0f} img/s")
     log(f"[{dataset}] resnet10t int8 (post-training static quantization)")
     models["resnet10t_int8"], corrects["resnet10t_int8"] = int8_reference(
-        ctx, study, trained["resnet10t"], CNN, models["resnet10t"])
+        ctx, study, trained["resnet10t"], CNN, models["resnet10t"], cache=now)
     log(f"[{dataset}] resnet10t_int8: test {models['resnet10t_int8']['test_accuracy']:.4f} "
         f"{models['resnet10t_int8']['throughput_ips']:.0f} img/s "
         f"({models['resnet10t_int8']['int8_layers']}/"
@@ -133,7 +139,8 @@ def headline(ctx: Ctx, dataset: str) -> dict[str, Any]:
     log(f"[{dataset}] pick: trial {chosen['trial']} of {len(front)} front members "
         f"(rule {'met' if rule_met else 'NOT met: most accurate member'})")
     cfg = JointConfig.from_dict(chosen["config"])
-    models["pick"], corrects["pick"] = score_config(ctx, study, net, cfg, dataset=dataset)
+    models["pick"], corrects["pick"] = score_config(ctx, study, net, cfg, dataset=dataset,
+                                                    cache=now)
 
     rat = {tag: ratios(_ratio_view(models["pick"]), _ratio_view(models[tag]))
            for tag in ("deit_tiny", "resnet10t", "resnet10t_int8", "supernet_max")}
