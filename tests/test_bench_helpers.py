@@ -25,7 +25,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench import render, render_checks, render_joint  # noqa: E402
 from bench.stats import (  # noqa: E402
     Check,
+    balanced_bootstrap_ci,
     bootstrap_ci,
+    paired_balanced_diff,
     paired_bootstrap_diff,
     pick_member,
     ratios,
@@ -55,6 +57,24 @@ def test_bootstrap_ci_brackets_the_accuracy_and_narrows_with_more_images() -> No
 def test_bootstrap_ci_degenerate_cases() -> None:
     assert bootstrap_ci(np.ones(30)) == (1.0, 1.0, 1.0)
     assert all(math.isnan(v) for v in bootstrap_ci([]))
+
+
+def test_balanced_accuracy_is_the_mean_class_recall_with_a_stratified_interval() -> None:
+    # 90 images of class 0 all right, 10 of class 1 with 2 right: accuracy 0.92, but the
+    # balanced accuracy is (1.0 + 0.2) / 2 = 0.6.
+    labels = np.array([0] * 90 + [1] * 10)
+    correct = np.array([1] * 90 + [1, 1] + [0] * 8)
+    bacc, lo, hi = balanced_bootstrap_ci(correct, labels, seed=3)
+    assert bacc == pytest.approx(0.6) and bootstrap_ci(correct)[0] == pytest.approx(0.92)
+    assert lo < 0.6 < hi and hi <= 1.0 and lo >= 0.5  # class 0's recall never moves
+    assert balanced_bootstrap_ci(correct, labels, seed=3) == (bacc, lo, hi)
+    # Paired: a model that also gets class 1 right is 0.4 better, whatever the resample.
+    better = np.ones(100)
+    diff, dlo, dhi = paired_balanced_diff(better, correct, labels)
+    assert diff == pytest.approx(0.4) and 0 < dlo <= 0.4 <= dhi
+    assert paired_balanced_diff(correct, correct, labels) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="one label per prediction"):
+        balanced_bootstrap_ci(correct, labels[:50])
 
 
 def test_paired_difference_is_zero_for_the_same_predictions_and_signed() -> None:
@@ -255,7 +275,9 @@ def _fake_new_rule(vs_cnn: float, acc_diff: float) -> dict:
     r["ratios"]["resnet10t_int8"] = dict(r["ratios"]["resnet10t"], throughput=vs_cnn / 2)
     r["cnn_targets"] = cnn_targets(acc_diff=acc_diff, throughput_vs_cnn=vs_cnn,
                                    throughput_vs_deit=12.0)
-    r.update(runtime="openvino", batch_size=64, acc_diff_vs_resnet10t=[acc_diff, -0.2, 0.0])
+    r.update(runtime="openvino", batch_size=64, acc_diff_vs_resnet10t=[acc_diff, -0.2, 0.0],
+             balanced_diff_vs_resnet10t=[acc_diff - 0.05, -0.3, 0.01])
+    r["models"]["pick"].update(test_balanced_accuracy=0.612, test_balanced_ci=[0.5, 0.7])
     return r
 
 
@@ -268,6 +290,8 @@ def test_cnn_targets_say_met_or_by_how_much_they_are_missed() -> None:
     assert facts["front_size"] == 2 and facts["best_front_val"] == 0.80
     assert facts["front_short"] == pytest.approx(0.078)
     assert facts["acc_diff_vs_resnet10t"] == (-0.105, -0.2, 0.0)
+    assert facts["balanced_diff_vs_resnet10t"] == pytest.approx((-0.155, -0.3, 0.01))
+    assert "| 0.612 [0.500, 0.700] |" in "\n".join(render.model_table(r))
     assert facts["int8_layers"] == (12, 13)
     assert "trial_by_val" not in facts  # the new rule never chooses on test accuracy
     c = _checks(r)

@@ -163,6 +163,26 @@ def summary(all_recs: dict[str, list[dict[str, Any]]]) -> list[str]:
 
 
 # ---- section 1 ---------------------------------------------------------------------------
+def model_table(r: dict[str, Any]) -> list[str]:
+    """Section 1's table of the pick and the references of one headline record."""
+    refs = [t for t in ("pick", "supernet_max", "deit_tiny", "resnet10t", "resnet10t_int8")
+            if t in r["models"]]
+    out = ["| model | val acc | test acc [95% CI] | test balanced acc [95% CI] | params | "
+           "MACs | BitOPs | bytes | latency ms | img/s | energy mJ | runtime | epochs |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for tag in refs:
+        m = r["models"][tag]
+        ep = m.get("epochs", r["supernet_epochs"] if tag != "pick" else "-")
+        out.append(f"| {REF_LABEL[tag]} | {f(m.get('val_accuracy'))} | "
+                   f"{acc_ci(m.get('test_accuracy'), m.get('test_ci'))} | "
+                   f"{acc_ci(m.get('test_balanced_accuracy'), m.get('test_balanced_ci'))} | "
+                   f"{int(m['params']):,} | {int(m['macs']):,} | {int(m['bitops']):,} | "
+                   f"{int(m['model_bytes']):,} | {f(m['latency_ms'], '.3f')} | "
+                   f"{f(m['throughput_ips'], '.0f')} | {f(m['energy_model_mj'], '.4f')} | "
+                   f"{m.get('latency_runtime', '')}{_contended(m)} | {ep} |")
+    return out
+
+
 def headline(recs: list[dict[str, Any]], figdir: Path) -> list[str]:
     if not recs:
         return []
@@ -190,21 +210,7 @@ def headline(recs: list[dict[str, Any]], figdir: Path) -> list[str]:
     shown = [x for x in (headline_record(recs, ds) for ds in ("wm811k", "quickstart"))
              if x is not None]
     for r in shown:
-        refs = [t for t in ("pick", "supernet_max", "deit_tiny", "resnet10t", "resnet10t_int8")
-                if t in r["models"]]
-        out += [f"### {r['dataset']}", "", _which(r), "",
-                "| model | val acc | test acc [95% CI] | params | MACs | BitOPs | bytes | "
-                "latency ms | img/s | energy mJ | runtime | epochs |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for tag in refs:
-            m = r["models"][tag]
-            ep = m.get("epochs", r["supernet_epochs"] if tag != "pick" else "-")
-            out.append(f"| {REF_LABEL[tag]} | {f(m.get('val_accuracy'))} | "
-                       f"{acc_ci(m.get('test_accuracy'), m.get('test_ci'))} | "
-                       f"{int(m['params']):,} | {int(m['macs']):,} | {int(m['bitops']):,} | "
-                       f"{int(m['model_bytes']):,} | {f(m['latency_ms'], '.3f')} | "
-                       f"{f(m['throughput_ips'], '.0f')} | {f(m['energy_model_mj'], '.4f')} | "
-                       f"{m.get('latency_runtime', '')}{_contended(m)} | {ep} |")
+        out += [f"### {r['dataset']}", "", _which(r), "", *model_table(r)]
         if r.get("cnn_targets"):
             out += ["", f"Targets against the CNN a user would otherwise deploy (every model "
                     f"measured in this run on {r.get('runtime')} at batch "
@@ -245,6 +251,8 @@ FACTS: dict[str, tuple[str, str]] = {
     "front_short": ("best member short of the condition", "pts"),
     "test_images": ("test images", ""),
     "acc_diff_vs_resnet10t": ("pick - resnet10t test acc, paired [95% CI]", "ci"),
+    "balanced_diff_vs_resnet10t": ("pick - resnet10t test balanced acc, paired [95% CI]",
+                                   "ci"),
     "acc_diff_vs_deit": ("pick - DeiT-Tiny test acc, paired [95% CI]", "ci"),
     "deit_ci_width": ("DeiT-Tiny test 95% CI width (smaller differences are not resolved)",
                       "pts"),
@@ -292,6 +300,8 @@ def headline_facts(r: dict[str, Any]) -> dict[str, Any]:
         "test_images": r.get("test_images"),
         "acc_diff_vs_resnet10t": None if old else tuple(r.get("acc_diff_vs_resnet10t")
                                                         or [math.nan] * 3),
+        "balanced_diff_vs_resnet10t": tuple(r["balanced_diff_vs_resnet10t"])
+        if r.get("balanced_diff_vs_resnet10t") else None,
         "acc_diff_vs_deit": tuple(r.get("acc_diff_vs_deit") or [math.nan] * 3),
         "deit_ci_width": _num(ci[1]) - _num(ci[0]),
         "budget_matched": bool(r["budget_matched"]),

@@ -57,6 +57,45 @@ def paired_bootstrap_diff(correct_a: Sequence[bool] | np.ndarray,
         math.nan, math.nan, math.nan)
 
 
+def _class_resamples(labels: np.ndarray, n_boot: int, seed: int) -> list[np.ndarray]:
+    """For each class, ``n_boot`` resamples (with replacement) of its images' indices: a
+    stratified bootstrap keeps every class at its count, so each replicate has every class."""
+    rng = np.random.default_rng(seed)
+    return [idx[rng.integers(0, idx.size, size=(n_boot, idx.size))]
+            for idx in (np.flatnonzero(labels == c) for c in np.unique(labels))]
+
+
+def balanced_bootstrap_ci(correct: Sequence[bool] | np.ndarray, labels: Sequence[int] | np.ndarray,
+                          *, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+                          ) -> tuple[float, float, float]:
+    """(balanced accuracy, lower, upper): the mean of the per-class recalls, with a percentile
+    bootstrap that resamples images within each class."""
+    c = np.asarray(correct, dtype=float).ravel()
+    y = np.asarray(labels).ravel()
+    if c.size == 0:
+        return math.nan, math.nan, math.nan
+    if c.shape != y.shape:
+        raise ValueError(f"one label per prediction needed: {c.shape} vs {y.shape}")
+    value = float(np.mean([c[y == k].mean() for k in np.unique(y)]))
+    reps = np.mean([c[idx].mean(axis=1) for idx in _class_resamples(y, n_boot, seed)], axis=0)
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(reps, [alpha, 1.0 - alpha])
+    return value, float(lo), float(hi)
+
+
+def paired_balanced_diff(correct_a: Sequence[bool] | np.ndarray,
+                         correct_b: Sequence[bool] | np.ndarray,
+                         labels: Sequence[int] | np.ndarray, *, n_boot: int = 2000,
+                         level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """(balanced acc of a - of b, lower, upper), resampling the same images for both models."""
+    a = np.asarray(correct_a, dtype=float).ravel()
+    b = np.asarray(correct_b, dtype=float).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"paired bootstrap needs predictions on the same images: "
+                         f"{a.shape} vs {b.shape}")
+    return balanced_bootstrap_ci(a - b, labels, n_boot=n_boot, level=level, seed=seed)
+
+
 def ratios(pick: Mapping[str, Any], baseline: Mapping[str, Any]) -> dict[str, float]:
     """Improvement factors of ``pick`` over ``baseline`` (metric dicts), > 1 = pick better."""
     out: dict[str, float] = {}
