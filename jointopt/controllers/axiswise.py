@@ -268,19 +268,34 @@ class AxiswiseSampler(optuna.samplers.BaseSampler):
     def _cheap_move(self, cfg: JointConfig, rng: np.random.Generator) -> JointConfig | None:
         params = self._space.params_from_config(cfg)
         if len(self._precisions) > 1 and rng.random() < 0.5:
-            others = [p for p in self._precisions if p != cfg.precision]
-            params["precision"] = others[int(rng.integers(len(others)))]
-        else:
-            if len(self._space.choices["tome_r"]) < 2:
-                return None
-            if rng.random() < 0.5:
-                i = int(rng.integers(cfg.depth))
-                params[f"tome_r_{i}"] = self._step(self._space.merge_choices(i),
-                                                   params[f"tome_r_{i}"], rng)
-            else:
-                r = self._step(self._space.choices["tome_r"], params["tome_r_0"], rng)
-                for i in range(cfg.depth):
-                    ch = self._space.merge_choices(i)
-                    params[f"tome_r_{i}"] = r if r in ch else max(ch)
+            self._precision_move(params, cfg, rng)
+        elif not self._merge_move(params, cfg, rng):
+            return None
         parse_precision(params["precision"])
         return self._space.config_from_params(params)
+
+    def _merge_move(self, params: dict[str, Any], cfg: JointConfig,
+                    rng: np.random.Generator) -> bool:
+        """One step along the merging axis in ``params``: one block's ``r``, or every block's
+        together; False when the space offers one merge only."""
+        if len(self._space.choices["tome_r"]) < 2:
+            return False
+        if rng.random() < 0.5:
+            i = int(rng.integers(cfg.depth))
+            params[f"tome_r_{i}"] = self._step(self._space.merge_choices(i),
+                                               params[f"tome_r_{i}"], rng)
+        else:
+            r = self._step(self._space.choices["tome_r"], params["tome_r_0"], rng)
+            for i in range(cfg.depth):
+                ch = self._space.merge_choices(i)
+                params[f"tome_r_{i}"] = r if r in ch else max(ch)
+        return True
+
+    def _precision_move(self, params: dict[str, Any], cfg: JointConfig,
+                        rng: np.random.Generator) -> bool:
+        """Another precision of the space in ``params``; False when it has one only."""
+        others = [p for p in self._precisions if p != cfg.precision]
+        if not others:
+            return False
+        params["precision"] = others[int(rng.integers(len(others)))]
+        return True

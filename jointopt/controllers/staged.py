@@ -90,25 +90,12 @@ class StagedSampler(AxiswiseSampler):
     def _stage_move(self, cfg: JointConfig, rng: np.random.Generator) -> JointConfig | None:
         params = self._space.params_from_config(cfg)
         if self._stage == 2:  # merging only
-            if len(self._space.choices["tome_r"]) < 2:
-                return None
-            i = int(rng.integers(cfg.depth))
-            if rng.random() < 0.5:
-                params[f"tome_r_{i}"] = self._step(self._space.merge_choices(i),
-                                                   params[f"tome_r_{i}"], rng)
-            else:
-                r = self._step(self._space.choices["tome_r"], params["tome_r_0"], rng)
-                for j in range(cfg.depth):
-                    ch = self._space.merge_choices(j)
-                    params[f"tome_r_{j}"] = r if r in ch else max(ch)
+            moved = self._merge_move(params, cfg, rng)
         elif self._stage == 3:  # precision only
-            others = [p for p in self._precisions if p != cfg.precision]
-            if not others:
-                return None
-            params["precision"] = others[int(rng.integers(len(others)))]
+            moved = self._precision_move(params, cfg, rng)
         else:
-            return None
-        return self._space.config_from_params(params)
+            moved = False
+        return self._space.config_from_params(params) if moved else None
 
     def _candidates(self, cfgs: list[JointConfig], front: list[int], rng: np.random.Generator,
                     taken: set[Any]) -> list[tuple[JointConfig, int | None]]:
