@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -49,15 +50,22 @@ def test_worker_without_the_storage_variable_runs_trials(trained_tiny, tmp_path,
     finally:
         ray.shutdown()
         cluster.shutdown()
-    trials = optuna.load_study(study_name="no-env", storage=url).trials
+    complete = _complete_with_a_working_pareto(path, "no-env", url, env)
+    assert any(t.user_attrs.get("seed_config") and t.user_attrs["config_key"] ==
+               "d2_e16_h1_m1_r0_w8a8" for t in complete)
+
+
+def _complete_with_a_working_pareto(path: Path, name: str, url: str, env: dict[str, str]
+                                    ) -> list[optuna.trial.FrozenTrial]:
+    """The study's 3 trials are complete, the baseline among them, and ``pareto`` works."""
+    trials = optuna.load_study(study_name=name, storage=url).trials
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 3, [(t.state, t.user_attrs.get("error")) for t in trials]
     assert any(t.user_attrs.get("baseline") for t in complete)
-    assert any(t.user_attrs.get("seed_config") and t.user_attrs["config_key"] ==
-               "d2_e16_h1_m1_r0_w8a8" for t in complete)
     r = run_cli("pareto", str(path), env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "baseline (trial" in r.stdout
+    return complete
 
 
 def test_search_in_which_no_trial_completes_exits_non_zero(trained_tiny, tmp_path,
@@ -157,9 +165,4 @@ def test_node_with_a_bad_setting_stops_the_search_then_the_study_resumes(trained
     finally:
         ray.shutdown()
         cluster.shutdown()
-    trials = optuna.load_study(study_name="bad-node", storage=url).trials
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(complete) == 3 and any(t.user_attrs.get("baseline") for t in complete)
-    r = run_cli("pareto", str(path), env=dict(os.environ), timeout=300)
-    assert r.returncode == 0, r.stderr
-    assert "baseline (trial" in r.stdout
+    _complete_with_a_working_pareto(path, "bad-node", url, dict(os.environ))
