@@ -16,7 +16,7 @@ finishes, so a crash later keeps the earlier ones):
 Usage:
   .venv/bin/python benchmarks/run_bench.py --quick|--full [--sections 1,2,...]
       [--set trials=8 --set seeds=1 ...] [--run-dir DIR] [--results DIR]
-      [--datasets wm811k,quickstart]
+      [--datasets wm811k,quickstart] [--cells wm811k/latency,...]
 
 --quick uses a reduced WM-811K study (30 epochs, output runs/bench-quick/wm811k-e30) and the
 quickstart supernet of `make demo`; --full uses studies/wm811k.yaml as is (runs/wm811k).
@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="continue a run in this folder (cache, searches)")
     ap.add_argument("--datasets", default="wm811k,quickstart",
                     help="section 1's datasets, comma-separated (default: wm811k,quickstart)")
+    ap.add_argument("--cells", default=None,
+                    help="section 2's cells, comma-separated DATASET/OBJECTIVES (default: all, "
+                         "e.g. wm811k/latency,wm811k/throughput,deeppcb/throughput)")
     ap.add_argument("--results", type=Path, default=None,
                     help="write raw records here instead of benchmarks/results (smoke tests)")
     args = ap.parse_args(argv)
@@ -79,6 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     if not datasets or any(d not in ("wm811k", "quickstart") for d in datasets):
         ap.error(f"--datasets {args.datasets!r}: expected wm811k and/or quickstart")
 
+    from bench.joint import CELLS
+
+    cells = CELLS if args.cells is None else tuple(
+        tuple(c.strip().split("/", 1)) for c in args.cells.split(",") if c.strip())
+    if not cells or any(c not in CELLS for c in cells):
+        ap.error(f"--cells {args.cells!r}: expected some of "
+                 f"{','.join('/'.join(c) for c in CELLS)}")
+
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     ctx = Ctx.create(args.mode, budget, args.run_dir, overrides=overrides,
@@ -100,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             if s == 2:
                 from bench.joint import run_joint
 
-                run_joint(ctx)  # one record per cell, each as soon as it is done
+                run_joint(ctx, cells)  # one record per cell, each as soon as it is done
                 continue
             if s == 3:
                 from bench.axes import run_samplers as fn

@@ -240,10 +240,10 @@ def ceiling(union: list[dict[str, Any]], objectives: list[Any], base: dict[str, 
             "best_ratios": [float(x) for x in inside.min(axis=0)] if len(inside) else []}
 
 
-def run_joint(ctx: Ctx) -> list[dict[str, Any]]:
-    """Every cell, one record each (written as soon as the cell is done)."""
+def run_joint(ctx: Ctx, cells: tuple[tuple[str, ...], ...] = CELLS) -> list[dict[str, Any]]:
+    """Every cell of ``cells``, one record each (written as soon as the cell is done)."""
     done = []
-    for dataset, objset in CELLS:
+    for dataset, objset in cells:
         if dataset == "deeppcb" and not (PCB_YAML.is_file() and ctx.budget.get("pcb_cells")):
             log("section 2: DeepPCB cell skipped (no studies/deeppcb.yaml, or a quick run)")
             continue
