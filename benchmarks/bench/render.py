@@ -277,7 +277,7 @@ def _fact(v: Any, how: str) -> str:
     if how == "pts":
         return f"{f(_num(v) * 100, '.1f')} pts"
     if how == "%":
-        return f"{f(_num(v) * 100, '.2g')}%"
+        return f"{f(_num(v) * 100, '.3g')}%"
     return fx(v) if how == "x" else f(v, how) if how else str(v)
 
 
