@@ -44,15 +44,21 @@ def bootstrap_ci(correct: Sequence[bool] | np.ndarray, *, n_boot: int = 2000,
     return float(c.mean()), float(lo), float(hi)
 
 
-def paired_bootstrap_diff(correct_a: Sequence[bool] | np.ndarray,
-                          correct_b: Sequence[bool] | np.ndarray, *, n_boot: int = 2000,
-                          level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
-    """(acc_a - acc_b, lower, upper) resampling the same test images for both models."""
+def _paired(correct_a: Sequence[bool] | np.ndarray, correct_b: Sequence[bool] | np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
     a = np.asarray(correct_a, dtype=float).ravel()
     b = np.asarray(correct_b, dtype=float).ravel()
     if a.shape != b.shape:
         raise ValueError(f"paired bootstrap needs predictions on the same images: "
                          f"{a.shape} vs {b.shape}")
+    return a, b
+
+
+def paired_bootstrap_diff(correct_a: Sequence[bool] | np.ndarray,
+                          correct_b: Sequence[bool] | np.ndarray, *, n_boot: int = 2000,
+                          level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """(acc_a - acc_b, lower, upper) resampling the same test images for both models."""
+    a, b = _paired(correct_a, correct_b)
     return bootstrap_ci(a - b, n_boot=n_boot, level=level, seed=seed) if a.size else (
         math.nan, math.nan, math.nan)
 
@@ -88,11 +94,7 @@ def paired_balanced_diff(correct_a: Sequence[bool] | np.ndarray,
                          labels: Sequence[int] | np.ndarray, *, n_boot: int = 2000,
                          level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
     """(balanced acc of a - of b, lower, upper), resampling the same images for both models."""
-    a = np.asarray(correct_a, dtype=float).ravel()
-    b = np.asarray(correct_b, dtype=float).ravel()
-    if a.shape != b.shape:
-        raise ValueError(f"paired bootstrap needs predictions on the same images: "
-                         f"{a.shape} vs {b.shape}")
+    a, b = _paired(correct_a, correct_b)
     return balanced_bootstrap_ci(a - b, labels, n_boot=n_boot, level=level, seed=seed)
 
 
