@@ -8,9 +8,11 @@ pyproject.toml); ``conftest.py`` holds only fixtures. Submodules with heavier se
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -123,3 +125,14 @@ def load_trials(path: Path) -> list[optuna.trial.FrozenTrial]:
 
     s = Study.from_yaml(path)
     return optuna.load_study(study_name=s.search.study_name, storage=s.storage_url).trials
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (one installer at a time across test processes)."""
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -16,18 +16,17 @@ come from two independent channels, because neither alone is reliable across Chr
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from . import file_lock
 
 _CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 _LOCK = Path(tempfile.gettempdir()) / "jointopt-chromium-install.lock"
@@ -87,7 +86,7 @@ def find_chromium(*, install: bool = True) -> tuple[str | None, str]:
         return None, "chromium is not installed and we are not root to apt-get install it"
     if not shutil.which("apt-get"):
         return None, "chromium is not installed and apt-get is not available"
-    with _locked():
+    with file_lock(_LOCK):
         found = _which()  # another process may have installed it while we waited
         if found:
             return found, ""
@@ -181,11 +180,3 @@ def _which() -> str | None:
     return "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None
 
 
-@contextlib.contextmanager
-def _locked() -> Iterator[None]:
-    with open(_LOCK, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)

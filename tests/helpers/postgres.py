@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
 import os
 import pwd
 import secrets
@@ -31,6 +30,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from . import file_lock
 
 __all__ = ["PostgresServer", "ServerUnavailable", "find_server_bin", "provide_postgres",
            "require_postgres"]
@@ -83,16 +84,6 @@ def find_server_bin() -> Path | None:
     return next((d for d in versions if _complete(d)), None)
 
 
-@contextlib.contextmanager
-def _locked():  # type: ignore[no-untyped-def]
-    with open(_LOCK, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _install() -> Path:
     """apt-get install postgresql (root only, once per machine); the bin folder."""
     if os.geteuid() != 0:
@@ -101,7 +92,7 @@ def _install() -> Path:
     if not shutil.which("apt-get"):
         raise ServerUnavailable("PostgreSQL server binaries are not installed and apt-get is "
                                 "not available")
-    with _locked():
+    with file_lock(_LOCK):
         found = find_server_bin()  # another process may have installed it while we waited
         if found:
             return found
