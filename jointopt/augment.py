@@ -96,6 +96,10 @@ class Targets:
     def plain(cls, y: Tensor) -> Targets:
         return cls(y, y, 1.0)
 
+    def to(self, device: torch.device) -> Targets:
+        """The same targets on ``device``."""
+        return Targets(self.y.to(device), self.y2.to(device), self.lam)
+
     def loss(self, logits: Tensor, label_smoothing: float = 0.0) -> Tensor:
         """Cross-entropy against the mixed labels."""
         ce = F.cross_entropy(logits, self.y, label_smoothing=label_smoothing)

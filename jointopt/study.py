@@ -94,6 +94,10 @@ class TrainSpec:
     rot90: bool = False
     threads: int = setting(0, ge=0)
     bf16: bool = True  # bf16 autocast: about 2x faster on CPUs with AVX512-BF16 or AMX
+    # Where the training steps run: auto = the first CUDA GPU when torch sees one, else the
+    # CPU. Data loading and augmentation stay on the CPU; checkpoints are written as CPU
+    # tensors, so a run may be resumed, searched and exported on a machine without a GPU.
+    device: str = setting("auto", choices=("auto", "cpu", "cuda"))
     # A model trained by `jointopt train-fixed` (e.g. "timm:resnet10t") that every subnet of
     # the sandwich also learns from (DeiT, arXiv 2012.12877); its weights are read from
     # <output>/fixed/ (jointopt.baselines.fixed_weights_path), or a path to such a

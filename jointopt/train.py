@@ -34,14 +34,36 @@ from jointopt.study import Study, TrainSpec
 from jointopt.supernet import ViTSupernet
 
 __all__ = ["train_supernet", "train_model", "normalize", "augment", "accuracy", "predict",
-           "scores", "TrainResult", "set_threads"]
+           "scores", "TrainResult", "set_threads", "train_device"]
 
 
 def set_threads(n: int = 0) -> int:
-    """Use ``n`` intra-op threads (0 = all cores) and return the number set."""
-    n = n or (os.cpu_count() or 1)
+    """Use ``n`` intra-op threads (0 = ``OMP_NUM_THREADS`` where set, else all cores) and
+    return the number set."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    n = n or (int(env) if env.isdigit() and int(env) > 0 else 0) or (os.cpu_count() or 1)
     torch.set_num_threads(n)
     return n
+
+
+def train_device(spec: TrainSpec) -> torch.device:
+    """The device ``spec.device`` names (``auto``: the first CUDA GPU torch sees, else the
+    CPU)."""
+    from jointopt.errors import UserError
+
+    if spec.device == "cpu" or (spec.device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise UserError("train.device='cuda': torch sees no CUDA GPU on this machine "
+                        f"(torch {torch.__version__}); use device: auto or cpu")
+    return torch.device("cuda")
+
+
+def _device_of(model: nn.Module | Callable[[Tensor], Tensor]) -> torch.device:
+    if isinstance(model, nn.Module):
+        for p in model.parameters():
+            return p.device
+    return torch.device("cpu")
 
 
 def normalize(x: Tensor) -> Tensor:
@@ -69,7 +91,9 @@ def predict(model: nn.Module | Callable[[Tensor], Tensor], images: Tensor, batch
     """Top-1 class of each uint8 image, ``int64 [N]`` (the model is put in eval mode)."""
     if isinstance(model, nn.Module):
         model.eval()
-    out = [model(normalize(images[i: i + batch])).argmax(-1) for i in range(0, len(images), batch)]
+    dev = _device_of(model)  # the images go where the model is; the classes come back
+    out = [model(normalize(images[i: i + batch].to(dev))).argmax(-1).cpu()
+           for i in range(0, len(images), batch)]
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.int64)
 
 
@@ -137,6 +161,10 @@ def train_model(
     """
     set_threads(spec.threads)
     images, labels = data
+    device = train_device(spec)
+    model.to(device)
+    if teacher is not None:
+        teacher.to(device)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "pos_embed" not in n]
     other = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "pos_embed" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": spec.weight_decay},
@@ -146,7 +174,7 @@ def train_model(
     warmup = steps_per_epoch * spec.warmup_epochs
     start, history = 0, []
     if state_path is not None and state_path.is_file():
-        state = torch.load(state_path, weights_only=True)
+        state = torch.load(state_path, weights_only=True, map_location="cpu")
         opt.load_state_dict(state["optimizer"])
         start = int(state["epoch"])
         history = [dict(zip(state["history_keys"], row, strict=True))
@@ -162,19 +190,20 @@ def train_model(
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, total, warmup, spec)
             x, target = mix(normalize(augment(images[idx], rng, spec)), labels[idx], rng, spec)
+            x, target = x.to(device, non_blocking=True), target.to(device)
             opt.zero_grad(set_to_none=True)
             configs = subnets(rng) if subnets is not None else [None]
             t_logits: Tensor | None = None
             if teacher is not None:
-                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16,
+                with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16,
                                                      enabled=spec.bf16):
                     t_logits = teacher(x).float()
             inplace: Tensor | None = None
-            loss_sum = 0.0
+            step_loss = torch.zeros((), device=device)  # read once per step: one GPU sync
             for i, cfg in enumerate(configs):
                 if cfg is not None and set_active is not None:
                     set_active(cfg)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=spec.bf16):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.bf16):
                     out = model(x).float()
                 if i == 0 or not spec.distill or epoch < spec.distill_start:
                     loss = target.loss(out, spec.label_smoothing)
@@ -186,9 +215,10 @@ def train_model(
                     w = spec.teacher_weight
                     loss = (1.0 - w) * loss + w * teacher_loss(out, t_logits, spec)
                 loss.backward()
-                loss_sum += loss.item()
+                step_loss += loss.detach()
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
+            loss_sum = step_loss.item()
             seen += len(idx)
             losses.append(loss_sum)
             bar.set_postfix(loss=f"{loss_sum:.3f}",
@@ -204,13 +234,28 @@ def train_model(
             save(epoch + 1, history)
         if state_path is not None:
             keys = list(history[0])
-            state = {"optimizer": opt.state_dict(), "epoch": epoch + 1, "history_keys": keys,
+            state = {"optimizer": _to_cpu(opt.state_dict()), "epoch": epoch + 1,
+                     "history_keys": keys,
                      "history": torch.tensor([[r[k] for k in keys] for r in history],
                                              dtype=torch.float64)}
             tmp = state_path.with_suffix(".tmp")
             torch.save(state, tmp)
             tmp.replace(state_path)
+    model.cpu()  # the caller scores, saves and exports on the CPU
+    if teacher is not None:
+        teacher.cpu()
     return TrainResult(spec.epochs - start, time.perf_counter() - t0, history)
+
+
+def _to_cpu(obj: object) -> object:
+    """An optimizer state dict with every tensor on the CPU (a checkpoint resumes anywhere)."""
+    if isinstance(obj, Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_cpu(v) for v in obj]
+    return obj
 
 
 ARCH_AXES = ("depth", "embed_dim", "num_heads", "mlp_ratio")

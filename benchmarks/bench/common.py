@@ -368,8 +368,10 @@ def fixed_reference(ctx: Ctx, study_yaml: Path, name: str, epochs: int, *, cache
 
     study = ctx.study(study_yaml)
     spec = dataclasses.replace(study.train, epochs=epochs)
+    recipe = dataclasses.asdict(spec)
+    recipe.pop("device")  # where it trained is not part of the recipe (keys stay as before)
     key_src = json.dumps({"name": name, "epochs": epochs, "seed": 0,
-                          "train": dataclasses.asdict(spec), "root": str(study.data_root),
+                          "train": recipe, "root": str(study.data_root),
                           "split_seed": study.dataset.split_seed,
                           "size": study.dataset.image_size, "chans": study.dataset.channels},
                          sort_keys=True)

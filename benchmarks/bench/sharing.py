@@ -39,17 +39,26 @@ def mid_config(space: Any) -> Any:
     return space.validate(JointConfig(**kw, tome_r=0, w_bits=32, a_bits=32))
 
 
+def float_macs(cfg: Any, shape: Any, *, in_chans: int, num_classes: int) -> int:
+    """MACs of ``cfg``'s architecture and merging (the count does not depend on precision)."""
+    from jointopt.cost.size import size_costs
+    from jointopt.precision import plan_for
+    from jointopt.runtimes import get_runtime
+
+    plan = plan_for(32, 32, depth=cfg.depth, merges=cfg.merges,
+                    caps=get_runtime("onnxruntime").caps())
+    return size_costs(cfg, shape, plan, in_chans=in_chans, num_classes=num_classes)["macs"]
+
+
 def spread_configs(space: Any, shape: Any, n: int, *, in_chans: int, num_classes: int,
                    seed: int = 0, pool: int = 200) -> list[Any]:
     """n fp32 r=0 architectures spread by MACs: smallest, largest and quantiles between."""
-    from jointopt.cost.size import size_costs
     from jointopt.train import smallest_architecture
 
     rng = np.random.default_rng(seed)
     drawn = [space.sample(rng, axes=ARCH) for _ in range(pool)]
     drawn = [dataclasses.replace(c, tome_r=0, w_bits=32, a_bits=32) for c in drawn]
-    macs = [size_costs(c, shape, in_chans=in_chans, num_classes=num_classes)["macs"]
-            for c in drawn]
+    macs = [float_macs(c, shape, in_chans=in_chans, num_classes=num_classes) for c in drawn]
     order = np.argsort(macs, kind="stable")
     inner = [drawn[order[round(i * (pool - 1) / (n - 1))]] for i in range(1, n - 1)]
     out = [smallest_architecture(space), *inner, space.max_config]
@@ -109,7 +118,6 @@ def run_fidelity(ctx: Ctx) -> dict[str, Any]:
     from scipy.stats import kendalltau
 
     from jointopt.baselines import train_fixed
-    from jointopt.cost.size import size_costs
     from jointopt.train import accuracy
 
     study = ctx.study(ctx.wm_yaml)
@@ -131,8 +139,8 @@ def run_fidelity(ctx: Ctx) -> dict[str, Any]:
                             f"--epochs {epochs} --seed 0")
         rows.append({
             "config": cfg.to_dict(), "config_key": cfg.key(),
-            "macs": size_costs(cfg, net.shape, in_chans=net.in_chans,
-                               num_classes=net.num_classes)["macs"],
+            "macs": float_macs(cfg, net.shape, in_chans=net.in_chans,
+                               num_classes=net.num_classes),
             "inherited_val": accuracy(sub, *study.data().val),
             "inherited_test": float(c_inh.mean()),
             "standalone_val": out["val_accuracy"], "standalone_test": float(c_std.mean()),

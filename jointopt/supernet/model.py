@@ -244,7 +244,7 @@ class ViTSupernet(_ViT):
         """Write ``path`` (safetensors weights) and ``path.json`` (architecture); no pickle."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().clone() for k, v in self.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous().clone() for k, v in self.state_dict().items()}
         tmp = path.with_suffix(path.suffix + ".tmp")
         save_file(state, str(tmp))
         _arch_path(path).write_text(json.dumps(self.arch(), indent=2))

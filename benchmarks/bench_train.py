@@ -1,0 +1,307 @@
+"""Train every model the benchmark needs for one study, in parallel and resumably
+(``make bench-train``).
+
+Jobs, each one ``jointopt`` command (what a user would run) in its own process:
+
+* ``supernet``: ``jointopt train STUDY`` (the study's supernet, as the search uses it);
+* ``resnet10t`` and ``deit``: the section-1 references, ``jointopt train-fixed`` for the
+  supernet's epochs (resnet10t is also the teacher of the next two);
+* ``soft`` and ``hard``: the supernet again with ``train.teacher`` = that resnet10t (soft or hard
+  targets; the arms of benchmarks/teacher.py, in ``runs/bench-teacher-<study>/``);
+* ``fid-<k>``: the supernet-fidelity configs (section 5), each trained standalone for the
+  supernet's epochs: architectures spread by MACs, some with token merging.
+
+A finished job is skipped when run again (its ``.json`` result is kept under the run folder),
+and ``jointopt train`` resumes a supernet from its last epoch. ``--deadline`` stops what is
+still running after that many seconds (a supernet keeps its last finished epoch).
+
+The same script moves the results between machines. Training runs where the study's
+``train.device`` (default ``auto``) finds a GPU; ``--pack DIR`` writes every trained weight
+file, as float16 to fit a transfer, with the job results and logs, into tar parts of at most
+15 MiB; ``--unpack DIR`` on the machine that runs the benchmark puts them back (as float32)
+where ``jointopt`` and the benchmark look for them, and checks that they were trained on the
+same images (the train split's fingerprint). Every accuracy the benchmark reports is computed
+again there, from the unpacked weights.
+
+Usage:
+  python benchmarks/bench_train.py STUDY [--jobs N] [--only supernet,resnet10t,...]
+      [--fidelity-configs 12] [--deadline SECONDS]
+  python benchmarks/bench_train.py STUDY --pack DIR      (after training)
+  python benchmarks/bench_train.py STUDY --unpack DIR    (on the benchmark machine)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+
+CNN = "timm:resnet10t"
+DEIT = "timm:deit_tiny_patch16_224"
+
+
+def _deit(study: Any) -> str:
+    s = study.space.supernet
+    return DEIT + json.dumps({"img_size": s.img_size, "patch_size": s.patch_size})
+
+
+def fidelity_configs(study: Any, n: int) -> list[Any]:
+    """``n`` configs for section 5: two thirds architectures spread by MACs (fp32, no
+    merging), the rest the middle ones of those with every block merging (the space's
+    largest ``r`` that fits)."""
+    import dataclasses
+
+    from bench.sharing import spread_configs
+
+    space = study.space
+    n_merge = n // 3 if len(space.choices["tome_r"]) > 1 else 0
+    archs = spread_configs(space, space.supernet, n - n_merge, in_chans=study.dataset.channels,
+                           num_classes=len(study.data().classes))
+    out = list(archs)
+    for cfg in archs[1: 1 + n_merge]:
+        r = tuple(max(space.merge_choices(i)) for i in range(cfg.depth))
+        out.append(space.validate(dataclasses.replace(cfg, tome_r=r)))
+    return out
+
+
+def teacher_dir(study: Any) -> Path:
+    return ROOT / "runs" / f"bench-teacher-{study.name}"
+
+
+def jobs(study_path: Path, study: Any, n_fid: int) -> list[dict[str, Any]]:
+    """Every job: name, argv (a jointopt command), the job it waits for."""
+    from teacher import arm_yaml
+
+    rel = os.path.relpath(study_path, ROOT)
+    teacher_weights = teacher_dir(study) / "base" / "fixed" / "timm-resnet10t.safetensors"
+    out = [{"name": "supernet", "argv": ["train", rel, "--quiet"], "after": None},
+           {"name": "resnet10t", "argv": ["train-fixed", rel, "--model", CNN, "--json",
+                                          "--quiet"], "after": None},
+           {"name": "deit", "argv": ["train-fixed", rel, "--model", _deit(study), "--json",
+                                     "--quiet"], "after": None}]
+    teacher_dir(study).mkdir(parents=True, exist_ok=True)
+    for arm in ("soft", "hard"):
+        path = arm_yaml(study_path.resolve(), teacher_dir(study), arm, teacher_weights, None)
+        out.append({"name": arm, "argv": ["train", str(path), "--quiet"],
+                    "after": "resnet10t"})
+    for k, cfg in enumerate(fidelity_configs(study, n_fid)):
+        out.append({"name": f"fid-{k:02d}", "after": None, "config": cfg.to_dict(),
+                    "argv": ["train-fixed", rel, "--model",
+                             "subnet:" + json.dumps(cfg.to_dict()), "--json", "--quiet"]})
+    return out
+
+
+def _after(job: dict[str, Any], study: Any) -> None:
+    """What a finished job leaves for the jobs after it: resnet10t's weights as the arms'
+    teacher."""
+    import shutil
+
+    from jointopt.baselines import fixed_weights_path
+
+    if job["name"] == "resnet10t":
+        dst = teacher_dir(study) / "base" / "fixed" / "timm-resnet10t.safetensors"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(fixed_weights_path(study, CNN), dst)
+
+
+def run(study_path: Path, study: Any, run_dir: Path, todo: list[dict[str, Any]], n_jobs: int,
+        deadline: float) -> int:
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+           "PYTHONUNBUFFERED": "1"}
+    done = {j["name"] for j in todo if (run_dir / f"{j['name']}.json").is_file()}
+    for j in todo:
+        if j["name"] in done:
+            _after(j, study)
+    waiting = [j for j in todo if j["name"] not in done]
+    running: dict[str, tuple[subprocess.Popen[bytes], dict[str, Any], float]] = {}
+    t0, failed = time.time(), 0
+    while waiting or running:
+        for name, (p, j, t) in list(running.items()):
+            if p.poll() is None:
+                continue
+            del running[name]
+            ok = p.returncode == 0
+            print(f"[{time.time() - t0:6.0f} s] {name}: {'done' if ok else 'FAILED'} "
+                  f"({time.time() - t:.0f} s)", flush=True)
+            if ok:
+                (run_dir / f"{name}.json").write_text(json.dumps(
+                    {**{k: v for k, v in j.items() if k != "after"}, "seconds": time.time() - t,
+                     "stdout": (run_dir / f"{name}.out").read_text()[-4000:]}, indent=1))
+                done.add(name)
+                _after(j, study)
+            else:
+                failed += 1
+        if time.time() - t0 > deadline:
+            for name, (p, _, _) in running.items():
+                print(f"deadline: stopping {name}", flush=True)
+                p.terminate()
+            for p, _, _ in running.values():
+                p.wait()
+            return failed + len(running) + len(waiting)
+        ready = [j for j in waiting if j["after"] is None or j["after"] in done]
+        ready.sort(key=lambda j: j["after"] is None)  # a waiting job, once free, goes first
+        while ready and len(running) < n_jobs:
+            j = ready.pop(0)
+            waiting.remove(j)
+            log = open(run_dir / f"{j['name']}.log", "wb")  # noqa: SIM115 (the child's)
+            out = open(run_dir / f"{j['name']}.out", "wb")  # noqa: SIM115
+            p = subprocess.Popen([sys.executable, "-m", "jointopt", *j["argv"]], cwd=ROOT,
+                                 stdout=out, stderr=log, env=env)
+            running[j["name"]] = (p, j, time.time())
+            print(f"[{time.time() - t0:6.0f} s] {j['name']}: started", flush=True)
+        if waiting and not running and not ready:
+            print("jobs wait on a failed job: " + ", ".join(j["name"] for j in waiting))
+            return failed + len(waiting)
+        time.sleep(1.0)
+    return failed
+
+
+def _weight_files(study: Any) -> list[Path]:
+    out = [study.checkpoint, study.checkpoint.with_name(study.checkpoint.name + ".json"),
+           study.train_state]
+    for arm in ("soft", "hard"):
+        d = teacher_dir(study) / arm
+        out += [d / "supernet.safetensors", d / "supernet.safetensors.json", d / "train_state.pt"]
+    # The references come back; the fidelity configs' weights do not (their accuracies, scored
+    # where they trained, are in their job results), which keeps the transfer small.
+    from jointopt.baselines import fixed_weights_path
+
+    out += [fixed_weights_path(study, CNN), fixed_weights_path(study, _deit(study))]
+    return [p for p in out if p.is_file()]
+
+
+def pack(study: Any, run_dir: Path, dst: Path) -> None:
+    """Every trained file, weights as float16 and train states without the optimizer's
+    moments (a finished run needs none), in tar parts of at most 15 MiB."""
+    import io
+    import tarfile
+
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        def add(name: str, data: bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+        for p in _weight_files(study):
+            rel = str(p.resolve().relative_to(ROOT))
+            if p.suffix == ".safetensors":
+                with safe_open(str(p), "pt") as f:
+                    meta = f.metadata() or {}
+                    tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+                tensors = {k: v.half() if v.dtype == torch.float32 else v
+                           for k, v in tensors.items()}
+                add(rel, save(tensors, metadata={**meta, "jointopt.packed": "float16"}))
+            elif p.name == "train_state.pt":
+                state = torch.load(p, weights_only=True, map_location="cpu")
+                state["optimizer"]["state"] = {}
+                b = io.BytesIO()
+                torch.save(state, b)
+                add(rel, b.getvalue())
+            else:
+                add(rel, p.read_bytes())
+        for p in sorted(run_dir.glob("*")):
+            if p.suffix in (".json", ".log", ".out") and p.is_file():
+                add(str(p.resolve().relative_to(ROOT)), p.read_bytes()[-200_000:])
+    data = buf.getvalue()
+    dst.mkdir(parents=True, exist_ok=True)
+    part = 15 * 2**20
+    for i in range(0, len(data), part):
+        (dst / f"bench-train.tar.{i // part:02d}").write_bytes(data[i: i + part])
+    print(f"packed {len(data) / 2**20:.1f} MiB into {dst}")
+
+
+def unpack(study: Any, src: Path) -> None:
+    """Put packed files back under the repository (float32 again) and check each fixed
+    model's train-split fingerprint against this machine's data."""
+    import io
+    import tarfile
+
+    import torch
+    from safetensors.torch import load, save
+
+    data = b"".join(p.read_bytes() for p in sorted(src.glob("bench-train.tar.*")))
+    fp = study.data().fingerprint("train")
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        for m in tar.getmembers():
+            dst = (ROOT / m.name).resolve()
+            if not dst.is_relative_to(ROOT) or not m.isfile():
+                raise SystemExit(f"{src}: refusing member {m.name!r}")
+            raw = tar.extractfile(m).read()  # type: ignore[union-attr]
+            if dst.suffix == ".safetensors":
+                from safetensors import safe_open
+
+                tmp = dst.with_suffix(".unpack")
+                tmp.parent.mkdir(parents=True, exist_ok=True)
+                tmp.write_bytes(raw)
+                with safe_open(str(tmp), "pt") as f:
+                    meta = dict(f.metadata() or {})
+                tmp.unlink()
+                if meta.get("train_fingerprint", fp) != fp:
+                    raise SystemExit(f"{m.name}: trained on another train split than "
+                                     f"{study.path}'s")
+                meta.pop("jointopt.packed", None)
+                tensors = {k: v.float() if v.dtype == torch.float16 else v
+                           for k, v in load(raw).items()}
+                raw = save(tensors, metadata=meta or None)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes(raw)
+            print(f"unpacked {m.name}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("study", type=Path)
+    ap.add_argument("--jobs", type=int, default=1, help="processes at once (default 1)")
+    ap.add_argument("--only", default=None, help="comma-separated job names")
+    ap.add_argument("--fidelity-configs", type=int, default=12)
+    ap.add_argument("--deadline", type=float, default=float("inf"))
+    ap.add_argument("--pack", type=Path, default=None)
+    ap.add_argument("--unpack", type=Path, default=None)
+    args = ap.parse_args()
+    from jointopt.study import Study
+
+    study = Study.from_yaml(args.study)
+    run_dir = ROOT / "runs" / "bench-train" / study.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if args.unpack:
+        unpack(study, args.unpack)
+        return 0
+    if args.pack:
+        pack(study, run_dir, args.pack)
+        return 0
+    import platform
+
+    import timm
+    import torch
+
+    (run_dir / "machine.json").write_text(json.dumps({
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"), "cpus": os.cpu_count(),
+        "python": platform.python_version(), "torch": torch.__version__,
+        "timm": timm.__version__, "gpu": torch.cuda.get_device_name(0)
+        if torch.cuda.is_available() else None, "jobs": args.jobs}, indent=1))
+    todo = jobs(args.study, study, args.fidelity_configs)
+    if args.only:
+        keep = set(args.only.split(","))
+        todo = [j for j in todo if j["name"] in keep or any(
+            j["name"].startswith(k.rstrip("*")) for k in keep if k.endswith("*"))]
+    (run_dir / "plan.json").write_text(json.dumps(todo, indent=1))
+    return 1 if run(args.study, study, run_dir, todo, args.jobs, args.deadline) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
