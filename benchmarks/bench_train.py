@@ -261,6 +261,68 @@ def unpack(study: Any, src: Path) -> None:
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_bytes(raw)
             print(f"unpacked {m.name}")
+    install(study)
+
+
+def _job(study: Any, name: str) -> dict[str, Any] | None:
+    path = ROOT / "runs" / "bench-train" / study.name / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def install(study: Any) -> None:
+    """Put the unpacked references where the benchmark looks for them: section 1's cache
+    (``bench.common.reference_paths``) and the teacher benchmark's ``base`` arm and teacher.
+    Accuracies are scored again here, from the unpacked (float16-rounded) weights."""
+    import shutil
+
+    from bench.common import reference_paths
+    from safetensors.torch import load_file
+
+    from jointopt.baselines import build_fixed_model, fixed_weights_path
+    from jointopt.train import scores
+
+    machine_path = ROOT / "runs" / "bench-train" / study.name / "machine.json"
+    machine = json.loads(machine_path.read_text()) if machine_path.is_file() else {}
+    data = study.data()
+    k = len(data.classes)
+    scored: dict[str, dict[str, Any]] = {}
+    for job, name in (("resnet10t", CNN), ("deit", _deit(study))):
+        src, info = fixed_weights_path(study, name), _job(study, job)
+        if not src.is_file() or info is None:
+            continue
+        out = json.loads(info["stdout"])
+        model = build_fixed_model(study, name, seed=0)
+        model.load_state_dict(load_file(str(src)))
+        model.eval()
+        val, test = scores(model, *data.val, k), scores(model, *data.test, k)
+        scored[job] = {**out, "val_accuracy": val["accuracy"],
+                       "val_balanced_accuracy": val["balanced_accuracy"],
+                       "test_accuracy": test["accuracy"],
+                       "test_balanced_accuracy": test["balanced_accuracy"],
+                       "trained_on": machine.get("gpu") or f"{machine.get('cpus')} cpus"}
+        weights, meta = reference_paths(study, name, int(out["epochs"]))
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, weights)
+        meta.write_text(json.dumps({
+            "train_seconds": out["train_seconds"], "val_accuracy": val["accuracy"],
+            "trained_at": machine.get("date", "?"), "trained_on": scored[job]["trained_on"],
+            "command": f"python benchmarks/bench_train.py {os.path.relpath(study.path, ROOT)} "
+                       f"(job {job}: jointopt {' '.join(info['argv'])}), then --unpack"},
+            indent=2))
+        print(f"{job}: val {val['accuracy']:.4f} test {test['accuracy']:.4f} "
+              f"(scored here) -> {os.path.relpath(weights, ROOT)}")
+    # The teacher benchmark's base arm is the study's own supernet; its teacher, resnet10t.
+    base = teacher_dir(study) / "base"
+    if study.checkpoint.is_file() and "resnet10t" in scored:
+        base.mkdir(parents=True, exist_ok=True)
+        for f in (study.checkpoint, study.checkpoint.with_name(study.checkpoint.name + ".json"),
+                  study.train_state):
+            if f.is_file():
+                shutil.copy2(f, base / f.name)
+        (base / "fixed").mkdir(exist_ok=True)
+        shutil.copy2(fixed_weights_path(study, CNN), base / "fixed" / "timm-resnet10t.safetensors")
+        (teacher_dir(study) / "teacher.json").write_text(json.dumps(scored["resnet10t"],
+                                                                    indent=1))
 
 
 def main() -> int:

@@ -325,8 +325,13 @@ class Study:
             from jointopt.data.synth import CLASSES
 
             return len(CLASSES)
+        def subdirs(folder: Path) -> set[str]:
+            return {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
+
         try:
-            return sum(1 for p in self.data_root.iterdir()
-                       if p.is_dir() and not p.name.startswith("."))
+            names = subdirs(self.data_root)
+            if {"train", "test"} <= names:  # an official split: the classes are train/'s
+                names = subdirs(self.data_root / "train")
+            return len(names)
         except OSError:
             return None  # the data loader names the problem

@@ -205,3 +205,21 @@ def test_deeppcb_study_parses() -> None:
     assert study.space.supernet.img_size == study.dataset.image_size == 64
     assert study.dataset.channels == 1
     assert [o.key for o in study.search.objectives] == ["accuracy", "throughput_ips", "energy_mj"]
+
+
+def test_trained_supernet_loads_on_an_official_split(tmp_path: Path) -> None:
+    """The checkpoint check counts the classes under ``train/``, not ``train/`` and ``test/``
+    themselves (it once refused DeepPCB's supernet: "holds 2 classes ... has 7")."""
+    from helpers import write_tiny_study
+
+    from jointopt import Study
+    from jointopt.train import train_supernet
+
+    _official(tmp_path / "images", boards={"train": range(1, 11), "test": range(20, 23)})
+    path = write_tiny_study(tmp_path, dataset={"kind": "folder", "root": "images",
+                                               "image_size": 32, "channels": 1},
+                            train={"epochs": 1, "batch_size": 16, "warmup_epochs": 1,
+                                   "bf16": False})
+    train_supernet(Study.from_yaml(path), progress=False)
+    net = Study.from_yaml(path).load_supernet()
+    assert net.num_classes == 3

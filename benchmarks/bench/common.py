@@ -351,6 +351,22 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")[:48]
 
 
+def reference_paths(study: Any, name: str, epochs: int) -> tuple[Path, Path]:
+    """Where :func:`fixed_reference` caches model ``name`` (weights, meta json): under a key of
+    the model, budget, recipe and data in ``<study output>/bench-baselines/``."""
+    spec = dataclasses.replace(study.train, epochs=epochs)
+    recipe = dataclasses.asdict(spec)
+    recipe.pop("device")  # where it trained is not part of the recipe (keys stay as before)
+    key_src = json.dumps({"name": name, "epochs": epochs, "seed": 0,
+                          "train": recipe, "root": str(study.data_root),
+                          "split_seed": study.dataset.split_seed,
+                          "size": study.dataset.image_size, "chans": study.dataset.channels},
+                         sort_keys=True)
+    key = hashlib.sha1(key_src.encode()).hexdigest()[:10]
+    folder = study.output / "bench-baselines"
+    return folder / f"{_slug(name)}-{key}.safetensors", folder / f"{_slug(name)}-{key}.json"
+
+
 def fixed_reference(ctx: Ctx, study_yaml: Path, name: str, epochs: int, *, cache: Any = None
                     ) -> tuple[dict[str, Any], np.ndarray, Any]:
     """A model trained standalone (`jointopt train-fixed`), costed and timed like a config;
@@ -367,18 +383,7 @@ def fixed_reference(ctx: Ctx, study_yaml: Path, name: str, epochs: int, *, cache
     from jointopt.cost.generic import module_costs, time_model
 
     study = ctx.study(study_yaml)
-    spec = dataclasses.replace(study.train, epochs=epochs)
-    recipe = dataclasses.asdict(spec)
-    recipe.pop("device")  # where it trained is not part of the recipe (keys stay as before)
-    key_src = json.dumps({"name": name, "epochs": epochs, "seed": 0,
-                          "train": recipe, "root": str(study.data_root),
-                          "split_seed": study.dataset.split_seed,
-                          "size": study.dataset.image_size, "chans": study.dataset.channels},
-                         sort_keys=True)
-    key = hashlib.sha1(key_src.encode()).hexdigest()[:10]
-    folder = study.output / "bench-baselines"
-    weights, meta_path = folder / f"{_slug(name)}-{key}.safetensors", \
-        folder / f"{_slug(name)}-{key}.json"
+    weights, meta_path = reference_paths(study, name, epochs)
     cmd = (f"jointopt train-fixed {rel_path(study_yaml)} --model {shlex.quote(name)} "
            f"--epochs {epochs} --seed 0")
     if weights.is_file() and meta_path.is_file():
@@ -391,7 +396,7 @@ def fixed_reference(ctx: Ctx, study_yaml: Path, name: str, epochs: int, *, cache
         log(f"{name}: training {epochs} epochs on {study.name}")
         out = train_fixed(study, name, epochs=epochs, progress=True)
         model = out.pop("model_object")
-        folder.mkdir(parents=True, exist_ok=True)
+        weights.parent.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
         meta = {k: out[k] for k in ("train_seconds", "val_accuracy")}
         meta.update(trained_at=time.strftime("%Y-%m-%d %H:%M:%S"), command=cmd,
