@@ -4,7 +4,8 @@ Sections (each appends its raw record to benchmarks/results/bench_<name>.jsonl a
 finishes, so a crash later keeps the earlier ones):
 
   1 headline   a Pareto member (picked on validation against resnet10t) vs DeiT-Tiny-shaped
-               ViT, resnet10t (fp32 and int8) and max_config (WM-811K, synthetic): ratios of
+               ViT, resnet10t (fp32 and int8) and max_config (WM-811K, synthetic; DeepPCB
+               in a full run, its models from `make bench-train`): ratios of
                params, MACs, BitOPs, bytes, latency, throughput, energy
   2 joint      joint search vs the staged selection and every single-axis search, per
                dataset x objective set (WM-811K latency and throughput, DeepPCB throughput)
@@ -16,7 +17,7 @@ finishes, so a crash later keeps the earlier ones):
 Usage:
   .venv/bin/python benchmarks/run_bench.py --quick|--full [--sections 1,2,...]
       [--set trials=8 --set seeds=1 ...] [--run-dir DIR] [--results DIR]
-      [--datasets wm811k,quickstart] [--cells wm811k/latency,...]
+      [--datasets wm811k,quickstart,deeppcb] [--cells wm811k/latency,...]
 
 --quick uses a reduced WM-811K study (30 epochs, output runs/bench-quick/wm811k-e30) and the
 quickstart supernet of `make demo`; --full uses studies/wm811k.yaml as is (runs/wm811k).
@@ -54,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="override one budget entry, e.g. trials=8")
     ap.add_argument("--run-dir", type=Path, default=None,
                     help="continue a run in this folder (cache, searches)")
-    ap.add_argument("--datasets", default="wm811k,quickstart",
-                    help="section 1's datasets, comma-separated (default: wm811k,quickstart)")
+    ap.add_argument("--datasets", default=None,
+                    help="section 1's datasets, comma-separated (default: wm811k,quickstart, "
+                         "and deeppcb in a full run)")
     ap.add_argument("--cells", default=None,
                     help="section 2's cells, comma-separated DATASET/OBJECTIVES (default: all, "
                          "e.g. wm811k/latency,wm811k/throughput,deeppcb/throughput)")
@@ -78,9 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--sections {args.sections!r}: expected numbers such as 1,2,6")
     if bad := [s for s in sections if s not in SECTIONS]:
         ap.error(f"--sections: unknown section(s) {bad}; known: {sorted(SECTIONS)}")
-    datasets = tuple(d.strip() for d in args.datasets.split(",") if d.strip())
-    if not datasets or any(d not in ("wm811k", "quickstart") for d in datasets):
-        ap.error(f"--datasets {args.datasets!r}: expected wm811k and/or quickstart")
+    wanted = args.datasets or ("wm811k,quickstart,deeppcb" if args.mode == "full"
+                               else "wm811k,quickstart")
+    datasets = tuple(d.strip() for d in wanted.split(",") if d.strip())
+    if not datasets or any(d not in ("wm811k", "quickstart", "deeppcb") for d in datasets):
+        ap.error(f"--datasets {wanted!r}: expected some of wm811k,quickstart,deeppcb")
 
     from bench.joint import CELLS
 
