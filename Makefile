@@ -2,6 +2,7 @@
 #   make demo   create .venv if missing, install jointopt, run the quickstart end to end
 #   make test   same set-up with the dev extra, then run the tests
 #   make bench / bench-quick   the benchmark suite (full, or reduced); see README "Benchmarks"
+#   make bench-train           train the DeepPCB benchmark's models first (hours on 2 cores)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -12,7 +13,7 @@ STUDY ?= studies/quickstart.yaml
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: demo test install install-dev install-bench lint bench bench-quick bench-precision clean
+.PHONY: demo test install install-dev install-bench lint bench bench-quick bench-precision bench-train clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +67,15 @@ bench-quick: install install-bench
 bench-precision: install install-bench
 	$(BIN)/python benchmarks/precision.py $(BENCH_ARGS); rc=$$?; \
 	$(BIN)/python benchmarks/make_results.py && exit $$rc
+
+# Trains what the DeepPCB benchmark needs (supernet, resnet10t, DeiT-Tiny shape, teacher arms,
+# fidelity configs; benchmarks/bench_train.py), resumable and cached by a hash of the training
+# code, recipe and space; on a GPU when there is one (the study's train.device: auto).
+# BENCH_TRAIN_ARGS="--jobs 8 --deadline 3000" runs jobs in parallel and stops in time.
+BENCH_TRAIN_STUDY ?= studies/deeppcb.yaml
+BENCH_TRAIN_ARGS ?=
+bench-train: install install-bench
+	$(BIN)/python benchmarks/bench_train.py $(BENCH_TRAIN_STUDY) $(BENCH_TRAIN_ARGS)
 
 clean:
 	rm -rf runs build *.egg-info

@@ -11,8 +11,10 @@ Jobs, each one ``jointopt`` command (what a user would run) in its own process:
 * ``fid-<k>``: the supernet-fidelity configs (section 5), each trained standalone for the
   supernet's epochs: architectures spread by MACs, some with token merging.
 
-A finished job is skipped when run again (its ``.json`` result is kept under the run folder),
-and ``jointopt train`` resumes a supernet from its last epoch. ``--deadline`` stops what is
+A finished job is skipped when run again (its ``.json`` result is kept under the run folder,
+with :func:`train_key`, a hash of the training code, recipe and search space; a job finished
+under another key stops the run, or with ``--retrain`` is trained again from scratch), and
+``jointopt train`` resumes a supernet from its last epoch. ``--deadline`` stops what is
 still running after that many seconds (a supernet keeps its last finished epoch).
 
 The same script moves the results between machines. Training runs where the study's
@@ -25,7 +27,7 @@ again there, from the unpacked weights.
 
 Usage:
   python benchmarks/bench_train.py STUDY [--jobs N] [--only supernet,resnet10t,...]
-      [--fidelity-configs 12] [--deadline SECONDS]
+      [--fidelity-configs 12] [--deadline SECONDS] [--retrain]
   python benchmarks/bench_train.py STUDY --pack DIR      (after training)
   python benchmarks/bench_train.py STUDY --unpack DIR    (on the benchmark machine)
 """
@@ -101,6 +103,29 @@ def jobs(study_path: Path, study: Any, n_fid: int) -> list[dict[str, Any]]:
     return out
 
 
+#: The code that decides what a trained model is (a change retrains: see :func:`train_key`).
+TRAIN_CODE = ("jointopt/train.py", "jointopt/augment.py", "jointopt/baselines.py",
+              "jointopt/tokens.py", "jointopt/supernet/*.py", "jointopt/data/*.py")
+
+
+def train_key(study: Any) -> str:
+    """A hash of the training code, the study's recipe and data settings and its search space:
+    a finished job is reused only under the same key."""
+    import dataclasses
+    import hashlib
+
+    h = hashlib.sha1()
+    for pattern in TRAIN_CODE:
+        for f in sorted(ROOT.glob(pattern)):
+            h.update(f.relative_to(ROOT).as_posix().encode() + b"\0" + f.read_bytes())
+    recipe = dataclasses.asdict(study.train)
+    recipe.pop("device")  # where a model trains does not change what it is
+    h.update(json.dumps({"train": recipe, "dataset": dataclasses.asdict(study.dataset),
+                         "root": str(study.data_root)}, sort_keys=True, default=str).encode())
+    h.update(study.space_path.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def _after(job: dict[str, Any], study: Any) -> None:
     """What a finished job leaves for the jobs after it: resnet10t's weights as the arms'
     teacher."""
@@ -114,8 +139,18 @@ def _after(job: dict[str, Any], study: Any) -> None:
         shutil.copy2(fixed_weights_path(study, CNN), dst)
 
 
+def stale_jobs(run_dir: Path, todo: list[dict[str, Any]], key: str) -> list[str]:
+    """Finished jobs trained under another key (other code, recipe or space)."""
+    out = []
+    for j in todo:
+        path = run_dir / f"{j['name']}.json"
+        if path.is_file() and json.loads(path.read_text()).get("key") != key:
+            out.append(j["name"])
+    return out
+
+
 def run(study_path: Path, study: Any, run_dir: Path, todo: list[dict[str, Any]], n_jobs: int,
-        deadline: float) -> int:
+        deadline: float, key: str) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
            "PYTHONUNBUFFERED": "1"}
     done = {j["name"] for j in todo if (run_dir / f"{j['name']}.json").is_file()}
@@ -135,7 +170,8 @@ def run(study_path: Path, study: Any, run_dir: Path, todo: list[dict[str, Any]],
                   f"({time.time() - t:.0f} s)", flush=True)
             if ok:
                 (run_dir / f"{name}.json").write_text(json.dumps(
-                    {**{k: v for k, v in j.items() if k != "after"}, "seconds": time.time() - t,
+                    {**{k: v for k, v in j.items() if k != "after"}, "key": key,
+                     "seconds": time.time() - t,
                      "stdout": (run_dir / f"{name}.out").read_text()[-4000:]}, indent=1))
                 done.add(name)
                 _after(j, study)
@@ -258,6 +294,11 @@ def unpack(study: Any, src: Path) -> None:
                 tensors = {k: v.float() if v.dtype == torch.float16 else v
                            for k, v in load(raw).items()}
                 raw = save(tensors, metadata=meta or None)
+            if dst.suffix == ".json" and dst.parent.name == study.name and b'"stdout"' in raw:
+                job = json.loads(raw)
+                if "key" not in job:  # packed before jobs carried keys: the packing commit's
+                    job.update(key=train_key(study), key_stamped="at unpack")
+                    raw = json.dumps(job, indent=1).encode()
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_bytes(raw)
             print(f"unpacked {m.name}")
@@ -332,6 +373,8 @@ def main() -> int:
     ap.add_argument("--only", default=None, help="comma-separated job names")
     ap.add_argument("--fidelity-configs", type=int, default=12)
     ap.add_argument("--deadline", type=float, default=float("inf"))
+    ap.add_argument("--retrain", action="store_true",
+                    help="train again the jobs whose key (code, recipe, space) has changed")
     ap.add_argument("--pack", type=Path, default=None)
     ap.add_argument("--unpack", type=Path, default=None)
     args = ap.parse_args()
@@ -361,8 +404,21 @@ def main() -> int:
         keep = set(args.only.split(","))
         todo = [j for j in todo if j["name"] in keep or any(
             j["name"].startswith(k.rstrip("*")) for k in keep if k.endswith("*"))]
+    key = train_key(study)
+    if stale := stale_jobs(run_dir, todo, key):
+        print(f"error: {run_dir}: {', '.join(stale)} trained under another key than {key} "
+              "(training code, recipe or search space changed); run again with --retrain to "
+              "delete their results and train them again", file=sys.stderr)
+        if not args.retrain:
+            return 2
+        for name in stale:
+            (run_dir / f"{name}.json").unlink()
+            if name in ("supernet", "soft", "hard"):  # start over, not resume
+                d = study.output if name == "supernet" else teacher_dir(study) / name
+                for f in ("supernet.safetensors", "supernet.safetensors.json", "train_state.pt"):
+                    (d / f).unlink(missing_ok=True)
     (run_dir / "plan.json").write_text(json.dumps(todo, indent=1))
-    return 1 if run(args.study, study, run_dir, todo, args.jobs, args.deadline) else 0
+    return 1 if run(args.study, study, run_dir, todo, args.jobs, args.deadline, key) else 0
 
 
 if __name__ == "__main__":

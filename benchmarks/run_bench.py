@@ -11,7 +11,8 @@ finishes, so a crash later keeps the earlier ones):
                dataset x objective set (WM-811K latency and throughput, DeepPCB throughput)
   3 samplers   hypervolume vs trials for nsga2, tpe, gp, random (WM-811K, joint space)
   4 sharing    inherited-weight evaluation vs training a subnet from scratch
-  5 fidelity   inherited vs standalone accuracy ranking (Kendall's tau)
+  5 fidelity   inherited vs standalone accuracy ranking (Kendall's tau): WM-811K, and
+               DeepPCB in a full run from `make bench-train`'s standalone models
   6 costmodel  Spearman's rho of latency vs MACs / BitOPs, latency repeatability
 
 Usage:
@@ -56,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-dir", type=Path, default=None,
                     help="continue a run in this folder (cache, searches)")
     ap.add_argument("--datasets", default=None,
-                    help="section 1's datasets, comma-separated (default: wm811k,quickstart, "
-                         "and deeppcb in a full run)")
+                    help="sections 1 and 5's datasets, comma-separated (default: wm811k, "
+                         "quickstart, and deeppcb in a full run)")
     ap.add_argument("--cells", default=None,
                     help="section 2's cells, comma-separated DATASET/OBJECTIVES (default: all, "
                          "e.g. wm811k/latency,wm811k/throughput,deeppcb/throughput)")
@@ -117,12 +118,21 @@ def main(argv: list[str] | None = None) -> int:
 
                 run_joint(ctx, cells)  # one record per cell, each as soon as it is done
                 continue
+            if s == 5:  # one record per dataset (none for the synthetic set)
+                from bench.joint import PCB_YAML
+                from bench.sharing import run_fidelity, trained_fidelity
+
+                for ds in datasets:
+                    t = time.perf_counter()
+                    data = run_fidelity(ctx) if ds == "wm811k" else \
+                        trained_fidelity(ctx, PCB_YAML) if ds == "deeppcb" else None
+                    if data is not None:
+                        ctx.record(name, data, time.perf_counter() - t)
+                continue
             if s == 3:
                 from bench.axes import run_samplers as fn
             elif s == 4:
                 from bench.sharing import run_sharing as fn
-            elif s == 5:
-                from bench.sharing import run_fidelity as fn
             else:
                 from bench.costmodel import run as fn
             data = fn(ctx)

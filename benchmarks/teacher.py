@@ -75,6 +75,21 @@ def arm_yaml(src: Path, run_dir: Path, arm: str, teacher: Path | None, epochs: i
     return path
 
 
+def _progress(folder: Path) -> dict[str, Any]:
+    """The epochs an arm reached, of how many, and its per-epoch validation accuracies (the
+    ones training logged), so arms stopped early can be compared at equal epochs."""
+    import torch
+
+    state = torch.load(folder / "train_state.pt", weights_only=True, map_location="cpu")
+    keys = list(state.get("history_keys", []))
+    hist = [dict(zip(keys, row, strict=True)) for row in state["history"].tolist()] \
+        if keys else []
+    planned = yaml.safe_load((folder.parent / f"{folder.name}.yaml").read_text())["train"]
+    return {"epochs_done": int(state["epoch"]), "epochs_planned": int(planned["epochs"]),
+            "val_history": [{k: h[k] for k in ("epoch", "val_largest", "val_smallest")
+                             if k in h} for h in hist]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("study", nargs="?", default=str(ROOT / "studies" / "wm811k.yaml"))
@@ -82,6 +97,9 @@ def main() -> None:
     ap.add_argument("--teacher", default="timm:resnet10t")
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--arms", default=",".join(ARMS))
+    ap.add_argument("--score-only", action="store_true",
+                    help="score the arms as they stand (e.g. unpacked from `make bench-train`), "
+                         "training none; each arm records the epochs it reached")
     args = ap.parse_args()
     run_dir = args.run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -99,19 +117,22 @@ def main() -> None:
         ref.write_text(out)
     teacher = json.loads(ref.read_text())
     arms: dict[str, Any] = {}
+    progress: dict[str, Any] = {}
     for arm in args.arms.split(","):
         path = arm_yaml(src, run_dir, arm, weights, args.epochs)
-        _run(["jointopt", "train", _rel(path), "--quiet"], commands)
+        if not args.score_only:
+            _run(["jointopt", "train", _rel(path), "--quiet"], commands)
         rows = json.loads(_run(["jointopt", "summary", _rel(path), "--test", "--json",
                                 "--quiet"], commands))
         arms[arm] = {r["subnet"]: {k: v for k, v in r.items() if k != "config"} for r in rows}
+        progress[arm] = _progress(run_dir / arm)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()
     rec = {"bench": "teacher", "date": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": commit,
            "study": _rel(src), "teacher": {k: teacher.get(k) for k in
                                            ("model", "epochs", "params", "val_accuracy",
                                             "test_accuracy", "test_balanced_accuracy")},
-           "arms": arms, "commands": commands, "seconds": time.time() - t0,
+           "arms": arms, "progress": progress, "commands": commands, "seconds": time.time() - t0,
            "machine": f"{os.cpu_count()} cores", "loadavg": list(os.getloadavg())}
     out = ROOT / "benchmarks" / "results" / "teacher.jsonl"
     with out.open("a") as fh:

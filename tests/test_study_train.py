@@ -29,6 +29,7 @@ def test_quickstart_and_wm811k_studies_parse() -> None:
         ({"dataset": {"kind": "lmdb"}}, "dataset.kind='lmdb'"),
         ({"dataset": {"image_size": 48}}, "dataset.image_size=48"),
         ({"evaluate": {"max_foreign_load": 1.5}}, "evaluate.max_foreign_load=1.5"),
+        ({"train": {"device": "tpu"}}, "train.device='tpu'"),
         ({"search_space": "nope.yaml"}, "nope.yaml"),
     ],
 )
@@ -65,6 +66,32 @@ def test_training_resumes_to_the_same_weights(tmp_path: Path) -> None:
     # A finished run started again trains nothing more.
     _, res3 = train_supernet(Study.from_yaml(two), progress=False)
     assert res3.epochs_run == 0
+
+
+def test_train_device_cpu_and_a_missing_gpu(tmp_path: Path) -> None:
+    """``train.device: cpu`` trains what ``auto`` trains on a machine without a GPU; asking for
+    ``cuda`` there is one clear line, exit 2, with nothing written."""
+    from jointopt.train import train_device
+
+    spec = {"epochs": 1, "batch_size": 16, "warmup_epochs": 1, "bf16": False}
+    nets = []
+    for device in ("cpu", "auto"):
+        d = tmp_path / device
+        d.mkdir()
+        study = Study.from_yaml(write_tiny_study(d, train={**spec, "device": device}))
+        nets.append(train_supernet(study, progress=False)[0].state_dict())
+        assert all(v.device.type == "cpu" for v in nets[-1].values())
+    if torch.cuda.is_available():
+        assert train_device(study.train).type == "cuda"
+        pytest.skip("a CUDA GPU is present: the missing-GPU error cannot be shown here")
+    assert all(torch.equal(nets[0][k], nets[1][k]) for k in nets[0])
+    d = tmp_path / "cuda"
+    d.mkdir()
+    path = write_tiny_study(d, train={**spec, "device": "cuda"})
+    r = run_cli("train", str(path))
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "train.device='cuda'" in r.stderr
+    assert not (d / "out" / "supernet.safetensors").exists()
 
 
 def test_cli_train_prints_summary(tiny_study_path: Path) -> None:

@@ -114,9 +114,7 @@ def run_sharing(ctx: Ctx) -> dict[str, Any]:
 
 
 def run_fidelity(ctx: Ctx) -> dict[str, Any]:
-    """Section 5."""
-    from scipy.stats import kendalltau
-
+    """Section 5 on WM-811K: standalone models trained here, for ``fidelity_epochs``."""
     from jointopt.baselines import train_fixed
     from jointopt.train import accuracy
 
@@ -145,11 +143,63 @@ def run_fidelity(ctx: Ctx) -> dict[str, Any]:
             "inherited_test": float(c_inh.mean()),
             "standalone_val": out["val_accuracy"], "standalone_test": float(c_std.mean()),
             "train_seconds": out["train_seconds"]})
-    res: dict[str, Any] = {"epochs": epochs, "supernet_epochs": study.train.epochs,
-                           "configs": rows}
+    res: dict[str, Any] = {"dataset": "wm811k", "epochs": epochs,
+                           "supernet_epochs": study.train.epochs, "configs": rows}
+    return _taus(res)
+
+
+def _taus(res: dict[str, Any]) -> dict[str, Any]:
+    from scipy.stats import kendalltau
+
+    rows = res["configs"]
     for split in ("test", "val"):
         a = [r[f"inherited_{split}"] for r in rows]
         b = [r[f"standalone_{split}"] for r in rows]
         tau, p = kendalltau(a, b)
         res[f"kendall_tau_{split}"], res[f"p_{split}"] = float(tau), float(p)
     return res
+
+
+def trained_fidelity(ctx: Ctx, study_yaml: Path) -> dict[str, Any] | None:
+    """Section 5 from ``make bench-train``'s fidelity jobs (``fid-<k>``: configs spread by MACs,
+    some with every block merging, each trained standalone for the supernet's epochs and scored
+    where it trained); the inherited accuracies are computed here. None when no job finished.
+    """
+    from jointopt.space import JointConfig
+    from jointopt.train import accuracy
+
+    study = ctx.study(study_yaml)
+    folder = Path(__file__).resolve().parents[2] / "runs" / "bench-train" / study.name
+    jobs = sorted(folder.glob("fid-*.json"))
+    if not jobs:
+        return None
+    net = ctx.ensure_supernet(study_yaml)
+    machine = json.loads((folder / "machine.json").read_text()) \
+        if (folder / "machine.json").is_file() else {}
+    planned = [j for j in json.loads((folder / "plan.json").read_text())
+               if j["name"].startswith("fid-")] if (folder / "plan.json").is_file() else []
+    rows = []
+    for path in jobs:
+        job = json.loads(path.read_text())
+        out = json.loads(job["stdout"])
+        cfg = study.space.validate(JointConfig.from_dict(job["config"]))
+        sub = net.extract(cfg).eval()
+        sub.prop_attn = study.evaluation.proportional_attention
+        log(f"section 5 ({study.name}): {job['name']} {cfg.key()}: inherited accuracy")
+        rows.append({
+            "job": job["name"], "config": cfg.to_dict(), "config_key": cfg.key(),
+            "macs": float_macs(cfg, net.shape, in_chans=net.in_chans,
+                               num_classes=net.num_classes),
+            "inherited_val": accuracy(sub, *study.data().val),
+            "inherited_test": float(test_correct(study, sub).mean()),
+            "standalone_val": out["val_accuracy"], "standalone_test": out["test_accuracy"],
+            "train_seconds": out["train_seconds"], "epochs": out["epochs"]})
+    ctx.commands.append(f"python benchmarks/bench_train.py {rel_path(study_yaml)} "
+                        f"(fidelity jobs; standalone accuracies from runs/bench-train/"
+                        f"{study.name}/fid-*.json)")
+    epochs = sorted({r["epochs"] for r in rows})
+    res = {"dataset": study.name, "epochs": epochs[0] if len(epochs) == 1 else epochs,
+           "supernet_epochs": study.train.epochs, "configs": rows,
+           "planned_configs": len(planned), "standalone_trained_on": machine.get("gpu")
+           or f"{machine.get('cpus')} cpus", "standalone_scored": "where trained"}
+    return _taus(res)
