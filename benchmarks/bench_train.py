@@ -305,6 +305,31 @@ def unpack(study: Any, src: Path) -> None:
     install(study)
 
 
+def record(study: Any, command: str) -> None:
+    """Append one record of the run folder's jobs (seconds of each finished one, which did not
+    finish, the machine they ran on) to benchmarks/results/bench_train.jsonl."""
+    import subprocess
+
+    folder = ROOT / "runs" / "bench-train" / study.name
+    plan = json.loads((folder / "plan.json").read_text()) if (folder / "plan.json").is_file() \
+        else []
+    jobs = {}
+    for j in plan:
+        info = _job(study, j["name"])
+        jobs[j["name"]] = {"seconds": info["seconds"], "key": info.get("key")} if info else None
+    machine = json.loads((folder / "machine.json").read_text()) \
+        if (folder / "machine.json").is_file() else {}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()
+    rec = {"bench": "train", "date": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": commit,
+           "study": os.path.relpath(study.path, ROOT), "command": command,
+           "machine": machine, "jobs": jobs}
+    out = ROOT / "benchmarks" / "results" / "bench_train.jsonl"
+    with out.open("a") as fh:
+        fh.write(json.dumps(rec) + "\n")
+    print(f"wrote {os.path.relpath(out, ROOT)}")
+
+
 def _job(study: Any, name: str) -> dict[str, Any] | None:
     path = ROOT / "runs" / "bench-train" / study.name / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else None
@@ -385,6 +410,7 @@ def main() -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     if args.unpack:
         unpack(study, args.unpack)
+        record(study, " ".join(["python", *sys.argv]))
         return 0
     if args.pack:
         pack(study, run_dir, args.pack)
@@ -400,6 +426,7 @@ def main() -> int:
         "timm": timm.__version__, "gpu": torch.cuda.get_device_name(0)
         if torch.cuda.is_available() else None, "jobs": args.jobs}, indent=1))
     todo = jobs(args.study, study, args.fidelity_configs)
+    (run_dir / "plan.json").write_text(json.dumps(todo, indent=1))  # every job, --only or not
     if args.only:
         keep = set(args.only.split(","))
         todo = [j for j in todo if j["name"] in keep or any(
@@ -417,8 +444,9 @@ def main() -> int:
                 d = study.output if name == "supernet" else teacher_dir(study) / name
                 for f in ("supernet.safetensors", "supernet.safetensors.json", "train_state.pt"):
                     (d / f).unlink(missing_ok=True)
-    (run_dir / "plan.json").write_text(json.dumps(todo, indent=1))
-    return 1 if run(args.study, study, run_dir, todo, args.jobs, args.deadline, key) else 0
+    rc = run(args.study, study, run_dir, todo, args.jobs, args.deadline, key)
+    record(study, " ".join(["python", *sys.argv]))
+    return 1 if rc else 0
 
 
 if __name__ == "__main__":

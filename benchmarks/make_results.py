@@ -164,6 +164,27 @@ def _training(lines: list[str]) -> None:
     lines += ["", "Commands are in each raw record (benchmarks/results/training.jsonl).", ""]
 
 
+def _bench_train(lines: list[str]) -> None:
+    """benchmarks/bench_train.py (`make bench-train`): the latest record of each study."""
+    recs = _records("bench_train")
+    if not recs:
+        return
+    lines += ["## Benchmark training (`make bench-train`)", ""]
+    for r in {r["study"]: r for r in recs}.values():
+        m = r.get("machine") or {}
+        where = m.get("gpu") or f"{m.get('cpus')} CPU cores"
+        done = {k: v for k, v in r["jobs"].items() if v}
+        lines += [f"### {r['study']}", "",
+                  f"Jobs last run on {where} ({m.get('cpus')} CPU cores, {m.get('jobs')} jobs at "
+                  f"once, torch {m.get('torch')}), started {m.get('date')}; recorded by "
+                  f"`{r['command']}` ({r['date']}, commit {r['commit']}). "
+                  f"{len(done)} of {len(r['jobs'])} jobs finished.", "",
+                  "| job | seconds |", "|---|---|"]
+        lines += [f"| {k} | {v['seconds']:.0f} |" if v else f"| {k} | not finished |"
+                  for k, v in r["jobs"].items()]
+        lines.append("")
+
+
 def _teacher(lines: list[str]) -> None:
     """benchmarks/teacher.py: CNN teacher (soft, hard) and conv stem against the base recipe;
     the latest record of each study."""
@@ -279,6 +300,7 @@ def main(argv: list[str] | None = None) -> None:
     _precision(lines)
     _bench(lines, args.out.parent)
     _training(lines)
+    _bench_train(lines)
     _teacher(lines)
     _eval_axes(lines)
     _scaling(lines)

@@ -426,3 +426,35 @@ def test_ceiling_bounds_every_subset_of_the_pooled_configs() -> None:
     assert c["best_ratios"] == pytest.approx([0.1, 0.1])
     assert c["corner_hv"] == pytest.approx(0.9 * 0.9)
     assert c["corner_hv"] >= c["union_hv"]
+
+
+def test_bench_train_reuses_a_job_only_under_the_same_key(tmp_path: Path) -> None:
+    """make bench-train's cache: a finished job is stale once the recipe or space changes."""
+    import json
+
+    from bench_train import fidelity_configs, stale_jobs, train_key
+    from helpers import write_tiny_study
+
+    from jointopt import Study
+
+    study = Study.from_yaml(write_tiny_study(tmp_path))
+    key = train_key(study)
+    assert train_key(Study.from_yaml(write_tiny_study(tmp_path))) == key
+    other = write_tiny_study(tmp_path, train={"epochs": 3, "batch_size": 16,
+                                              "warmup_epochs": 1, "bf16": False})
+    assert train_key(Study.from_yaml(other)) != key
+    # where it trains is not part of the key
+    cuda = write_tiny_study(tmp_path, train={"epochs": 2, "batch_size": 16,
+                                             "warmup_epochs": 1, "bf16": False,
+                                             "device": "cuda"})
+    assert train_key(Study.from_yaml(cuda)) == key
+    todo = [{"name": "a"}, {"name": "b"}, {"name": "c"}]
+    (tmp_path / "a.json").write_text(json.dumps({"key": key}))
+    (tmp_path / "b.json").write_text(json.dumps({"key": "0123456789ab"}))
+    assert stale_jobs(tmp_path, todo, key) == ["b"]
+    # fidelity configs: distinct, valid, some with every block merging
+    study = Study.from_yaml(write_tiny_study(tmp_path))
+    cfgs = fidelity_configs(study, 6)
+    assert len({c.key() for c in cfgs}) == len(cfgs) >= 5
+    assert any(c.merges and all(r > 0 for r in c.merges) for c in cfgs) == \
+        (len(study.space.choices["tome_r"]) > 1)
