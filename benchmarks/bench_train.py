@@ -150,7 +150,7 @@ def stale_jobs(run_dir: Path, todo: list[dict[str, Any]], key: str) -> list[str]
 
 
 def run(study_path: Path, study: Any, run_dir: Path, todo: list[dict[str, Any]], n_jobs: int,
-        deadline: float, key: str) -> int:
+        deadline: float, key: str, machine: dict[str, Any]) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
            "PYTHONUNBUFFERED": "1"}
     done = {j["name"] for j in todo if (run_dir / f"{j['name']}.json").is_file()}
@@ -171,6 +171,7 @@ def run(study_path: Path, study: Any, run_dir: Path, todo: list[dict[str, Any]],
             if ok:
                 (run_dir / f"{name}.json").write_text(json.dumps(
                     {**{k: v for k, v in j.items() if k != "after"}, "key": key,
+                     "machine": machine,
                      "seconds": time.time() - t,
                      "stdout": (run_dir / f"{name}.out").read_text()[-4000:]}, indent=1))
                 done.add(name)
@@ -273,6 +274,10 @@ def unpack(study: Any, src: Path) -> None:
     data = b"".join(p.read_bytes() for p in sorted(src.glob("bench-train.tar.*")))
     fp = study.data().fingerprint("train")
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        names = tar.getnames()
+        mpath = f"runs/bench-train/{study.name}/machine.json"
+        mfile = tar.extractfile(mpath) if mpath in names else None
+        packed_machine = json.loads(mfile.read()) if mfile else {}
         for m in tar.getmembers():
             dst = (ROOT / m.name).resolve()
             if not dst.is_relative_to(ROOT) or not m.isfile():
@@ -298,7 +303,9 @@ def unpack(study: Any, src: Path) -> None:
                 job = json.loads(raw)
                 if "key" not in job:  # packed before jobs carried keys: the packing commit's
                     job.update(key=train_key(study), key_stamped="at unpack")
-                    raw = json.dumps(job, indent=1).encode()
+                if "machine" not in job:  # packed before jobs carried their machine
+                    job["machine"] = packed_machine
+                raw = json.dumps(job, indent=1).encode()
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_bytes(raw)
             print(f"unpacked {m.name}")
@@ -316,18 +323,26 @@ def record(study: Any, command: str) -> None:
     jobs = {}
     for j in plan:
         info = _job(study, j["name"])
-        jobs[j["name"]] = {"seconds": info["seconds"], "key": info.get("key")} if info else None
-    machine = json.loads((folder / "machine.json").read_text()) \
-        if (folder / "machine.json").is_file() else {}
+        jobs[j["name"]] = {"seconds": info["seconds"], "key": info.get("key"),
+                           "on": where(info.get("machine"))} if info else None
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()
     rec = {"bench": "train", "date": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": commit,
            "study": os.path.relpath(study.path, ROOT), "command": command,
-           "machine": machine, "jobs": jobs}
+           "jobs": jobs}
     out = ROOT / "benchmarks" / "results" / "bench_train.jsonl"
     with out.open("a") as fh:
         fh.write(json.dumps(rec) + "\n")
     print(f"wrote {os.path.relpath(out, ROOT)}")
+
+
+def where(machine: dict[str, Any] | None) -> str:
+    """Where a job trained, in words (its GPU, else its CPU cores)."""
+    m = machine or {}
+    if not m:
+        return "unknown"
+    return f"{m['gpu']} ({m.get('cpus')} CPU cores, {m.get('jobs')} jobs at once)" \
+        if m.get("gpu") else f"{m.get('cpus')} CPU cores ({m.get('jobs')} jobs at once)"
 
 
 def _job(study: Any, name: str) -> dict[str, Any] | None:
@@ -347,8 +362,6 @@ def install(study: Any) -> None:
     from jointopt.baselines import build_fixed_model, fixed_weights_path
     from jointopt.train import scores
 
-    machine_path = ROOT / "runs" / "bench-train" / study.name / "machine.json"
-    machine = json.loads(machine_path.read_text()) if machine_path.is_file() else {}
     data = study.data()
     k = len(data.classes)
     scored: dict[str, dict[str, Any]] = {}
@@ -356,7 +369,7 @@ def install(study: Any) -> None:
         src, info = fixed_weights_path(study, name), _job(study, job)
         if not src.is_file() or info is None:
             continue
-        out = json.loads(info["stdout"])
+        out, machine = json.loads(info["stdout"]), info.get("machine") or {}
         model = build_fixed_model(study, name, seed=0)
         model.load_state_dict(load_file(str(src)))
         model.eval()
@@ -365,7 +378,7 @@ def install(study: Any) -> None:
                        "val_balanced_accuracy": val["balanced_accuracy"],
                        "test_accuracy": test["accuracy"],
                        "test_balanced_accuracy": test["balanced_accuracy"],
-                       "trained_on": machine.get("gpu") or f"{machine.get('cpus')} cpus"}
+                       "trained_on": where(machine)}
         weights, meta = reference_paths(study, name, int(out["epochs"]))
         weights.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, weights)
@@ -420,11 +433,10 @@ def main() -> int:
     import timm
     import torch
 
-    (run_dir / "machine.json").write_text(json.dumps({
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"), "cpus": os.cpu_count(),
-        "python": platform.python_version(), "torch": torch.__version__,
-        "timm": timm.__version__, "gpu": torch.cuda.get_device_name(0)
-        if torch.cuda.is_available() else None, "jobs": args.jobs}, indent=1))
+    machine = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "cpus": os.cpu_count(),
+               "python": platform.python_version(), "torch": torch.__version__,
+               "timm": timm.__version__, "gpu": torch.cuda.get_device_name(0)
+               if torch.cuda.is_available() else None, "jobs": args.jobs}
     todo = jobs(args.study, study, args.fidelity_configs)
     (run_dir / "plan.json").write_text(json.dumps(todo, indent=1))  # every job, --only or not
     if args.only:
@@ -444,7 +456,7 @@ def main() -> int:
                 d = study.output if name == "supernet" else teacher_dir(study) / name
                 for f in ("supernet.safetensors", "supernet.safetensors.json", "train_state.pt"):
                     (d / f).unlink(missing_ok=True)
-    rc = run(args.study, study, run_dir, todo, args.jobs, args.deadline, key)
+    rc = run(args.study, study, run_dir, todo, args.jobs, args.deadline, key, machine)
     record(study, " ".join(["python", *sys.argv]))
     return 1 if rc else 0
 

@@ -171,17 +171,13 @@ def _bench_train(lines: list[str]) -> None:
         return
     lines += ["## Benchmark training (`make bench-train`)", ""]
     for r in {r["study"]: r for r in recs}.values():
-        m = r.get("machine") or {}
-        where = m.get("gpu") or f"{m.get('cpus')} CPU cores"
         done = {k: v for k, v in r["jobs"].items() if v}
         lines += [f"### {r['study']}", "",
-                  f"Jobs last run on {where} ({m.get('cpus')} CPU cores, {m.get('jobs')} jobs at "
-                  f"once, torch {m.get('torch')}), started {m.get('date')}; recorded by "
-                  f"`{r['command']}` ({r['date']}, commit {r['commit']}). "
+                  f"Recorded by `{r['command']}` ({r['date']}, commit {r['commit']}). "
                   f"{len(done)} of {len(r['jobs'])} jobs finished.", "",
-                  "| job | seconds |", "|---|---|"]
-        lines += [f"| {k} | {v['seconds']:.0f} |" if v else f"| {k} | not finished |"
-                  for k, v in r["jobs"].items()]
+                  "| job | seconds | trained on |", "|---|---|---|"]
+        lines += [f"| {k} | {v['seconds']:.0f} | {v.get('on', 'unknown')} |" if v
+                  else f"| {k} | not finished | |" for k, v in r["jobs"].items()]
         lines.append("")
 
 

@@ -153,7 +153,8 @@ def _fidelity_dataset(ds: str, recs: list[dict[str, Any]], figdir: Path) -> list
     if "standalone_trained_on" in r:
         out += [f"Standalone models: `make bench-train` (benchmarks/bench_train.py), each "
                 f"trained for the supernet's {r['supernet_epochs']} epochs on "
-                f"{r['standalone_trained_on']} and scored there in fp32; "
+                f"{' and '.join(_as_list(r['standalone_trained_on']))} and scored there in "
+                f"fp32 (train s: that machine's); "
                 f"{len(r['configs'])} of the {r.get('planned_configs', '?')} planned configs "
                 "finished within that run's deadline. Inherited accuracies are computed here. "
                 "All configs are fp32 (the bit-width axis is not covered: a standalone integer "
@@ -164,6 +165,10 @@ def _fidelity_dataset(ds: str, recs: list[dict[str, Any]], figdir: Path) -> list
                 "as much as final accuracy; all configs are fp32 with r = 0 (bit-width and "
                 "token axes not covered).", ""]
     return out
+
+
+def _as_list(x: Any) -> list[Any]:
+    return list(x) if isinstance(x, list) else [x]
 
 
 def mean_gap(r: dict[str, Any]) -> float:

@@ -165,6 +165,8 @@ def trained_fidelity(ctx: Ctx, study_yaml: Path) -> dict[str, Any] | None:
     some with every block merging, each trained standalone for the supernet's epochs and scored
     where it trained); the inherited accuracies are computed here. None when no job finished.
     """
+    from bench_train import where
+
     from jointopt.space import JointConfig
     from jointopt.train import accuracy
 
@@ -174,8 +176,6 @@ def trained_fidelity(ctx: Ctx, study_yaml: Path) -> dict[str, Any] | None:
     if not jobs:
         return None
     net = ctx.ensure_supernet(study_yaml)
-    machine = json.loads((folder / "machine.json").read_text()) \
-        if (folder / "machine.json").is_file() else {}
     planned = [j for j in json.loads((folder / "plan.json").read_text())
                if j["name"].startswith("fid-")] if (folder / "plan.json").is_file() else []
     rows = []
@@ -193,13 +193,15 @@ def trained_fidelity(ctx: Ctx, study_yaml: Path) -> dict[str, Any] | None:
             "inherited_val": accuracy(sub, *study.data().val),
             "inherited_test": float(test_correct(study, sub).mean()),
             "standalone_val": out["val_accuracy"], "standalone_test": out["test_accuracy"],
-            "train_seconds": out["train_seconds"], "epochs": out["epochs"]})
+            "train_seconds": out["train_seconds"], "epochs": out["epochs"],
+            "trained_on": where(job.get("machine"))})
     ctx.commands.append(f"python benchmarks/bench_train.py {rel_path(study_yaml)} "
                         f"(fidelity jobs; standalone accuracies from runs/bench-train/"
                         f"{study.name}/fid-*.json)")
     epochs = sorted({r["epochs"] for r in rows})
     res = {"dataset": study.name, "epochs": epochs[0] if len(epochs) == 1 else epochs,
            "supernet_epochs": study.train.epochs, "configs": rows,
-           "planned_configs": len(planned), "standalone_trained_on": machine.get("gpu")
-           or f"{machine.get('cpus')} cpus", "standalone_scored": "where trained"}
+           "planned_configs": len(planned),
+           "standalone_trained_on": sorted({r["trained_on"] for r in rows}),
+           "standalone_scored": "where trained"}
     return _taus(res)
