@@ -341,8 +341,10 @@ def where(machine: dict[str, Any] | None) -> str:
     m = machine or {}
     if not m:
         return "unknown"
-    return f"{m['gpu']} ({m.get('cpus')} CPU cores, {m.get('jobs')} jobs at once)" \
-        if m.get("gpu") else f"{m.get('cpus')} CPU cores ({m.get('jobs')} jobs at once)"
+    n = m.get("jobs")
+    jobs = f"{n} job{'' if n == 1 else 's'} at once"
+    return f"{m['gpu']} ({m.get('cpus')} CPU cores, {jobs})" if m.get("gpu") \
+        else f"{m.get('cpus')} CPU cores ({jobs})"
 
 
 def _job(study: Any, name: str) -> dict[str, Any] | None:

@@ -205,6 +205,7 @@ def _teacher_study(lines: list[str], r: dict) -> None:
               f"{r['commit']}, {r['machine']}). The teacher {t['model']} ({t['params']:,} "
               f"parameters, {t['epochs']} epochs, same recipe) scores {t['val_accuracy']:.4f} "
               f"val and {t['test_accuracy']:.4f} test.", "",
+              *([r["note"], ""] if r.get("note") else []),
               "| arm | epochs | subnet | val acc | test acc | test balanced | params | MACs |",
               "|---|---|---|---|---|---|---|---|"]
     for arm, rows in r["arms"].items():

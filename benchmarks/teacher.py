@@ -97,6 +97,9 @@ def main() -> None:
     ap.add_argument("--teacher", default="timm:resnet10t")
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--arms", default=",".join(ARMS))
+    ap.add_argument("--note", default="",
+                    help="a remark kept in the record and shown in RESULTS.md (e.g. where the "
+                         "arms trained)")
     ap.add_argument("--score-only", action="store_true",
                     help="score the arms as they stand (e.g. unpacked from `make bench-train`), "
                          "training none; each arm records the epochs it reached")
@@ -132,7 +135,8 @@ def main() -> None:
            "study": _rel(src), "teacher": {k: teacher.get(k) for k in
                                            ("model", "epochs", "params", "val_accuracy",
                                             "test_accuracy", "test_balanced_accuracy")},
-           "arms": arms, "progress": progress, "commands": commands, "seconds": time.time() - t0,
+           "arms": arms, "progress": progress, "note": args.note, "commands": commands,
+           "seconds": time.time() - t0,
            "machine": f"{os.cpu_count()} cores", "loadavg": list(os.getloadavg())}
     out = ROOT / "benchmarks" / "results" / "teacher.jsonl"
     with out.open("a") as fh:

@@ -156,7 +156,8 @@ def _fidelity_dataset(ds: str, recs: list[dict[str, Any]], figdir: Path) -> list
                 f"{' and '.join(_as_list(r['standalone_trained_on']))} and scored there in "
                 f"fp32 (train s: that machine's); "
                 f"{len(r['configs'])} of the {r.get('planned_configs', '?')} planned configs "
-                "finished within that run's deadline. Inherited accuracies are computed here. "
+                "were trained (the rest were stopped by a run's deadline). Inherited "
+                "accuracies are computed here. "
                 "All configs are fp32 (the bit-width axis is not covered: a standalone integer "
                 "model would need quantization-aware training).", ""]
     else:
