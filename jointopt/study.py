@@ -325,13 +325,9 @@ class Study:
             from jointopt.data.synth import CLASSES
 
             return len(CLASSES)
-        def subdirs(folder: Path) -> set[str]:
-            return {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
+        from jointopt.data.folder import class_names
 
         try:
-            names = subdirs(self.data_root)
-            if {"train", "test"} <= names:  # an official split: the classes are train/'s
-                names = subdirs(self.data_root / "train")
-            return len(names)
-        except OSError:
+            return len(class_names(self.data_root))
+        except UserError:
             return None  # the data loader names the problem

@@ -35,7 +35,7 @@ from jointopt.data.splits import (
 from jointopt.errors import UserError
 
 __all__ = ["DatasetSplits", "IMAGE_EXTENSIONS", "AUTO_GROUP_PATTERN", "load_image_folder",
-           "file_groups", "class_files"]
+           "file_groups", "class_files", "class_names", "is_official_split"]
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +195,20 @@ def _entries(root: Path, source: str | None) -> tuple[list[Path], list[Path]]:
     return [p for p in entries if p.is_dir()], [p for p in entries if p.is_file()]
 
 
+def is_official_split(names: set[str]) -> bool:
+    """Whether a dataset root whose sub-folders are ``names`` holds an official split."""
+    return {"train", "test"} <= names
+
+
+def class_names(root: Path) -> list[str]:
+    """A folder dataset's class names without reading an image: the sub-folders of
+    ``root/train`` with an official split, else of ``root``."""
+    dirs, _ = _entries(root, None)
+    if is_official_split({p.name for p in dirs}):
+        dirs, _ = _entries(root / "train", None)
+    return [p.name for p in dirs]
+
+
 def class_files(
     root: Path, source: str | None, need: int, classes: Sequence[str] | None = None
 ) -> tuple[list[str], list[Path], list[int], int]:
@@ -342,7 +356,7 @@ def load_image_folder(
         raise _fail(source, f"dataset {what}: {str(root)!r}")
     dirs, _ = _entries(root, source)
     names = {p.name for p in dirs}
-    if {"train", "test"} <= names:
+    if is_official_split(names):
         if not names <= {"train", "val", "test"}:
             extra = sorted(names - {"train", "val", "test"})
             raise _fail(source, f"{str(root)!r} holds train/ and test/ (an official split) "
