@@ -116,7 +116,6 @@ def run_sharing(ctx: Ctx) -> dict[str, Any]:
 def run_fidelity(ctx: Ctx) -> dict[str, Any]:
     """Section 5 on WM-811K: standalone models trained here, for ``fidelity_epochs``."""
     from jointopt.baselines import train_fixed
-    from jointopt.train import accuracy
 
     study = ctx.study(ctx.wm_yaml)
     net = ctx.ensure_supernet(ctx.wm_yaml)
@@ -125,9 +124,7 @@ def run_fidelity(ctx: Ctx) -> dict[str, Any]:
                           in_chans=net.in_chans, num_classes=net.num_classes)
     rows = []
     for i, cfg in enumerate(cfgs):
-        sub = net.extract(cfg).eval()
-        sub.prop_attn = study.evaluation.proportional_attention
-        c_inh = test_correct(study, sub)
+        row = _inherited(study, net, cfg)
         name = "subnet:" + json.dumps(cfg.to_dict())
         log(f"section 5: config {i + 1}/{len(cfgs)} {cfg.key()}: standalone {epochs} epochs")
         out = train_fixed(study, name, epochs=epochs, progress=False)
@@ -136,16 +133,24 @@ def run_fidelity(ctx: Ctx) -> dict[str, Any]:
         ctx.commands.append(f"jointopt train-fixed {rel_path(ctx.wm_yaml)} --model '{name}' "
                             f"--epochs {epochs} --seed 0")
         rows.append({
-            "config": cfg.to_dict(), "config_key": cfg.key(),
-            "macs": float_macs(cfg, net.shape, in_chans=net.in_chans,
-                               num_classes=net.num_classes),
-            "inherited_val": accuracy(sub, *study.data().val),
-            "inherited_test": float(c_inh.mean()),
-            "standalone_val": out["val_accuracy"], "standalone_test": float(c_std.mean()),
+            **row, "standalone_val": out["val_accuracy"], "standalone_test": float(c_std.mean()),
             "train_seconds": out["train_seconds"]})
     res: dict[str, Any] = {"dataset": "wm811k", "epochs": epochs,
                            "supernet_epochs": study.train.epochs, "configs": rows}
     return _taus(res)
+
+
+def _inherited(study: Any, net: Any, cfg: Any) -> dict[str, Any]:
+    """A config's inherited-weight accuracies (fp32 subnet of the supernet) and MACs."""
+    from jointopt.train import accuracy
+
+    sub = net.extract(cfg).eval()
+    sub.prop_attn = study.evaluation.proportional_attention
+    return {"config": cfg.to_dict(), "config_key": cfg.key(),
+            "macs": float_macs(cfg, net.shape, in_chans=net.in_chans,
+                               num_classes=net.num_classes),
+            "inherited_val": accuracy(sub, *study.data().val),
+            "inherited_test": float(test_correct(study, sub).mean())}
 
 
 def _taus(res: dict[str, Any]) -> dict[str, Any]:
@@ -165,10 +170,9 @@ def trained_fidelity(ctx: Ctx, study_yaml: Path) -> dict[str, Any] | None:
     some with every block merging, each trained standalone for the supernet's epochs and scored
     where it trained); the inherited accuracies are computed here. None when no job finished.
     """
-    from bench_train import where
+    from bench_train import train_key, where
 
     from jointopt.space import JointConfig
-    from jointopt.train import accuracy
 
     study = ctx.study(study_yaml)
     folder = Path(__file__).resolve().parents[2] / "runs" / "bench-train" / study.name
@@ -178,23 +182,23 @@ def trained_fidelity(ctx: Ctx, study_yaml: Path) -> dict[str, Any] | None:
     net = ctx.ensure_supernet(study_yaml)
     planned = [j for j in json.loads((folder / "plan.json").read_text())
                if j["name"].startswith("fid-")] if (folder / "plan.json").is_file() else []
-    rows = []
+    key, rows = train_key(study), []
     for path in jobs:
         job = json.loads(path.read_text())
         out = json.loads(job["stdout"])
+        if job.get("key") != key:  # trained by other code, recipe or space
+            log(f"section 5 ({study.name}): {job['name']} left out: trained under key "
+                f"{job.get('key')}, not {key} (run make bench-train)")
+            continue
         cfg = study.space.validate(JointConfig.from_dict(job["config"]))
-        sub = net.extract(cfg).eval()
-        sub.prop_attn = study.evaluation.proportional_attention
         log(f"section 5 ({study.name}): {job['name']} {cfg.key()}: inherited accuracy")
         rows.append({
-            "job": job["name"], "config": cfg.to_dict(), "config_key": cfg.key(),
-            "macs": float_macs(cfg, net.shape, in_chans=net.in_chans,
-                               num_classes=net.num_classes),
-            "inherited_val": accuracy(sub, *study.data().val),
-            "inherited_test": float(test_correct(study, sub).mean()),
+            "job": job["name"], **_inherited(study, net, cfg),
             "standalone_val": out["val_accuracy"], "standalone_test": out["test_accuracy"],
             "train_seconds": out["train_seconds"], "epochs": out["epochs"],
             "trained_on": where(job.get("machine"))})
+    if not rows:
+        return None
     ctx.commands.append(f"python benchmarks/bench_train.py {rel_path(study_yaml)} "
                         f"(fidelity jobs; standalone accuracies from runs/bench-train/"
                         f"{study.name}/fid-*.json)")
