@@ -443,6 +443,11 @@ def test_bench_train_reuses_a_job_only_under_the_same_key(tmp_path: Path) -> Non
     other = write_tiny_study(tmp_path, train={"epochs": 3, "batch_size": 16,
                                               "warmup_epochs": 1, "bf16": False})
     assert train_key(Study.from_yaml(other)) != key
+    # other training images (the train split's fingerprint) give another key
+    (tmp_path / "fewer").mkdir()
+    fewer = write_tiny_study(tmp_path / "fewer", dataset={"kind": "synthetic", "image_size": 32,
+                                                          "channels": 1, "per_class": 10})
+    assert train_key(Study.from_yaml(fewer)) != key
     # where it trains is not part of the key
     cuda = write_tiny_study(tmp_path, train={"epochs": 2, "batch_size": 16,
                                              "warmup_epochs": 1, "bf16": False,
