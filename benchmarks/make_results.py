@@ -188,12 +188,15 @@ def _teacher(lines: list[str]) -> None:
     if not recs:
         return
     latest = {r["study"]: r for r in recs}
-    lines += ["## Closing the ViT-CNN gap: CNN teacher and conv stem (real data)", ""]
+    lines += ["## Closing the ViT-CNN gap: CNN teacher, conv stem, augmentation, schedule "
+              "(real data)", ""]
     for r in latest.values():
         _teacher_study(lines, r)
     lines += ["base: the study's recipe (sandwich rule, in-place distillation); soft / hard: "
               "every sandwich subnet also learns from the teacher's soft or hard targets; "
-              "conv: convolutional stem instead of patchify. Commands are in the raw records "
+              "conv: convolutional stem instead of patchify; aug: random resized crops (80-100% "
+              "of the area) with mixup or cutmix on every batch; long: twice the epochs. "
+              "Commands are in the raw records "
               "(benchmarks/results/teacher.jsonl).", ""]
 
 

@@ -5,7 +5,12 @@ Arms, each a copy of STUDY (default studies/wm811k.yaml) with only these changes
 * ``base``: the study as is (sandwich rule, in-place distillation from the largest subnet);
 * ``soft`` / ``hard``: ``train.teacher`` = the CNN trained by ``jointopt train-fixed`` (default
   ``timm:resnet10t``), soft or hard targets (DeiT, arXiv 2012.12877);
-* ``conv``: the search space's ``supernet.stem: conv`` (Xiao et al., NeurIPS 2021).
+* ``conv``: the search space's ``supernet.stem: conv`` (Xiao et al., NeurIPS 2021);
+* ``aug``: stronger augmentation that keeps a centred defect: random resized crops of 80-100%
+  of the area (:data:`AUG`), with mixup (Zhang et al., ICLR 2018) or cutmix (Yun et al., ICCV
+  2019) on every batch, at the alphas DeiT trains with (arXiv 2012.12877, Table 9: 0.8, 1.0);
+* ``long``: twice the study's epochs (the warm-up and the in-place distillation start scaled
+  with them).
 
 Every arm runs ``jointopt train`` (resumable: a finished supernet is reused) and then
 ``jointopt summary --test --json``; the teacher runs ``jointopt train-fixed`` once. One record,
@@ -30,7 +35,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-ARMS = ("base", "soft", "hard", "conv")
+ARMS = ("base", "soft", "hard", "conv", "aug", "long")
+#: The ``aug`` arm's train settings (README, "train" block).
+AUG = {"rrc_scale": [0.8, 1.0], "mixup": 0.8, "cutmix": 1.0}
 
 
 def _run(argv: list[str], commands: list[str]) -> str:
@@ -61,6 +68,13 @@ def arm_yaml(src: Path, run_dir: Path, arm: str, teacher: Path | None, epochs: i
     train = data.setdefault("train", {})
     if epochs:
         train["epochs"] = epochs
+    if arm == "aug":
+        train.update(AUG)
+    if arm == "long":
+        base_epochs = int(train.get("epochs", 0)) or _default("epochs")
+        train["epochs"] = 2 * base_epochs
+        for key in ("warmup_epochs", "distill_start"):
+            train[key] = 2 * int(train.get(key, _default(key)))
     if arm in ("soft", "hard"):
         assert teacher is not None
         train.update(teacher=str(teacher), teacher_mode=arm)
@@ -73,6 +87,13 @@ def arm_yaml(src: Path, run_dir: Path, arm: str, teacher: Path | None, epochs: i
     path = run_dir / f"{arm}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def _default(key: str) -> int:
+    """A train setting's default (what a study that leaves it out trains with)."""
+    from jointopt.study import TrainSpec
+
+    return int(getattr(TrainSpec(), key))
 
 
 def _progress(folder: Path) -> dict[str, Any]:

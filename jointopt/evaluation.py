@@ -37,7 +37,8 @@ from jointopt.study import Study
 from jointopt.supernet import ViTSupernet
 from jointopt.train import normalize, predict
 
-__all__ = ["Metrics", "evaluate", "build_deployable", "config_plan", "METRIC_KEYS"]
+__all__ = ["Metrics", "evaluate", "build_deployable", "quantize_subnet", "config_plan",
+           "METRIC_KEYS"]
 
 log = logging.getLogger(__name__)
 _EXTRACT_LOCK = threading.Lock()
@@ -106,14 +107,23 @@ def config_plan(study: Study, cfg: JointConfig) -> PrecisionPlan:
 def build_deployable(study: Study, cfg: JointConfig, net: ViTSupernet
                      ) -> tuple[nn.Module, nn.Module | None]:
     """(extracted float subnet, calibrated Brevitas copy for integer weights, else None)."""
-    from jointopt import quant
-
     float_cfg = dataclasses.replace(cfg, w_bits=32, a_bits=32)
     with _EXTRACT_LOCK:  # extract() switches the shared supernet's active path for a moment
         sub = net.extract(float_cfg).eval()
     sub.prop_attn = study.evaluation.proportional_attention
+    return sub, quantize_subnet(study, cfg, sub)
+
+
+def quantize_subnet(study: Study, cfg: JointConfig, sub: nn.Module) -> nn.Module | None:
+    """The calibrated Brevitas copy of float subnet ``sub`` at ``cfg``'s integer weights
+    (post-training quantization on the study's calibration batches), else None.
+
+    ``sub`` is an extracted subnet: inherited weights here, or a standalone model of the same
+    architecture (benchmark section 5 quantizes those the same way)."""
+    from jointopt import quant
+
     if cfg.w_bits >= 16:
-        return sub, None
+        return None
     io = study.evaluation.io_bits
     qmodel = quant.quantize_module(sub, w_bits=cfg.w_bits, a_bits=cfg.a_bits,
                                    io_bits=max(io, cfg.w_bits),
@@ -123,7 +133,7 @@ def build_deployable(study: Study, cfg: JointConfig, net: ViTSupernet
     batches = [normalize(images[i * bs:(i + 1) * bs])
                for i in range(min(study.evaluation.calib_batches, max(1, len(images) // bs)))]
     quant.calibrate(qmodel, batches)
-    return sub, qmodel.eval()
+    return qmodel.eval()
 
 
 def evaluate(study: Study, cfg: JointConfig, *, supernet: ViTSupernet | None = None,

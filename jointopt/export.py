@@ -24,7 +24,7 @@ from torch import nn
 from jointopt.controllers.objective import objectives_of, study_records
 from jointopt.deploy import accuracy_model, check_deployment, export_onnx
 from jointopt.errors import UserError
-from jointopt.evaluation import build_deployable, config_plan
+from jointopt.evaluation import build_deployable, config_plan, quantize_subnet
 from jointopt.metrics import balanced_accuracy, per_class_recall
 from jointopt.modelcard import card_facts, write_card
 from jointopt.pareto import front_table, pareto_front
@@ -34,7 +34,7 @@ from jointopt.space import JointConfig
 from jointopt.study import Study
 from jointopt.train import normalize
 
-__all__ = ["study_records", "export_study", "deployed_model", "deploy_member",
+__all__ = ["study_records", "export_study", "deployed_model", "as_deployed", "deploy_member",
            "runtime_predictions", "batched_top1", "torch_predictions", "DeployedMember"]
 
 
@@ -43,6 +43,13 @@ def deployed_model(study: Study, cfg: JointConfig, net: Any) -> nn.Module:
     with)."""
     sub, q = build_deployable(study, cfg, net)
     return accuracy_model(config_plan(study, cfg), sub, q)
+
+
+def as_deployed(study: Study, cfg: JointConfig, sub: nn.Module) -> nn.Module:
+    """What :func:`deployed_model` gives, from a float model ``sub`` of ``cfg``'s architecture
+    (e.g. one trained standalone by ``jointopt train-fixed``): the same precision plan and the
+    same post-training quantization and calibration."""
+    return accuracy_model(config_plan(study, cfg), sub, quantize_subnet(study, cfg, sub))
 
 
 @dataclasses.dataclass

@@ -103,3 +103,33 @@ def test_int8_agrees_with_float_and_error_grows_as_bits_fall(trained_tiny: Path)
         assert w32[1] is None and torch.equal(w32[0](x), ref)
     assert errs == sorted(errs), errs
     assert np.all(np.diff(errs) > 0)
+
+
+@pytest.mark.parametrize("precision", ["w8a8", "w4a16", "w16a16"])
+def test_as_deployed_quantizes_a_float_model_as_the_search_does(trained_tiny: Path,
+                                                                 precision: str) -> None:
+    """Section 5 ranks standalone models at integer precisions: a float model of a config's
+    architecture goes through the same plan, quantization and calibration as inherited weights,
+    so the same weights give the same logits, and other weights give other logits."""
+    import copy
+
+    from jointopt.export import as_deployed, deployed_model
+    from jointopt.space import JointConfig
+    from jointopt.train import normalize
+
+    study = Study.from_yaml(trained_tiny)
+    net = study.load_supernet()
+    cfg = study.space.validate(JointConfig.from_dict({
+        "depth": 2, "embed_dim": study.space.choices["embed_dim"][0], "num_heads": 1,
+        "mlp_ratio": study.space.choices["mlp_ratio"][0], "tome_r": 0,
+        "precision": precision}))
+    x = normalize(study.data().val[0][:16])
+    float_cfg = dataclasses.replace(cfg, w_bits=32, a_bits=32)
+    with torch.no_grad():
+        ref = deployed_model(study, cfg, net)(x)
+        same = as_deployed(study, cfg, net.extract(float_cfg).eval())(x)
+        torch.testing.assert_close(same, ref)
+        other = copy.deepcopy(net.extract(float_cfg).eval())
+        for p in other.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        assert not torch.allclose(as_deployed(study, cfg, other)(x), ref, atol=1e-3)

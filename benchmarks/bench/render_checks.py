@@ -136,6 +136,16 @@ def _fidelity_dataset(ds: str, recs: list[dict[str, Any]], figdir: Path) -> list
         out.append(f"| `{c['config_key']}` | {int(c['macs']):,} | {f(c['inherited_val'])} | "
                    f"{f(c['inherited_test'])} | {f(c['standalone_val'])} | "
                    f"{f(c['standalone_test'])} | {f(c['train_seconds'], '.0f')} |")
+    if r.get("fp32_only"):
+        q = r["fp32_only"]
+        n_q = len(r["configs"]) - q["configs"]
+        out += ["", f"The {n_q} rows at {' and '.join(r.get('fid_precisions', []))} are "
+                f"fidelity configs whose standalone weights are on this machine, quantized "
+                f"after training exactly as the search quantizes a subnet's inherited weights "
+                f"(same precision plan, post-training quantization and calibration batches), "
+                f"so only the weights differ. Over the {q['configs']} fp32 rows alone: Kendall "
+                f"tau {f(q['kendall_tau_test'], '.2f')} (p {f(q['p_test'], '.3f')}) on test, "
+                f"{f(q['kendall_tau_val'], '.2f')} (p {f(q['p_val'], '.3f')}) on val."]
     fig = figdir / ("fig_fidelity.png" if ds == "wm811k" else f"fig_fidelity_{ds}.png")
     plt = _plt()
     fg, ax = plt.subplots(figsize=(4.8, 4.2))
@@ -155,17 +165,26 @@ def _fidelity_dataset(ds: str, recs: list[dict[str, Any]], figdir: Path) -> list
                 f"trained for the supernet's {r['supernet_epochs']} epochs on "
                 f"{' and '.join(_as_list(r['standalone_trained_on']))} and scored there in "
                 f"fp32 (train s: that machine's); "
-                f"{len(r['configs'])} of the {r.get('planned_configs', '?')} planned configs "
-                "were trained (the rest were stopped by a run's deadline). Inherited "
-                "accuracies are computed here. "
-                "All configs are fp32 (the bit-width axis is not covered: a standalone integer "
-                "model would need quantization-aware training).", ""]
+                + _trained_of_planned(r) + " Inherited accuracies are computed here. "
+                + ("Precision rows: see above." if r.get("fp32_only") else
+                   "All configs are fp32 (the bit-width axis is not covered: a standalone "
+                   "integer model would need quantization-aware training)."), ""]
     else:
         out += ["With n configs tau moves in steps of 4/(n(n-1)) and p < 0.05 needs "
                 "near-perfect agreement; short standalone training ranks early learning speed "
                 "as much as final accuracy; all configs are fp32 with r = 0 (bit-width and "
                 "token axes not covered).", ""]
     return out
+
+
+def _trained_of_planned(r: dict[str, Any]) -> str:
+    """How many of the planned fidelity configs a record holds (fp32 rows: one per job)."""
+    trained = r["fp32_only"]["configs"] if r.get("fp32_only") else len(r["configs"])
+    planned = r.get("planned_configs")
+    if planned is None or trained >= planned:
+        return f"all {trained} planned configs were trained."
+    return (f"{trained} of the {planned} planned configs were trained (the rest were stopped "
+            "by a run's deadline).")
 
 
 def _as_list(x: Any) -> list[Any]:

@@ -192,11 +192,12 @@ def trained_fidelity(ctx: Ctx, study_yaml: Path) -> dict[str, Any] | None:
             continue
         cfg = study.space.validate(JointConfig.from_dict(job["config"]))
         log(f"section 5 ({study.name}): {job['name']} {cfg.key()}: inherited accuracy")
-        rows.append({
-            "job": job["name"], **_inherited(study, net, cfg),
-            "standalone_val": out["val_accuracy"], "standalone_test": out["test_accuracy"],
-            "train_seconds": out["train_seconds"], "epochs": out["epochs"],
-            "trained_on": where(job.get("machine"))})
+        row = {"job": job["name"], "precision": "w32a32", **_inherited(study, net, cfg),
+               "standalone_val": out["val_accuracy"], "standalone_test": out["test_accuracy"],
+               "train_seconds": out["train_seconds"], "epochs": out["epochs"],
+               "trained_on": where(job.get("machine"))}
+        rows.append(row)
+        rows += _precision_rows(study, net, job, cfg, row)
     if not rows:
         return None
     ctx.commands.append(f"python benchmarks/bench_train.py {rel_path(study_yaml)} "
@@ -207,5 +208,54 @@ def trained_fidelity(ctx: Ctx, study_yaml: Path) -> dict[str, Any] | None:
            "supernet_epochs": study.train.epochs, "configs": rows,
            "planned_configs": len(planned),
            "standalone_trained_on": sorted({r["trained_on"] for r in rows}),
-           "standalone_scored": "where trained"}
-    return _taus(res)
+           "standalone_scored": "fp32 where trained; other precisions here, quantized after "
+                                "training as the search quantizes inherited weights",
+           "fid_precisions": [f"w{w}a{a}" for w, a in FID_PRECISIONS]}
+    res = _taus(res)
+    fp32 = _taus({"configs": [r for r in rows if r["precision"] == "w32a32"]})
+    res["fp32_only"] = {k: v for k, v in fp32.items() if k != "configs"}
+    res["fp32_only"]["configs"] = len(fp32["configs"])
+    return res
+
+
+#: Precisions at which section 5 also ranks each fidelity config whose standalone weights are
+#: on this machine. The standalone fp32 model is quantized after training exactly as the search
+#: quantizes a subnet's inherited weights (same precision plan, post-training quantization and
+#: calibration batches: ``jointopt.export.as_deployed``), so both sides deploy the same graph
+#: and only the weights differ. w8a8 is the integer path; w4a16 is the most aggressive weights.
+FID_PRECISIONS = ((8, 8), (4, 16))
+
+
+def _precision_rows(study: Any, net: Any, job: dict[str, Any], cfg: Any,
+                    fp32: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of ``job``'s config at :data:`FID_PRECISIONS` (none without its weights here,
+    e.g. a job trained elsewhere whose weights were not packed)."""
+    from jointopt.baselines import fixed_weights_path, load_fixed_model
+    from jointopt.errors import UserError
+    from jointopt.export import as_deployed
+    from jointopt.train import accuracy
+
+    name = job["argv"][job["argv"].index("--model") + 1]
+    if not fixed_weights_path(study, name).is_file():
+        log(f"section 5 ({study.name}): {job['name']}: no standalone weights here "
+            f"({fixed_weights_path(study, name).name}); its precision rows are left out")
+        return []
+    standalone = load_fixed_model(study, name, key=f"section 5 {job['name']}")
+    inherited = net.extract(cfg).eval()
+    inherited.prop_attn = standalone.prop_attn = study.evaluation.proportional_attention
+    val = study.data().val
+    rows = []
+    for w, a in FID_PRECISIONS:
+        try:
+            qcfg = study.space.validate(dataclasses.replace(cfg, w_bits=w, a_bits=a))
+        except UserError:  # a precision this space does not offer
+            continue
+        log(f"section 5 ({study.name}): {job['name']} {qcfg.key()}: both quantized")
+        row = {**fp32, "precision": qcfg.precision, "config": qcfg.to_dict(),
+               "config_key": qcfg.key()}
+        for side, model in (("inherited", inherited), ("standalone", standalone)):
+            deployed = as_deployed(study, qcfg, model)
+            row[f"{side}_val"] = accuracy(deployed, *val)
+            row[f"{side}_test"] = float(test_correct(study, deployed).mean())
+        rows.append(row)
+    return rows
