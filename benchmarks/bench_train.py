@@ -212,17 +212,28 @@ def _weight_files(study: Any) -> list[Path]:
     for arm in ("soft", "hard"):
         d = teacher_dir(study) / arm
         out += [d / "supernet.safetensors", d / "supernet.safetensors.json", d / "train_state.pt"]
-    # The references come back; the fidelity configs' weights do not (their accuracies, scored
-    # where they trained, are in their job results), which keeps the transfer small.
+    # The references come back, and so do the fidelity configs' weights: their fp32 accuracies
+    # were scored where they trained (job results), and section 5 quantizes them here to rank
+    # the configs at integer precisions too (a few MiB each in float16).
     from jointopt.baselines import fixed_weights_path
 
     out += [fixed_weights_path(study, CNN), fixed_weights_path(study, _deit(study))]
+    for j in jobs_plan(study):
+        if j["name"].startswith("fid-"):
+            out.append(fixed_weights_path(study, j["argv"][j["argv"].index("--model") + 1]))
     return [p for p in out if p.is_file()]
 
 
+def jobs_plan(study: Any) -> list[dict[str, Any]]:
+    """The jobs of the study's last run (plan.json), or none."""
+    path = ROOT / "runs" / "bench-train" / study.name / "plan.json"
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
 def pack(study: Any, run_dir: Path, dst: Path) -> None:
-    """Every trained file, weights as float16 and train states without the optimizer's
-    moments (a finished run needs none), in tar parts of at most 15 MiB."""
+    """Every trained file, weights as float16 and the train states of finished supernets
+    without the optimizer's moments (they need none; an unfinished one keeps them, so that it
+    resumes as one run would have), in tar parts of at most 15 MiB."""
     import io
     import tarfile
 
@@ -248,7 +259,8 @@ def pack(study: Any, run_dir: Path, dst: Path) -> None:
                 add(rel, save(tensors, metadata={**meta, "jointopt.packed": "float16"}))
             elif p.name == "train_state.pt":
                 state = torch.load(p, weights_only=True, map_location="cpu")
-                state["optimizer"]["state"] = {}
+                if int(state["epoch"]) >= study.train.epochs:  # finished: no more steps
+                    state["optimizer"]["state"] = {}
                 b = io.BytesIO()
                 torch.save(state, b)
                 add(rel, b.getvalue())
