@@ -25,6 +25,9 @@ from jointopt.precision import PrecisionPlan
 __all__ = ["accuracy_model", "export_onnx", "check_deployment", "deployed_bytes",
            "TORCH_DTYPES"]
 
+#: The parts whose executed dtype is checked: everything that multiplies (a conv stem's
+#: convolutions, linear layers, attention matmuls).
+CHECKED_KINDS = ("conv", "linear", "matmul")
 TORCH_DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
 
 
@@ -94,15 +97,15 @@ def check_deployment(plan: PrecisionPlan, executed: dict[str, tuple[str, str | N
                      runtime_name: str, weight_storage: tuple[str, ...]) -> dict[str, Any]:
     """Compare what ran with the plan. Returns ``{"ok": bool, "problems": [...], ...}``.
 
-    Each linear and attention-matmul part must appear in the executed graph with the plan's
-    compute dtype; a linear's weight operand must be the plan's stored dtype where the runtime
-    decompresses weights inside its kernel, else the compute dtype (float weights are converted
-    at load); ``model_bytes`` must be within 5% of the deployed weight files; and the runtime
-    name must be the one that produced the files.
+    Each convolution, linear and attention-matmul part must appear in the executed graph with
+    the plan's compute dtype; a linear's weight operand must be the plan's stored dtype where
+    the runtime decompresses weights inside its kernel, else the compute dtype (float weights,
+    a conv stem's included, are converted at load); ``model_bytes`` must be within 5% of the
+    deployed weight files; and the runtime name must be the one that produced the files.
     """
     problems = []
     for p in plan.parts:
-        if p.kind not in ("linear", "matmul"):
+        if p.kind not in CHECKED_KINDS:
             continue
         got = executed.get(p.name)
         if got is None:
@@ -111,7 +114,7 @@ def check_deployment(plan: PrecisionPlan, executed: dict[str, tuple[str, str | N
         compute, weight = got
         if compute != p.compute:
             problems.append(f"{p.name}: runs in {compute}, plan says {p.compute}")
-        if p.kind == "linear" and weight is not None:
+        if p.kind in ("linear", "conv") and weight is not None:
             if (p.weight_only and p.weight in weight_storage) or p.compute == "i8":
                 want = {p.weight}
             else:  # float weights: converted at load, or in the kernel (f32 operand)
@@ -125,4 +128,4 @@ def check_deployment(plan: PrecisionPlan, executed: dict[str, tuple[str, str | N
     if not runtime_label.startswith(runtime_name + "-"):
         problems.append(f"latency_runtime {runtime_label!r} is not {runtime_name}")
     return {"ok": not problems, "problems": problems, "model_bytes_ratio": ratio,
-            "parts_checked": sum(1 for p in plan.parts if p.kind in ("linear", "matmul"))}
+            "parts_checked": sum(1 for p in plan.parts if p.kind in CHECKED_KINDS)}

@@ -26,7 +26,6 @@ from jointopt.cost import get_cost_model
 from jointopt.cost.registry import EvalContext
 from jointopt.cost.size import size_costs
 from jointopt.deploy import accuracy_model
-from jointopt.errors import UserError
 from jointopt.metrics import balanced_accuracy, per_class_recall
 from jointopt.pareto import METRIC_KEYS
 from jointopt.precision import PrecisionPlan, plan_for
@@ -94,14 +93,10 @@ def per_class_subset(labels: torch.Tensor, per_class: int, *, seed: int) -> torc
 
 def config_plan(study: Study, cfg: JointConfig) -> PrecisionPlan:
     """The precision plan of ``cfg`` on the study's runtime (``evaluate.runtime``)."""
-    if study.space.supernet.stem != "patch":
-        # The plan, the Brevitas model and every cost know the patch projection only.
-        raise UserError(f"{study.path}: search_space supernet.stem="
-                        f"{study.space.supernet.stem!r}: searching, evaluating and exporting "
-                        "support the patch stem only (a conv stem trains and summarises)")
     caps = get_runtime(study.evaluation.runtime).caps()
     return plan_for(cfg.w_bits, cfg.a_bits, depth=cfg.depth, merges=cfg.merges, caps=caps,
-                    io_bits=study.evaluation.io_bits)
+                    io_bits=study.evaluation.io_bits,
+                    stem_convs=len(study.space.supernet.stem_convs(study.dataset.channels)))
 
 
 def build_deployable(study: Study, cfg: JointConfig, net: ViTSupernet

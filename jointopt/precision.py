@@ -104,10 +104,12 @@ class Part:
     """One part of the network and the dtypes it runs in.
 
     Args:
-        name: ``patch_embed``, ``blocks.{i}.qkv`` / ``attn_qk`` / ``attn_av`` / ``proj`` /
-            ``fc1`` / ``fc2`` / ``merge`` / ``norm1`` / ``norm2`` / ``softmax`` / ``gelu``,
+        name: ``patch_embed.convs.{k}`` (a conv stem), ``patch_embed``, ``blocks.{i}.qkv`` /
+            ``attn_qk`` / ``attn_av`` / ``proj`` / ``fc1`` / ``fc2`` / ``merge`` / ``norm1`` /
+            ``norm2`` / ``softmax`` / ``gelu``,
             ``norm``, ``head``.
-        kind: ``linear`` (activation x stored weight), ``matmul`` (activation x activation),
+        kind: ``linear`` (activation x stored weight), ``conv`` (a conv stem's convolution,
+            float at every precision), ``matmul`` (activation x activation),
             ``merge`` (token merging: similarity, gathers and scatters) or ``elementwise``.
         compute: dtype of the multiply (``f32``, ``bf16``, ``f16``, ``i8``).
         weight: dtype the deployed file stores the weight in (linear parts only).
@@ -218,7 +220,7 @@ def _block_names(i: int, merging: bool) -> list[tuple[str, str]]:
 
 
 def plan_for(w_bits: int, a_bits: int, *, depth: int, merges: tuple[int, ...],
-             caps: RuntimeCaps, io_bits: int = 8) -> PrecisionPlan:
+             caps: RuntimeCaps, io_bits: int = 8, stem_convs: int = 0) -> PrecisionPlan:
     """The precision plan of a config on a runtime.
 
     Args:
@@ -227,6 +229,10 @@ def plan_for(w_bits: int, a_bits: int, *, depth: int, merges: tuple[int, ...],
         caps: what the runtime executes natively.
         io_bits: the patch embedding and the head run at ``max(io_bits, bits)`` (an fp32
             config is float end to end; with the default 8 an int4 config keeps 8-bit ends).
+        stem_convs: the convolutions of a conv stem (``SupernetShape.stem_convs``), parts
+            ``patch_embed.convs.{k}`` before the ``patch_embed`` projection. They run in the
+            plan's float dtype at every precision: Brevitas quantizes linear layers only, and
+            so does the deployed graph.
     """
     why = invalid_reason(w_bits, a_bits)
     if why is not None:
@@ -254,7 +260,10 @@ def plan_for(w_bits: int, a_bits: int, *, depth: int, merges: tuple[int, ...],
     io_a = a_bits if not _is_int(a_bits) else max(io_bits, a_bits)
     if invalid_reason(io_w, io_a) is not None:  # e.g. io_bits=32 with an integer config
         io_w, io_a = (32, 32) if float_dtype == "f32" else (16, 16)
-    parts = [linear("patch_embed", io_w, io_a)]
+    conv_store = "f32" if float_dtype == "f32" else "f16"
+    parts = [Part(f"patch_embed.convs.{k}", "conv", float_dtype, conv_store, None,
+                  DTYPE_BITS[float_dtype]) for k in range(stem_convs)]
+    parts.append(linear("patch_embed", io_w, io_a))
     for i in range(depth):
         for name, kind in _block_names(i, merges[i] > 0 if i < len(merges) else False):
             if kind == "linear":
@@ -262,7 +271,7 @@ def plan_for(w_bits: int, a_bits: int, *, depth: int, merges: tuple[int, ...],
             else:
                 parts.append(Part(name, kind, float_dtype, act_bits=DTYPE_BITS[float_dtype]))
     parts += [Part("norm", "elementwise", float_dtype), linear("head", io_w, io_a)]
-    ref = next(p for p in parts if p.name == "blocks.0.qkv") if depth else parts[0]
+    ref = next(p for p in parts if p.name == ("blocks.0.qkv" if depth else "patch_embed"))
     if ref.compute == "i8" and min(w_bits, a_bits) < 8:
         notes.append(f"nearest to {precision_name(w_bits, a_bits)}: 8-bit kernels")
     elif ref.weight_only and ref.weight == "i8" and w_bits < 8:

@@ -92,8 +92,14 @@ _DT = {"f32": "f32", "bf16": "bf16", "f16": "f16", "i8": "i8", "u8": "i8", "i4":
        "uint8": "i8", "int4": "i4", "uint4": "i4"}
 
 
+_CONV = re.compile(r"^/patch_embed/convs/(?:convs\.)?(\d+)/")
+
+
 def part_of(node_name: str) -> str | None:
-    """The plan part an exported node belongs to: ``/blocks.0/qkv/MatMul`` -> ``blocks.0.qkv``."""
+    """The plan part an exported node belongs to: ``/blocks.0/qkv/MatMul`` -> ``blocks.0.qkv``,
+    ``/patch_embed/convs/convs.1/conv/Conv`` -> ``patch_embed.convs.1`` (a conv stem)."""
+    if c := _CONV.match(node_name):
+        return f"patch_embed.convs.{c.group(1)}"
     m = _PART.match(node_name)
     if m is None:
         return None
@@ -210,13 +216,15 @@ class OpenVinoRuntime:
         for op in compiled.get_runtime_model().get_ordered_ops():
             info = op.get_rt_info()
             layer = info["layerType"].astype(str)
-            if layer not in ("FullyConnected", "MatMul", "Subgraph", "Gemm"):
+            if layer not in ("FullyConnected", "MatMul", "Subgraph", "Gemm", "Convolution"):
                 continue
             ins = [i.get_source_output().get_node().get_rt_info()["outputPrecisions"]
                    .astype(str) for i in op.inputs()]
             names = info["originalLayersNames"].astype(str).split(",")
             parts = [part_of(n) for n in names]
-            if layer == "FullyConnected":
+            if layer == "Convolution":  # a conv stem's (fused with its ReLU)
+                parts = [next((p for p in parts if p is not None and ".convs." in p), None)]
+            elif layer == "FullyConnected":
                 # One linear. Fusions rename the node (a norm's scale folded in, the head named
                 # after the output), so its weight constant's name decides, then its own.
                 found = next((p for n in _weight_names(op) + names
@@ -228,8 +236,8 @@ class OpenVinoRuntime:
                          if p is not None and p.endswith(("attn_qk", "attn_av"))
                          and n.endswith("MatMul")]
             act = _DT.get(ins[0].split(",")[0], ins[0])
-            weight = _DT.get(ins[1].split(",")[0], ins[1]) if layer == "FullyConnected" \
-                and len(ins) > 1 else None
+            weight = _DT.get(ins[1].split(",")[0], ins[1]) \
+                if layer in ("FullyConnected", "Convolution") and len(ins) > 1 else None
             for part in parts:
                 if part is not None:
                     out.setdefault(part, (act, weight))
@@ -331,6 +339,8 @@ class OnnxRuntimeRuntime:
             elif node.op_type == "MatMulNBits":
                 bits = next((a.i for a in node.attribute if a.name == "bits"), 4)
                 out[part] = ("f32", "i4" if bits <= 4 else "i8")
+            elif node.op_type in ("Conv", "FusedConv"):
+                out[part] = ("f32", "f32")
             elif node.op_type in ("MatMul", "Gemm", "FusedMatMul") and part not in out:
                 out[part] = ("f32", "f32" if not part.endswith(("attn_qk", "attn_av"))
                              else None)

@@ -175,6 +175,18 @@ class SupernetShape:
     def mlp_dim(self) -> int:
         return int(round(self.mlp_ratio * self.embed_dim))
 
+    def stem_convs(self, in_chans: int) -> list[tuple[int, int, int]]:
+        """The conv stem's 3x3 stride-2 convolutions as ``(in channels, out channels, output
+        side)`` (none for the patch stem); its 1x1 projection is the ``patch_embed`` linear."""
+        if self.stem != "conv":
+            return []
+        out, size, c = [], self.img_size, in_chans
+        for i in range(self.patch_size.bit_length() - 1):
+            size = (size + 2 - 3) // 2 + 1  # 3x3, stride 2, padding 1
+            out.append((c, self.stem_width * 2**i, size))
+            c = self.stem_width * 2**i
+        return out
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str | Path | None = None,
                   prefix: str = "supernet") -> SupernetShape:

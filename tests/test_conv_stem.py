@@ -103,27 +103,84 @@ def test_stem_settings_checked(tmp_path: Path) -> None:
         _space(stem="conv", stem_width=0)
 
 
-def test_conv_stem_summary_counts_and_search_refuses(trained_tiny: Path, tmp_path: Path) -> None:
-    """A conv-stem study trains and summarises (its own parameter and MAC counts); evaluating a
-    config is refused in one line, since the precision plan and costs know the patch stem only."""
-    from jointopt import Study, evaluate
-    from jointopt.report.summary import subnet_rows
+def _conv_study(trained_tiny: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
+                stem: str = "conv"):
+    """The tiny study with this stem in tmp_path, and an untrained supernet for it."""
+    from jointopt import Study
 
+    tmp_path.mkdir(parents=True, exist_ok=True)
     data = yaml.safe_load((trained_tiny.parent / "space.yaml").read_text())
-    data["supernet"].update(stem="conv", stem_width=4)
+    data["supernet"].update(stem=stem, stem_width=4)
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(data))
     study_data = yaml.safe_load(trained_tiny.read_text())
     study_data.update(output=str(tmp_path / "out"), search_space=str(tmp_path / "space.yaml"))
     study_data["dataset"]["root"] = str(trained_tiny.parent / "images")
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(study_data))
     study = Study.from_yaml(tmp_path / "study.yaml")
+    torch.manual_seed(0)
     net = ViTSupernet(study.space.supernet, in_chans=1, num_classes=len(study.data().classes),
                       space=study.space).eval()
+    return study, net
+
+
+def test_conv_stem_summary_and_size_counts_match_the_modules(trained_tiny: Path,
+                                                             tmp_path: Path) -> None:
+    """A conv-stem subnet's parameter count is its modules' and its MACs add the stem's
+    convolutions (SupernetShape.stem_convs) to the projection the patch stem would have."""
+    from jointopt.cost.size import layer_costs, size_costs
+    from jointopt.evaluation import config_plan
+    from jointopt.report.summary import subnet_rows
+
+    study, net = _conv_study(trained_tiny, tmp_path)
     rows = subnet_rows(study, net)
     for row in rows:
         cfg = JointConfig.from_dict(row["config"])
         assert row["params"] == sum(p.numel() for p in net.extract(cfg).parameters())
-    stem = sum(lc.macs for lc in net.patch_embed.complexity(study.space.max_config.embed_dim))
-    assert rows[0]["macs"] > stem > 0
-    with pytest.raises(UserError, match="stem='conv'"):
-        evaluate(study, study.space.max_config, supernet=net)
+    cfg = study.space.max_config
+    stem = {c.name: c.macs for c in net.patch_embed.complexity(cfg.embed_dim)}
+    plan = config_plan(study, cfg)
+    assert [p.name for p in plan.parts[:4]] == [
+        "patch_embed.convs.0", "patch_embed.convs.1", "patch_embed.convs.2", "patch_embed"]
+    layers = {lc.name: lc.macs for lc in layer_costs(cfg, net.shape, plan, in_chans=1,
+                                                     num_classes=net.num_classes)}
+    for k in range(3):
+        assert layers[f"patch_embed.convs.{k}"] == stem[f"convs.{k}.conv"]
+    assert layers["patch_embed"] == stem["proj"]
+    assert rows[0]["macs"] == size_costs(cfg, net.shape, plan, in_chans=1,
+                                         num_classes=net.num_classes)["macs"]
+
+
+@pytest.mark.parametrize("precision", ["w32a32", "w8a8", "w4a16"])
+def test_conv_stem_evaluates_and_deploys_what_its_plan_says(trained_tiny: Path, tmp_path: Path,
+                                                            precision: str) -> None:
+    """Search, evaluation and export take a conv stem: its convolutions run in float at every
+    precision (the plan says so), the deployed graph runs that plan, and the runtime predicts
+    what the accuracy model predicts."""
+    import dataclasses
+
+    from jointopt import evaluate
+    from jointopt.export import deploy_member, runtime_predictions, torch_predictions
+    from jointopt.precision import parse_precision
+
+    study, net = _conv_study(trained_tiny, tmp_path)
+    w, a = parse_precision(precision)
+    cfg = dataclasses.replace(study.space.max_config, w_bits=w, a_bits=a, tome_r=0)
+    m = evaluate(study, cfg, supernet=net)
+    assert 0.0 <= m.accuracy <= 1.0 and m.macs > 0 and m.latency_ms > 0
+    (tmp_path / "member").mkdir()
+    member = deploy_member(study, cfg, net, tmp_path / "member")
+    # Every part runs what the plan says. model_bytes: a tiny model's few folded constants
+    # (norm scales, the cls token) move its ratio a few percent whatever the stem, so the conv
+    # stem's is held to the patch stem's for the same config.
+    assert not [p for p in member.check["problems"] if "model_bytes" not in p], \
+        member.check["problems"]
+    patch_study, patch_net = _conv_study(trained_tiny, tmp_path / "p", stem="patch")
+    (tmp_path / "patch").mkdir()
+    patch = deploy_member(patch_study, cfg, patch_net, tmp_path / "patch")
+    assert abs(member.check["model_bytes_ratio"] - patch.check["model_bytes_ratio"]) < 0.01
+    convs = [p for p in member.plan.parts if p.kind == "conv"]
+    assert len(convs) == 3 and all(p.compute == member.plan.float_dtype for p in convs)
+    images = study.data().val[0]
+    agree = (runtime_predictions(study, member.plan, member.onnx, images)
+             == torch_predictions(member.model, images)).mean()
+    assert agree >= (0.9 if member.plan.float_dtype != "f32" else 0.97)

@@ -46,7 +46,8 @@ def float_macs(cfg: Any, shape: Any, *, in_chans: int, num_classes: int) -> int:
     from jointopt.runtimes import get_runtime
 
     plan = plan_for(32, 32, depth=cfg.depth, merges=cfg.merges,
-                    caps=get_runtime("onnxruntime").caps())
+                    caps=get_runtime("onnxruntime").caps(),
+                    stem_convs=len(shape.stem_convs(in_chans)))
     return size_costs(cfg, shape, plan, in_chans=in_chans, num_classes=num_classes)["macs"]
 
 

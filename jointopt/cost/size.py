@@ -74,7 +74,19 @@ def layer_costs(cfg: JointConfig, shape: SupernetShape, plan: PrecisionPlan, *,
         return LayerCost(plan.part(name), macs=tokens * fin * fout, weights=fin * fout,
                          out_features=fout, act_in=tokens * fin, act_out=tokens * fout)
 
-    out = [linear("patch_embed", patches, in_chans * p * p, e)]
+    out = []
+    convs = shape.stem_convs(in_chans)
+    for k, (cin, cout, side) in enumerate(convs):  # a conv stem: 3x3 convolutions, then 1x1
+        try:
+            part = plan.part(f"patch_embed.convs.{k}")
+        except KeyError:
+            raise ValueError(f"the precision plan has no part patch_embed.convs.{k}: build it "
+                             f"with plan_for(..., stem_convs={len(convs)})") from None
+        out.append(LayerCost(part, macs=side * side * 9 * cin * cout, weights=9 * cin * cout,
+                             out_features=cout, act_in=4 * side * side * cin,
+                             act_out=side * side * cout))
+    fin = convs[-1][1] if convs else in_chans * p * p
+    out.append(linear("patch_embed", patches, fin, e))
     for i, ((n, _), r, h, m) in enumerate(
         zip(limits, cfg.merges, cfg.heads, cfg.mlp_dims(), strict=True)
     ):
@@ -113,8 +125,14 @@ def count_params(cfg: JointConfig, shape: SupernetShape, *, in_chans: int,
                  num_classes: int) -> tuple[int, int]:
     """(parameters of the extracted subnet, of which Linear weight entries)."""
     e, hd, p = cfg.embed_dim, shape.head_dim, shape.patch_size
-    linear = in_chans * p * p * e + e * num_classes
-    other = e + e + shape.num_tokens * e + 2 * e + num_classes  # biases, cls, pos, final norm
+    convs = shape.stem_convs(in_chans)
+    if convs:  # conv stem: the 3x3 kernels are weights too; BatchNorm's scale and shift are not
+        linear = sum(9 * cin * cout for cin, cout, _ in convs) + convs[-1][1] * e
+        other = sum(2 * cout for _, cout, _ in convs)
+    else:
+        linear, other = in_chans * p * p * e, 0
+    linear += e * num_classes
+    other += e + e + shape.num_tokens * e + 2 * e + num_classes  # biases, cls, pos, final norm
     for h, m in zip(cfg.heads, cfg.mlp_dims(), strict=True):
         width = h * hd
         linear += e * 3 * width + width * e + 2 * e * m
@@ -161,7 +179,7 @@ def size_costs(cfg: JointConfig, shape: SupernetShape, plan: PrecisionPlan, *, i
     """
     layers = layer_costs(cfg, shape, plan, in_chans=in_chans, num_classes=num_classes)
     params, linear = count_params(cfg, shape, in_chans=in_chans, num_classes=num_classes)
-    products = [lc for lc in layers if lc.part.kind in ("linear", "matmul")]
+    products = [lc for lc in layers if lc.part.kind in ("linear", "conv", "matmul")]
     macs = sum(lc.macs for lc in products)
     bitops = sum(lc.macs * lc.operand_bits[0] * lc.operand_bits[1] for lc in products)
     merging = [n for (n, _), r in zip(merge_limits(shape.num_tokens, cfg.merges), cfg.merges,

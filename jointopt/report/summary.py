@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from jointopt.cost.size import layer_costs, size_costs
+from jointopt.cost.size import size_costs
 from jointopt.precision import plan_for
 from jointopt.runtimes import get_runtime
 from jointopt.space import JointConfig
@@ -30,18 +30,12 @@ def subnet_rows(study: Study, net: ViTSupernet, splits: tuple[str, ...] = ("val"
                       ("smallest", _float_arch(study.space.min_config))):
         net.set_active(cfg)
         # fp32 on ONNX Runtime's plan: a summary needs no runtime, and the sizes of a float
-        # architecture do not depend on one. The stem's own count replaces the patch
-        # projection's (a conv stem has its own layers).
+        # architecture do not depend on one.
         plan = plan_for(32, 32, depth=cfg.depth, merges=cfg.merges,
-                        caps=get_runtime("onnxruntime").caps())
+                        caps=get_runtime("onnxruntime").caps(),
+                        stem_convs=len(net.shape.stem_convs(net.in_chans)))
         cost = size_costs(cfg, net.shape, plan, in_chans=net.in_chans,
                           num_classes=net.num_classes)
-        patch = next(lc for lc in layer_costs(cfg, net.shape, plan, in_chans=net.in_chans,
-                                              num_classes=net.num_classes)
-                     if lc.part.name == "patch_embed")
-        stem_macs = sum(lc.macs for lc in net.patch_embed.complexity(cfg.embed_dim))
-        cost = {"params": sum(p.numel() for p in net.extract(cfg).parameters()),
-                "macs": cost["macs"] - patch.macs + stem_macs}
         row: dict[str, Any] = {"subnet": name, "config": cfg.to_dict()}
         for split in splits:
             got = scores(net, *data.split(split), len(data.classes))
