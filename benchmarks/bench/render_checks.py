@@ -183,8 +183,8 @@ def _trained_of_planned(r: dict[str, Any]) -> str:
     planned = r.get("planned_configs")
     if planned is None or trained >= planned:
         return f"all {trained} planned configs were trained."
-    return (f"{trained} of the {planned} planned configs were trained (the rest were stopped "
-            "by a run's deadline).")
+    return (f"{trained} of the {planned} planned configs were trained (the rest did not "
+            "finish: a run's deadline, or a run stopped by hand).")
 
 
 def _as_list(x: Any) -> list[Any]:
