@@ -184,3 +184,26 @@ def test_conv_stem_evaluates_and_deploys_what_its_plan_says(trained_tiny: Path, 
     agree = (runtime_predictions(study, member.plan, member.onnx, images)
              == torch_predictions(member.model, images)).mean()
     assert agree >= (0.9 if member.plan.float_dtype != "f32" else 0.97)
+
+
+def test_timings_of_a_conv_stem_are_not_a_patch_stems() -> None:
+    """The measurement cache is shared by studies: the same config on a conv stem is another
+    model to time (a conv-stem study once read the patch stem's cached timings)."""
+    import dataclasses
+
+    from jointopt.cost.latency import timing_key
+    from jointopt.cost.registry import EvalContext
+    from jointopt.precision import plan_for
+    from jointopt.runtimes import get_runtime
+
+    keys = []
+    for stem in ("patch", "conv"):
+        space = _space(stem=stem, stem_width=4)
+        cfg = dataclasses.replace(space.max_config, w_bits=8, a_bits=8)
+        plan = plan_for(8, 8, depth=cfg.depth, merges=cfg.merges,
+                        caps=get_runtime("openvino").caps(),
+                        stem_convs=len(space.supernet.stem_convs(1)))
+        ctx = EvalContext(cfg=cfg, shape=space.supernet, in_chans=1, num_classes=6, io_bits=8,
+                          batch_size=8, float_model=None, quant_model=None, plan=plan)
+        keys.append(timing_key(ctx, 1, 3))
+    assert keys[0] != keys[1] and "stem" not in keys[0]

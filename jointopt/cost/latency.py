@@ -239,6 +239,8 @@ def timing_key(ctx: EvalContext, threads: int, runs: int) -> str:
     arch = f"{cfg.key().rsplit('_', 1)[0]}_c{ctx.in_chans}k{ctx.num_classes}" \
            f"s{ctx.shape.img_size}p{ctx.shape.patch_size}hd{ctx.shape.head_dim}" \
            f"pool{ctx.shape.pool}io{ctx.io_bits}"
+    if ctx.shape.stem != "patch":  # (patch-stem keys stay as they were: cached timings hold)
+        arch += f"stem{ctx.shape.stem}{ctx.shape.stem_width}"
     return (f"{machine_id()}|{runtime.name}{runtime.version()}|{ctx.plan.label}|"
             f"{ctx.plan.precision}|{arch}|b{ctx.batch_size}|t{threads}|n{runs}")
 
