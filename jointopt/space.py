@@ -180,12 +180,7 @@ class SupernetShape:
         side)`` (none for the patch stem); its 1x1 projection is the ``patch_embed`` linear."""
         if self.stem != "conv":
             return []
-        out, size, c = [], self.img_size, in_chans
-        for i in range(self.patch_size.bit_length() - 1):
-            size = (size + 2 - 3) // 2 + 1  # 3x3, stride 2, padding 1
-            out.append((c, self.stem_width * 2**i, size))
-            c = self.stem_width * 2**i
-        return out
+        return conv_stem_layout(in_chans, self.img_size, self.patch_size, self.stem_width)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str | Path | None = None,
@@ -200,6 +195,19 @@ class SupernetShape:
         if self.stem == "conv" and (p < 2 or p & (p - 1)):
             raise field_error(source, f"{prefix}.patch_size", p,
                               "must be a power of 2 (2, 4, 8, ...) with stem: conv")
+
+
+def conv_stem_layout(in_chans: int, img_size: int, patch_size: int, width: int
+                     ) -> list[tuple[int, int, int]]:
+    """log2(patch_size) 3x3 stride-2 convolutions (padding 1) with ``width``, 2x, 4x ...
+    channels, as ``(in channels, out channels, output side)``: the one description of a conv
+    stem's geometry, which the module (``ConvStem.build``) and the costs both read."""
+    out, size, c = [], img_size, in_chans
+    for i in range(patch_size.bit_length() - 1):
+        size = (size + 2 - 3) // 2 + 1
+        out.append((c, width * 2**i, size))
+        c = width * 2**i
+    return out
 
 
 _LIST = "must be a non-empty list"

@@ -209,11 +209,12 @@ class ConvStem(nn.Module):
         n = int(round(math.log2(patch_size)))
         if patch_size < 2 or 2**n != patch_size:
             raise ValueError(f"a conv stem needs a power-of-2 patch size, got {patch_size}")
-        units, c, size = [], in_chans, img_size
-        for i in range(n):
-            unit = ConvBNAct(c, width * 2**i, size)
-            units.append(unit)
-            c, size = width * 2**i, unit.out_size
+        from jointopt.space import conv_stem_layout
+
+        layout = conv_stem_layout(in_chans, img_size, patch_size, width)
+        sides = [img_size] + [side for _, _, side in layout]
+        units = [ConvBNAct(cin, cout, sides[i]) for i, (cin, cout, _) in enumerate(layout)]
+        c = layout[-1][1]
         make = proj or nn.Linear
         return cls(nn.Sequential(*units), make(c, embed_dim))
 
