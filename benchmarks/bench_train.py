@@ -12,8 +12,9 @@ Jobs, each one ``jointopt`` command (what a user would run) in its own process:
   supernet's epochs: architectures spread by MACs, some with token merging.
 
 A finished job is skipped when run again (its ``.json`` result is kept under the run folder,
-with :func:`train_key`, a hash of the training code, recipe and search space; a job finished
-under another key stops the run, or with ``--retrain`` is trained again from scratch), and
+with :func:`train_key`, a hash of the training revision, recipe, data and, for the models built
+from it, the search space; a job finished under another key stops the run, or with
+``--retrain`` is trained again from scratch), and
 ``jointopt train`` resumes a supernet from its last epoch. ``--deadline`` stops what is
 still running after that many seconds (a supernet keeps its last finished epoch).
 
@@ -103,29 +104,56 @@ def jobs(study_path: Path, study: Any, n_fid: int) -> list[dict[str, Any]]:
     return out
 
 
-#: The code that decides what a trained model is (a change retrains: see :func:`train_key`).
-#: The data code is not hashed: the train split's fingerprint (its decoded images and labels)
-#: says whether the data a model learns from changed, and a refactor of the loader does not.
+#: The training code; its hash is recorded with each job, and a job trained by other code is
+#: reported, not retrained: a refactor would otherwise retrain hours of models. What training
+#: produces is ``jointopt.train.TRAINING_REVISION``, which is part of the key. The data code is
+#: not hashed: the train split's fingerprint (its decoded images and labels) says whether the
+#: data a model learns from changed, and a refactor of the loader does not.
 TRAIN_CODE = ("jointopt/train.py", "jointopt/augment.py", "jointopt/baselines.py",
               "jointopt/tokens.py", "jointopt/supernet/*.py")
 
+#: Jobs whose model is not built from the search space (the references): a new space, e.g. a
+#: conv stem, leaves them as they are.
+SPACE_FREE = ("resnet10t", "deit")
 
-def train_key(study: Any) -> str:
-    """A hash of the training code, the study's recipe and data settings, its train split's
-    fingerprint and its search space: a finished job is reused only under the same key."""
-    import dataclasses
+
+def code_hash() -> str:
     import hashlib
 
     h = hashlib.sha1()
     for pattern in TRAIN_CODE:
         for f in sorted(ROOT.glob(pattern)):
             h.update(f.relative_to(ROOT).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def _rel(arg: str) -> str:
+    """A path under the repository as a relative one: keys do not depend on the checkout."""
+    p = Path(arg)
+    return p.relative_to(ROOT).as_posix() if p.is_absolute() and p.is_relative_to(ROOT) else arg
+
+
+def train_key(study: Any, job: dict[str, Any] | None = None) -> str:
+    """What a finished job's model depends on, hashed: the training revision, the study's
+    recipe and data settings, its train split's fingerprint, the job's command and, unless
+    the job is a reference (:data:`SPACE_FREE`), the search space. A finished job is reused
+    only under the same key. Without ``job``, the key of a supernet-shaped job."""
+    import dataclasses
+    import hashlib
+
+    from jointopt.train import TRAINING_REVISION
+
+    job = job or {"name": "supernet", "argv": []}
     recipe = dataclasses.asdict(study.train)
     recipe.pop("device")  # where a model trains does not change what it is
-    h.update(json.dumps({"train": recipe, "dataset": dataclasses.asdict(study.dataset),
-                         "root": str(study.data_root)}, sort_keys=True, default=str).encode())
+    h = hashlib.sha1(json.dumps({
+        "revision": TRAINING_REVISION, "train": recipe,
+        "dataset": dataclasses.asdict(study.dataset), "root": str(study.data_root),
+        "argv": [_rel(a) for a in job.get("argv", []) if a != "--quiet"]},
+        sort_keys=True, default=str).encode())
     h.update(study.data().fingerprint("train").encode())
-    h.update(study.space_path.read_bytes())
+    if job["name"] not in SPACE_FREE:
+        h.update(study.space_path.read_bytes())
     return h.hexdigest()[:12]
 
 
@@ -142,18 +170,26 @@ def _after(job: dict[str, Any], study: Any) -> None:
         shutil.copy2(fixed_weights_path(study, CNN), dst)
 
 
-def stale_jobs(run_dir: Path, todo: list[dict[str, Any]], key: str) -> list[str]:
-    """Finished jobs trained under another key (other code, recipe or space)."""
-    out = []
+def stale_jobs(run_dir: Path, todo: list[dict[str, Any]], keys: dict[str, str]) -> list[str]:
+    """Finished jobs trained under another key than ``keys[name]`` (another training
+    revision, recipe, data or space); a job trained by other training code under the same key
+    is reported on stderr and kept."""
+    out, code = [], code_hash()
     for j in todo:
         path = run_dir / f"{j['name']}.json"
-        if path.is_file() and json.loads(path.read_text()).get("key") != key:
+        if not path.is_file():
+            continue
+        done = json.loads(path.read_text())
+        if done.get("key") != keys[j["name"]]:
             out.append(j["name"])
+        elif done.get("code", code) != code:
+            print(f"note: {path}: trained by other training code ({done['code']}, now {code}) "
+                  "under the same training revision: reused", file=sys.stderr)
     return out
 
 
 def run(study_path: Path, study: Any, run_dir: Path, todo: list[dict[str, Any]], n_jobs: int,
-        deadline: float, key: str, machine: dict[str, Any]) -> int:
+        deadline: float, keys: dict[str, str], machine: dict[str, Any]) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
            "PYTHONUNBUFFERED": "1"}
     done = {j["name"] for j in todo if (run_dir / f"{j['name']}.json").is_file()}
@@ -173,8 +209,8 @@ def run(study_path: Path, study: Any, run_dir: Path, todo: list[dict[str, Any]],
                   f"({time.time() - t:.0f} s)", flush=True)
             if ok:
                 (run_dir / f"{name}.json").write_text(json.dumps(
-                    {**{k: v for k, v in j.items() if k != "after"}, "key": key,
-                     "machine": machine,
+                    {**{k: v for k, v in j.items() if k != "after"}, "key": keys[name],
+                     "code": code_hash(), "machine": machine,
                      "seconds": time.time() - t,
                      "stdout": (run_dir / f"{name}.out").read_text()[-4000:]}, indent=1))
                 done.add(name)
@@ -317,7 +353,7 @@ def unpack(study: Any, src: Path) -> None:
             if dst.suffix == ".json" and dst.parent.name == study.name and b'"stdout"' in raw:
                 job = json.loads(raw)
                 if "key" not in job:  # packed before jobs carried keys: the packing commit's
-                    job.update(key=train_key(study), key_stamped="at unpack")
+                    job.update(key=train_key(study, job), key_stamped="at unpack")
                 if "machine" not in job:  # packed before jobs carried their machine
                     job["machine"] = packed_machine
                 raw = json.dumps(job, indent=1).encode()
@@ -429,7 +465,8 @@ def main() -> int:
     ap.add_argument("--fidelity-configs", type=int, default=12)
     ap.add_argument("--deadline", type=float, default=float("inf"))
     ap.add_argument("--retrain", action="store_true",
-                    help="train again the jobs whose key (code, recipe, space) has changed")
+                    help="train again the jobs whose key (training revision, recipe, data, "
+                         "space) has changed")
     ap.add_argument("--pack", type=Path, default=None)
     ap.add_argument("--unpack", type=Path, default=None)
     args = ap.parse_args()
@@ -460,10 +497,10 @@ def main() -> int:
         keep = set(args.only.split(","))
         todo = [j for j in todo if j["name"] in keep or any(
             j["name"].startswith(k.rstrip("*")) for k in keep if k.endswith("*"))]
-    key = train_key(study)
-    if stale := stale_jobs(run_dir, todo, key):
-        print(f"error: {run_dir}: {', '.join(stale)} trained under another key than {key} "
-              "(training code, recipe or search space changed); run again with --retrain to "
+    keys = {j["name"]: train_key(study, j) for j in todo}
+    if stale := stale_jobs(run_dir, todo, keys):
+        print(f"error: {run_dir}: {', '.join(stale)} trained under another key (training "
+              "revision, recipe, data or search space changed); run again with --retrain to "
               "delete their results and train them again", file=sys.stderr)
         if not args.retrain:
             return 2
@@ -473,7 +510,7 @@ def main() -> int:
                 d = study.output if name == "supernet" else teacher_dir(study) / name
                 for f in ("supernet.safetensors", "supernet.safetensors.json", "train_state.pt"):
                     (d / f).unlink(missing_ok=True)
-    rc = run(args.study, study, run_dir, todo, args.jobs, args.deadline, key, machine)
+    rc = run(args.study, study, run_dir, todo, args.jobs, args.deadline, keys, machine)
     record(study, " ".join(["python", *sys.argv]))
     return 1 if rc else 0
 

@@ -33,6 +33,12 @@ from jointopt.space import JointConfig, SearchSpace
 from jointopt.study import Study, TrainSpec
 from jointopt.supernet import ViTSupernet
 
+#: What training produces, as a number. Bump it with a change to the training code (this
+#: module, ``augment``, ``baselines``, ``tokens``, the supernet) that changes the weights a
+#: run gives, not with a refactor: cached benchmark models (``benchmarks/bench_train.py``)
+#: are trained again when it moves.
+TRAINING_REVISION = 1
+
 __all__ = ["train_supernet", "train_model", "normalize", "augment", "accuracy", "predict",
            "scores", "TrainResult", "set_threads", "train_device"]
 

@@ -428,10 +428,14 @@ def test_ceiling_bounds_every_subset_of_the_pooled_configs() -> None:
     assert c["corner_hv"] >= c["union_hv"]
 
 
-def test_bench_train_reuses_a_job_only_under_the_same_key(tmp_path: Path) -> None:
-    """make bench-train's cache: a finished job is stale once the recipe or space changes."""
+def test_bench_train_reuses_a_job_only_under_the_same_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """make bench-train's cache: a finished job is stale once the training revision, recipe,
+    data or (for models built from it) the space changes; other training code is reported."""
     import json
 
+    import bench_train
     from bench_train import fidelity_configs, stale_jobs, train_key
     from helpers import write_tiny_study
 
@@ -439,10 +443,14 @@ def test_bench_train_reuses_a_job_only_under_the_same_key(tmp_path: Path) -> Non
 
     study = Study.from_yaml(write_tiny_study(tmp_path))
     key = train_key(study)
+    ref = {"name": "resnet10t", "argv": ["train-fixed", "s.yaml", "--model", "timm:resnet10t"]}
+    ref_key = train_key(study, ref)
+    assert ref_key != key
     assert train_key(Study.from_yaml(write_tiny_study(tmp_path))) == key
     other = write_tiny_study(tmp_path, train={"epochs": 3, "batch_size": 16,
                                               "warmup_epochs": 1, "bf16": False})
     assert train_key(Study.from_yaml(other)) != key
+    assert train_key(Study.from_yaml(other), ref) != ref_key
     # other training images (the train split's fingerprint) give another key
     (tmp_path / "fewer").mkdir()
     fewer = write_tiny_study(tmp_path / "fewer", dataset={"kind": "synthetic", "image_size": 32,
@@ -453,10 +461,27 @@ def test_bench_train_reuses_a_job_only_under_the_same_key(tmp_path: Path) -> Non
                                              "warmup_epochs": 1, "bf16": False,
                                              "device": "cuda"})
     assert train_key(Study.from_yaml(cuda)) == key
-    todo = [{"name": "a"}, {"name": "b"}, {"name": "c"}]
+    # a new space (a conv stem) retrains the supernet-shaped jobs, not the references
+    study = Study.from_yaml(write_tiny_study(tmp_path))
+    space = study.space_path.read_text()
+    study.space_path.write_text(space.replace("supernet:\n", "supernet:\n  stem: conv\n", 1))
+    assert "stem: conv" in study.space_path.read_text()
+    assert train_key(study) != key and train_key(study, ref) == ref_key
+    study.space_path.write_text(space)
+    # a new training revision retrains everything; a path under the checkout is keyed relative
+    monkeypatch.setattr("jointopt.train.TRAINING_REVISION", 10**6)
+    assert train_key(study) != key and train_key(study, ref) != ref_key
+    monkeypatch.undo()
+    arm = {"name": "soft", "argv": ["train", str(bench_train.ROOT / "runs" / "x.yaml")]}
+    assert train_key(study, arm) == train_key(study, {"name": "soft",
+                                                      "argv": ["train", "runs/x.yaml"]})
+    todo = [{"name": "a"}, {"name": "b"}, {"name": "c"}, {"name": "d"}]
+    keys = dict.fromkeys("abcd", key)
     (tmp_path / "a.json").write_text(json.dumps({"key": key}))
     (tmp_path / "b.json").write_text(json.dumps({"key": "0123456789ab"}))
-    assert stale_jobs(tmp_path, todo, key) == ["b"]
+    (tmp_path / "d.json").write_text(json.dumps({"key": key, "code": "000000000000"}))
+    assert stale_jobs(tmp_path, todo, keys) == ["b"]
+    assert "d.json: trained by other training code" in capsys.readouterr().err
     # fidelity configs: distinct, valid, some with every block merging
     study = Study.from_yaml(write_tiny_study(tmp_path))
     cfgs = fidelity_configs(study, 6)

@@ -183,11 +183,11 @@ def trained_fidelity(ctx: Ctx, study_yaml: Path) -> dict[str, Any] | None:
     net = ctx.ensure_supernet(study_yaml)
     planned = [j for j in json.loads((folder / "plan.json").read_text())
                if j["name"].startswith("fid-")] if (folder / "plan.json").is_file() else []
-    key, rows = train_key(study), []
+    rows = []
     for path in jobs:
         job = json.loads(path.read_text())
         out = json.loads(job["stdout"])
-        if job.get("key") != key:  # trained by other code, recipe or space
+        if job.get("key") != (key := train_key(study, job)):  # other recipe, data or space
             log(f"section 5 ({study.name}): {job['name']} left out: trained under key "
                 f"{job.get('key')}, not {key} (run make bench-train)")
             continue
