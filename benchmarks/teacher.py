@@ -142,7 +142,13 @@ def main() -> None:
     teacher = json.loads(ref.read_text())
     arms: dict[str, Any] = {}
     progress: dict[str, Any] = {}
-    for arm in args.arms.split(","):
+    todo = args.arms.split(",")
+    study_yaml = yaml.safe_load(src.read_text())
+    space_yaml = yaml.safe_load((src.parent / study_yaml["search_space"]).read_text())
+    if "conv" in todo and space_yaml["supernet"].get("stem", "patch") == "conv":
+        print("conv: the study's space has stem: conv already, so base is that arm: skipped")
+        todo.remove("conv")
+    for arm in todo:
         path = arm_yaml(src, run_dir, arm, weights, args.epochs)
         if not args.score_only:
             _run(["jointopt", "train", _rel(path), "--quiet"], commands)
