@@ -137,6 +137,8 @@ def save_fixed_model(study: Study, name: str, model: nn.Module, info: dict[str, 
             "train_fingerprint": data.fingerprint("train"),
             "trained_at": time.strftime("%Y-%m-%d %H:%M:%S"),
             **{k: json.dumps(v) for k, v in info.items()}}
+    if not name.startswith("timm:"):  # a slice of the space's supernet: its stem, pool, ...
+        meta["supernet"] = _shape_json(study)
     path = fixed_weights_path(study, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -144,6 +146,10 @@ def save_fixed_model(study: Study, name: str, model: nn.Module, info: dict[str, 
               metadata=meta)
     tmp.replace(path)
     return path
+
+
+def _shape_json(study: Study) -> str:
+    return json.dumps(dataclasses.asdict(study.space.supernet), sort_keys=True)
 
 
 def load_fixed_model(study: Study, name: str, *, key: str = "train.teacher") -> nn.Module:
@@ -185,6 +191,12 @@ def load_fixed_model(study: Study, name: str, *, key: str = "train.teacher") -> 
         if meta.get(field) != value:
             raise UserError(f"{where}: {path} was trained with {field} {meta.get(field)}, "
                             f"this study has {value}; {retrain}")
+    if "supernet" in meta and meta["supernet"] != _shape_json(study):
+        was, now = json.loads(meta["supernet"]), dataclasses.asdict(study.space.supernet)
+        diff = ", ".join(f"{k} {was.get(k)!r} (now {v!r})" for k, v in now.items()
+                         if was.get(k) != v)
+        raise UserError(f"{where}: {path} was trained from another supernet: {diff}; "
+                        f"{retrain}")
     if meta.get("train_fingerprint") != data.fingerprint("train"):
         raise UserError(f"{where}: {path} was trained on another train split than this study's "
                         f"(dataset root, split_seed or max_per_class differ); {retrain}")

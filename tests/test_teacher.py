@@ -56,6 +56,19 @@ def test_teacher_checks_are_one_line(tmp_path: Path) -> None:
         load_fixed_model(study, "min")
     train_fixed(study, "min", progress=False, save=True)
     load_fixed_model(study, "min")
+    # the same name in a space with another supernet (here its pool; a stem likewise): the
+    # weights may even fit, but they are not the model asked for
+    import yaml
+
+    space = study.space_path.read_text()
+    pool = study.space.supernet.pool
+    other = "max" if pool != "max" else "avg"
+    data = yaml.safe_load(space)
+    data["supernet"]["pool"] = other
+    study.space_path.write_text(yaml.safe_dump(data))
+    with pytest.raises(UserError, match=rf"another supernet: pool '{pool}' \(now '{other}'\)"):
+        load_fixed_model(Study.from_yaml(study.path), "min")
+    study.space_path.write_text(space)
     # another split of the same images: the teacher may have trained on this study's val/test
     other = Study.from_yaml(write_tiny_study(tmp_path, dataset={**FOLDER, "split_seed": 1},
                                              train=FAST))
