@@ -192,6 +192,7 @@ def headline(ctx: Ctx, dataset: str) -> dict[str, Any]:
     return {
         "dataset": dataset, "study": rel_path(yaml_path), "supernet": rel_path(study.checkpoint),
         "supernet_epochs": sn_epochs, "baseline_epochs": epochs,
+        "supernet_stem": study.space.supernet.stem,
         "budget_matched": epochs == sn_epochs, "test_images": len(study.data().test[1]),
         "val_images": len(study.data().val[1]), "runtime": study.evaluation.runtime,
         "batch_size": batch, "models": models,

@@ -68,6 +68,11 @@ def _which(r: dict[str, Any]) -> str:
 
 
 # ---- target checks ---------------------------------------------------------------------
+def _stem(r: dict[str, Any]) -> str:
+    """" (conv stem)" for a run whose supernet has one (records before the field: patch)."""
+    return " (conv stem)" if r.get("supernet_stem") == "conv" else ""
+
+
 def in_unit(x: Any, unit: str) -> str:
     """A value as a :class:`Check` of that unit shows it."""
     if unit == "x":
@@ -200,7 +205,7 @@ def headline(recs: list[dict[str, Any]], figdir: Path) -> list[str]:
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in recs:
         q, m = r["ratios"]["deit_tiny"], r["models"]
-        out.append(f"| {r['date']} | {r['commit']} | {mode_of(r)} | {r['dataset']} | "
+        out.append(f"| {r['date']} | {r['commit']} | {mode_of(r)} | {r['dataset']}{_stem(r)} | "
                    f"{r['supernet_epochs']} / {r['baseline_epochs']} | "
                    f"{r['pick'].get('rule_id', OLD_RULE)} | "
                    f"{f(m['pick']['test_accuracy'])} | {f(m['deit_tiny']['test_accuracy'])} | "

@@ -119,12 +119,13 @@ def fidelity(recs: list[dict[str, Any]], figdir: Path) -> list[str]:
 def _fidelity_dataset(ds: str, recs: list[dict[str, Any]], figdir: Path) -> list[str]:
     name = {"wm811k": "WM-811K", "deeppcb": "DeepPCB"}.get(ds, ds)
     out = [f"### {name}", "",
-           "| date | commit | mode | configs | standalone epochs | supernet epochs | "
+           "| date | commit | mode | configs | standalone epochs | supernet epochs | stem | "
            "Kendall tau (test) | p | Kendall tau (val) | p | mean inherited - standalone test |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in recs:
         out.append(f"| {r['date']} | {r['commit']} | {mode_of(r)} | {len(r['configs'])} | "
                    f"{r['epochs']} | {r.get('supernet_epochs', 'n/a')} | "
+                   f"{r.get('supernet_stem', 'patch')} | "
                    f"{f(r['kendall_tau_test'], '.2f')} | {f(r['p_test'], '.3f')}"
                    f" | {f(r['kendall_tau_val'], '.2f')} | {f(r['p_val'], '.3f')} | "
                    f"{f(mean_gap(r) * 100, '+.1f')} pts |")

@@ -137,7 +137,8 @@ def run_fidelity(ctx: Ctx) -> dict[str, Any]:
             **row, "standalone_val": out["val_accuracy"], "standalone_test": float(c_std.mean()),
             "train_seconds": out["train_seconds"]})
     res: dict[str, Any] = {"dataset": "wm811k", "epochs": epochs,
-                           "supernet_epochs": study.train.epochs, "configs": rows}
+                           "supernet_epochs": study.train.epochs,
+                           "supernet_stem": study.space.supernet.stem, "configs": rows}
     return _taus(res)
 
 
@@ -207,7 +208,7 @@ def trained_fidelity(ctx: Ctx, study_yaml: Path) -> dict[str, Any] | None:
     epochs = sorted({r["epochs"] for r in rows})
     res = {"dataset": study.name, "epochs": epochs[0] if len(epochs) == 1 else epochs,
            "supernet_epochs": study.train.epochs, "configs": rows,
-           "planned_configs": len(planned),
+           "supernet_stem": study.space.supernet.stem, "planned_configs": len(planned),
            "standalone_trained_on": sorted({r["trained_on"] for r in rows}),
            "standalone_scored": "fp32 where trained; other precisions here, quantized after "
                                 "training as the search quantizes inherited weights",
