@@ -116,6 +116,14 @@ TRAIN_CODE = ("jointopt/train.py", "jointopt/augment.py", "jointopt/baselines.py
 #: conv stem, leaves them as they are.
 SPACE_FREE = ("resnet10t", "deit")
 
+#: Settings that do not change what training produces: where and on how many threads it runs.
+#: For ``train-fixed`` (one model, no teacher: ``baselines.train_fixed``) the supernet's
+#: sandwich, in-place distillation and teacher settings do not either, so a study that adds a
+#: teacher does not retrain the teacher.
+NOT_KEYED = ("device", "threads")
+NOT_KEYED_FIXED = ("sandwich", "distill", "distill_start", "teacher", "teacher_mode",
+                   "teacher_weight", "teacher_temperature")
+
 
 def code_hash() -> str:
     import hashlib
@@ -144,12 +152,13 @@ def train_key(study: Any, job: dict[str, Any] | None = None) -> str:
     from jointopt.train import TRAINING_REVISION
 
     job = job or {"name": "supernet", "argv": []}
-    recipe = dataclasses.asdict(study.train)
-    recipe.pop("device")  # where a model trains does not change what it is
+    argv = job.get("argv", [])
+    drop = NOT_KEYED + (NOT_KEYED_FIXED if argv[:1] == ["train-fixed"] else ())
+    recipe = {k: v for k, v in dataclasses.asdict(study.train).items() if k not in drop}
     h = hashlib.sha1(json.dumps({
         "revision": TRAINING_REVISION, "train": recipe,
         "dataset": dataclasses.asdict(study.dataset), "root": str(study.data_root),
-        "argv": [_rel(a) for a in job.get("argv", []) if a != "--quiet"]},
+        "argv": [_rel(a) for a in argv if a != "--quiet"]},
         sort_keys=True, default=str).encode())
     h.update(study.data().fingerprint("train").encode())
     if job["name"] not in SPACE_FREE:
@@ -198,6 +207,7 @@ def run(study_path: Path, study: Any, run_dir: Path, todo: list[dict[str, Any]],
             _after(j, study)
     waiting = [j for j in todo if j["name"] not in done]
     running: dict[str, tuple[subprocess.Popen[bytes], dict[str, Any], float]] = {}
+    code = code_hash()  # the code the jobs start with (an edit during a run is not theirs)
     t0, failed = time.time(), 0
     while waiting or running:
         for name, (p, j, t) in list(running.items()):
@@ -210,7 +220,7 @@ def run(study_path: Path, study: Any, run_dir: Path, todo: list[dict[str, Any]],
             if ok:
                 (run_dir / f"{name}.json").write_text(json.dumps(
                     {**{k: v for k, v in j.items() if k != "after"}, "key": keys[name],
-                     "code": code_hash(), "machine": machine,
+                     "code": code, "machine": machine,
                      "seconds": time.time() - t,
                      "stdout": (run_dir / f"{name}.out").read_text()[-4000:]}, indent=1))
                 done.add(name)

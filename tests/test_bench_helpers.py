@@ -461,6 +461,12 @@ def test_bench_train_reuses_a_job_only_under_the_same_key(
                                              "warmup_epochs": 1, "bf16": False,
                                              "device": "cuda"})
     assert train_key(Study.from_yaml(cuda)) == key
+    # a teacher changes the supernet, not a train-fixed model (which learns from labels only:
+    # adding resnet10t as the study's teacher does not retrain resnet10t)
+    taught = Study.from_yaml(write_tiny_study(tmp_path, train={
+        "epochs": 2, "batch_size": 16, "warmup_epochs": 1, "bf16": False, "threads": 1,
+        "teacher": "timm:resnet10t", "teacher_mode": "hard"}))
+    assert train_key(taught) != key and train_key(taught, ref) == ref_key
     # a new space (a conv stem) retrains the supernet-shaped jobs, not the references
     study = Study.from_yaml(write_tiny_study(tmp_path))
     space = study.space_path.read_text()
