@@ -6,12 +6,16 @@ an architecture's cost predictably and its accuracy a little. So the sampler:
 1. starts from the study's queued configs (the baseline, seed configs) and ``n_startup``
    spread-out configs whose precisions cycle through the space's choices, so every precision
    is measured early;
-2. then, each trial, builds ``n_candidates`` neighbours of the current Pareto front, each one
-   axis away from its parent (an architecture step: depth, width, one layer's heads or MLP
-   ratio; or a cheap step: the precision, the merging of one or all layers), plus a few
-   uniform draws;
-3. screens them with ridge regressions fitted on every measured trial (the log of each cost
-   ratio and the error, against log MACs, log weight count, depth, merging and the precision),
+2. then alternates two kinds of trial on a fixed schedule (``arch_share`` of them explore
+   architectures, the rest refine the cheap axes), so that neither crowds the other out:
+   - an *architecture* trial screens neighbours of the Pareto front one architecture step
+     away (depth, width, one layer's or every layer's heads or MLP ratio) and, with share
+     ``global_share``, architectures drawn anywhere in the space; each is completed with
+     every precision, merged as its parent or not at all, so a new architecture is measured
+     at the cheap setting the surrogates expect to pay, not at float32;
+   - a *cheap* trial screens one-step changes of a front member's precision or merging;
+3. screens with ridge regressions fitted on every measured trial (the log of each cost ratio
+   and the error, against log MACs, log weight count, depth, merging and the precision),
    applied as a change from the parent, so the parent's measured values anchor the
    prediction;
 4. measures the candidate whose predicted point adds the most hypervolume to the front
@@ -60,6 +64,10 @@ def _features(cfg: JointConfig, space: SearchSpace, precisions: list[str]) -> np
                      *onehot])
 
 
+def _arch(cfg: JointConfig) -> tuple[Any, ...]:
+    return cfg.depth, cfg.embed_dim, cfg.heads, cfg.ratios
+
+
 class _Ridge:
     def __init__(self, x: np.ndarray, y: np.ndarray, alpha: float = 0.3) -> None:
         reg = alpha * np.eye(x.shape[1])
@@ -80,22 +88,27 @@ class AxiswiseSampler(optuna.samplers.BaseSampler):
         seed: seeds every draw (with the trial number, so a resumed search draws the same).
         n_startup: spread-out configs before the surrogates take over.
         n_candidates: neighbours screened per trial.
-        arch_share: share of the moves that change the architecture (the rest change merging
-            or precision).
+        arch_share: share of the trials after the start that explore architectures (the
+            rest change the merging or precision of a front member).
+        global_share: share of an architecture trial's candidates drawn anywhere in the
+            space rather than one step from the front.
         explore: how many residual standard deviations the accuracy estimate is raised by.
     """
 
     def __init__(self, *, space: SearchSpace, seed: int | None = None, n_startup: int = 6,
-                 n_candidates: int = 96, arch_share: float = 0.5, explore: float = 1.0) -> None:
+                 n_candidates: int = 96, arch_share: float = 0.6, global_share: float = 0.25,
+                 explore: float = 1.0) -> None:
         if n_startup < 1 or n_candidates < 1:
             raise ValueError(f"n_startup ({n_startup}) and n_candidates ({n_candidates}) must "
                              "be at least 1")
-        if not 0.0 <= arch_share <= 1.0:
-            raise ValueError(f"arch_share must be in [0, 1], got {arch_share}")
+        for name, share in (("arch_share", arch_share), ("global_share", global_share)):
+            if not 0.0 <= share <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {share}")
         self._space = space
         self._seed = 0 if seed is None else seed
         self._n_startup, self._n_candidates = n_startup, n_candidates
-        self._arch_share, self._explore = arch_share, explore
+        self._arch_share, self._global_share = arch_share, global_share
+        self._explore = explore
         self._precisions = list(space.choices["precision"])
         self._proposals: dict[int, dict[str, Any]] = {}
         self._fallback = optuna.samplers.RandomSampler(seed=seed)
@@ -142,7 +155,14 @@ class AxiswiseSampler(optuna.samplers.BaseSampler):
                     and not t.user_attrs.get("seed_config"))
         if fresh < self._n_startup or len(done) < 3:
             return self._startup(rng, fresh, taken)
-        return self._screened(study, done, rng, taken)
+        return self._screened(study, done, rng, taken, self.kind_of(fresh - self._n_startup))
+
+    def kind_of(self, k: int) -> str:
+        """``"arch"`` or ``"cheap"``: what guided trial ``k`` (0 = the first after the start)
+        changes. ``arch_share`` of every run of trials explore architectures, evenly spread."""
+        s = self._arch_share
+        return "arch" if math.ceil(round((k + 1) * s, 9)) > math.ceil(round(k * s, 9)) \
+            else "cheap"
 
     def _key(self, params: dict[str, Any]) -> str:
         return self._space.config_from_params(params).key()
@@ -169,7 +189,7 @@ class AxiswiseSampler(optuna.samplers.BaseSampler):
         return self._space.config_from_params(params)
 
     def _screened(self, study: optuna.Study, done: list[FrozenTrial], rng: np.random.Generator,
-                  taken: set[Any]) -> JointConfig:
+                  taken: set[Any], kind: str = "arch") -> JointConfig:
         names = study.metric_names or [f"objective_{i}" for i in range(len(study.directions))]
         objectives = [Objective(n, d.name.lower()) for n, d in zip(names, study.directions,
                                                                     strict=True)]
@@ -192,7 +212,11 @@ class AxiswiseSampler(optuna.samplers.BaseSampler):
         front = pts[front_idx]
         hv0 = hypervolume_of_points(front)
         best, best_gain = None, -math.inf
-        for cand, parent in self._candidates(cfgs, front_idx, rng, taken):
+        cands = self._candidates(cfgs, front_idx, rng, taken, kind)
+        if not cands:  # this kind of step is not open here (e.g. a space with one precision)
+            other = "cheap" if kind == "arch" else "arch"
+            cands = self._candidates(cfgs, front_idx, rng, taken, other)
+        for cand, parent in cands:
             f = _features(cand, self._space, self._precisions)
             pred = np.empty(len(objectives))
             for j, (obj, model) in enumerate(zip(objectives, models, strict=True)):
@@ -213,28 +237,53 @@ class AxiswiseSampler(optuna.samplers.BaseSampler):
         return best if best is not None else self._uniform(rng, taken)
 
     def _candidates(self, cfgs: list[JointConfig], front: list[int], rng: np.random.Generator,
-                    taken: set[Any]) -> list[tuple[JointConfig, int | None]]:
+                    taken: set[Any], kind: str = "arch"
+                    ) -> list[tuple[JointConfig, int | None]]:
+        """Up to ``n_candidates`` unmeasured configs with the front member each steps from
+        (None for a draw anywhere): architecture steps, each completed over the cheap axes, for
+        ``kind="arch"``; precision or merging steps for ``kind="cheap"``."""
         out: list[tuple[JointConfig, int | None]] = []
         seen = set(taken)
+        measured = {_arch(c) for c in cfgs}
+        moves = 0
         for _ in range(self._n_candidates * 4):
-            if len(out) >= self._n_candidates:
+            if moves >= self._n_candidates:
                 break
             cand: JointConfig | None
-            if rng.random() < 0.1:
-                cand, parent = self._space.sample(rng), None
+            parent: int | None = None
+            if kind == "arch" and rng.random() < self._global_share:
+                cand = self._space.sample(rng)
             else:
                 parent = int(front[rng.integers(len(front))])
-                move = self._arch_move if rng.random() < self._arch_share else self._cheap_move
+                move = self._arch_move if kind == "arch" else self._cheap_move
                 cand = move(cfgs[parent], rng)
                 if cand is None:
                     continue
-            try:
-                self._space.validate(cand)
-            except Exception:  # noqa: BLE001  (a step outside the space: skip it)
-                continue
-            if cand.key() not in seen:
-                seen.add(cand.key())
-                out.append((cand, parent))
+            if kind == "arch" and _arch(cand) in measured:
+                continue  # an architecture trial measures an architecture not measured yet
+            variants = self._completions(cand) if kind == "arch" else [cand]
+            n = len(out)
+            for v in variants:
+                try:
+                    self._space.validate(v)
+                except Exception:  # noqa: BLE001  (a step outside the space: skip it)
+                    continue
+                if v.key() not in seen:
+                    seen.add(v.key())
+                    out.append((v, parent))
+            moves += len(out) > n
+        return out
+
+    def _completions(self, cfg: JointConfig) -> list[JointConfig]:
+        """``cfg``'s architecture at every precision of the space, merged as ``cfg`` is and
+        not at all: the surrogates then choose the cheap axes a new architecture is measured
+        at."""
+        unmerged = {f"tome_r_{i}": 0 for i in range(cfg.depth)}
+        out = []
+        for prec in self._precisions:
+            out.append(self._with(cfg, precision=prec))
+            if any(cfg.merges):
+                out.append(self._with(cfg, precision=prec, **unmerged))
         return out
 
     def _step(self, values: tuple[Any, ...], current: Any, rng: np.random.Generator) -> Any:

@@ -73,14 +73,15 @@ def check_sampler_options(name: str, options: dict[str, Any]) -> None:
 
 @register_sampler("axiswise")
 def _axiswise(*, seed: int, n_objectives: int, space: Any = None, n_startup: int = 6,
-              n_candidates: int = 96, arch_share: float = 0.5, explore: float = 1.0
-              ) -> optuna.samplers.BaseSampler:
+              n_candidates: int = 96, arch_share: float = 0.6, global_share: float = 0.25,
+              explore: float = 1.0) -> optuna.samplers.BaseSampler:
     from jointopt.controllers.axiswise import AxiswiseSampler
 
     if space is None:
         raise ValueError("the axiswise sampler needs the study's search space")
     return AxiswiseSampler(space=space, seed=seed, n_startup=n_startup,
-                           n_candidates=n_candidates, arch_share=arch_share, explore=explore)
+                           n_candidates=n_candidates, arch_share=arch_share,
+                           global_share=global_share, explore=explore)
 
 
 @register_sampler("staged")

@@ -40,7 +40,8 @@ class StagedSampler(AxiswiseSampler):
         if n_trials < 3:
             raise ValueError(f"n_trials must be at least 3 (one per stage), got {n_trials}")
         super().__init__(space=space, seed=seed, n_startup=n_startup,
-                         n_candidates=n_candidates, arch_share=1.0, explore=explore)
+                         n_candidates=n_candidates, arch_share=1.0, global_share=0.0,
+                         explore=explore)
         self._ends = (round(STAGE_SHARES[0] * n_trials),
                       round((STAGE_SHARES[0] + STAGE_SHARES[1]) * n_trials))
         self._stage = 1
@@ -78,14 +79,18 @@ class StagedSampler(AxiswiseSampler):
         prec = base.precision if base.precision in self._precisions else self._precisions[0]
         return self._with(cfg, precision=prec, **{f"tome_r_{i}": 0 for i in range(cfg.depth)})
 
+    def kind_of(self, k: int) -> str:
+        return "arch" if self._stage == 1 else "cheap"
+
     def _arch_move(self, cfg: JointConfig, rng: np.random.Generator) -> JointConfig | None:
-        if self._stage != 1:
-            return self._stage_move(cfg, rng)
         moved = super()._arch_move(cfg, rng)
         return None if moved is None else self._float_unmerged(moved)
 
     def _cheap_move(self, cfg: JointConfig, rng: np.random.Generator) -> JointConfig | None:
         return self._stage_move(cfg, rng)
+
+    def _completions(self, cfg: JointConfig) -> list[JointConfig]:
+        return [cfg]  # each stage moves along its own axis only
 
     def _stage_move(self, cfg: JointConfig, rng: np.random.Generator) -> JointConfig | None:
         params = self._space.params_from_config(cfg)
@@ -98,6 +103,8 @@ class StagedSampler(AxiswiseSampler):
         return self._space.config_from_params(params) if moved else None
 
     def _candidates(self, cfgs: list[JointConfig], front: list[int], rng: np.random.Generator,
-                    taken: set[Any]) -> list[tuple[JointConfig, int | None]]:
+                    taken: set[Any], kind: str = "arch"
+                    ) -> list[tuple[JointConfig, int | None]]:
         # No uniform draws: each stage moves only along its own axis from the front.
-        return [(c, p) for c, p in super()._candidates(cfgs, front, rng, taken) if p is not None]
+        return [(c, p) for c, p in super()._candidates(cfgs, front, rng, taken, kind)
+                if p is not None]
