@@ -389,6 +389,21 @@ def test_section_2_tables_come_from_the_numbers() -> None:
                                                        pytest.approx(0.55), "met")
 
 
+def test_section_2_shows_the_newest_run_and_older_cells_it_lacks() -> None:
+    old_pcb = {**_joint_record(), "dataset": "deeppcb", "objectives": "throughput",
+               "run_id": "r0", "commit": "old"}
+    old_wm = {**_joint_record(), "run_id": "r0", "commit": "old"}
+    quick = {**_joint_record(), "mode": "quick", "run_id": "q9", "commit": "q"}
+    new_wm = {**_joint_record(), "run_id": "r1", "commit": "new"}
+    cells = render_joint._latest_run([old_pcb, old_wm, new_wm, quick])
+    assert [(c["dataset"], c["run_id"]) for c in cells] == [("wm811k", "r1"),
+                                                            ("deeppcb", "r0")]
+    text = "\n".join(render_joint.joint([old_pcb, old_wm, new_wm]))
+    assert "### deeppcb, throughput objectives (full run r0, commit old)" in text
+    assert "### wm811k, latency objectives (full run r1, commit new)" in text
+    assert "commit old)" in text and text.count("### wm811k") == 1
+
+
 def test_best_cut_at_kept_accuracy_ignores_inaccurate_and_infeasible_points() -> None:
     from bench.stats import best_at_kept_accuracy
 

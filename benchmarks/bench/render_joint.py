@@ -20,16 +20,19 @@ LABEL = {"joint": "joint (axiswise)", "joint-nsga2": "joint (NSGA-II)",
 
 
 def _latest_run(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The cells of the newest run (full runs first); a cell recorded twice in one run (the
-    run continued with more seeds) counts once, as its last record."""
+    """The cells of the newest run (full runs first), then each cell that run lacks from the
+    newest earlier run of the same mode that has it (each cell's heading names its run and
+    commit); a cell recorded twice in one run (the run continued with more seeds) counts once,
+    as its last record."""
     if not recs:
         return []
     full = [r for r in recs if r.get("mode") == "full"] or recs
+    newest: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in full:
+        newest[(r["dataset"], r["objectives"])] = r
     run_id = full[-1]["run_id"]
-    cells: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in recs:
-        if r["run_id"] == run_id:
-            cells[(r["dataset"], r["objectives"])] = r
+    cells = {k: r for k, r in newest.items() if r["run_id"] == run_id}
+    cells.update({k: r for k, r in newest.items() if k not in cells})
     return list(cells.values())
 
 
