@@ -6,14 +6,16 @@ an architecture's cost predictably and its accuracy a little. So the sampler:
 1. starts from the study's queued configs (the baseline, seed configs) and ``n_startup``
    spread-out configs whose precisions cycle through the space's choices, so every precision
    is measured early;
-2. then alternates two kinds of trial on a fixed schedule (``arch_share`` of them explore
-   architectures, the rest refine the cheap axes), so that neither crowds the other out:
+2. then alternates kinds of trial on a fixed schedule (``arch_share`` of them explore
+   architectures, the rest refine the cheap axes, precision and merging in turn), so that none
+   crowds the others out:
    - an *architecture* trial screens neighbours of the Pareto front one architecture step
      away (depth, width, one layer's or every layer's heads or MLP ratio) and, with share
      ``global_share``, architectures drawn anywhere in the space; each is completed with
      every precision, merged as its parent or not at all, so a new architecture is measured
      at the cheap setting the surrogates expect to pay, not at float32;
-   - a *cheap* trial screens one-step changes of a front member's precision or merging;
+   - a *precision* or *merge* trial screens one-step changes of a front member's precision,
+     or of its merging;
 3. screens with ridge regressions fitted on every measured trial (the log of each cost ratio
    and the error, against log MACs, log weight count, depth, merging and the precision),
    applied as a change from the parent, so the parent's measured values anchor the
@@ -68,9 +70,23 @@ def _arch(cfg: JointConfig) -> tuple[Any, ...]:
     return cfg.depth, cfg.embed_dim, cfg.heads, cfg.ratios
 
 
+#: Ridge penalty of the surrogates' coefficients, and of the accuracy model's merging and
+#: precision coefficients. Merging and precision move accuracy a little (post-training
+#: quantization moved DeepPCB subnets by about 0.3 points, RESULTS.md section 5), but the
+#: first trials measure each precision once, on unrelated architectures; with the light penalty
+#: one such point taught the model that a precision costs 3 points (WM-811K), and the search
+#: never measured that precision again. The strong prior gives way as measured pairs accumulate.
+ALPHA, CHEAP_ALPHA = 0.3, 20.0
+_N_ARCH_FEATURES = 4  # intercept, log MACs, log weights, depth: then merging and precision
+
+
 class _Ridge:
-    def __init__(self, x: np.ndarray, y: np.ndarray, alpha: float = 0.3) -> None:
+    def __init__(self, x: np.ndarray, y: np.ndarray, alpha: float = ALPHA,
+                 cheap_alpha: float | None = None) -> None:
         reg = alpha * np.eye(x.shape[1])
+        if cheap_alpha is not None:
+            idx = np.arange(_N_ARCH_FEATURES, x.shape[1])
+            reg[idx, idx] = cheap_alpha
         reg[0, 0] = 0.0  # no shrinkage of the intercept
         self.coef = np.linalg.solve(x.T @ x + reg, x.T @ y)
         resid = y - x @ self.coef
@@ -158,11 +174,15 @@ class AxiswiseSampler(optuna.samplers.BaseSampler):
         return self._screened(study, done, rng, taken, self.kind_of(fresh - self._n_startup))
 
     def kind_of(self, k: int) -> str:
-        """``"arch"`` or ``"cheap"``: what guided trial ``k`` (0 = the first after the start)
-        changes. ``arch_share`` of every run of trials explore architectures, evenly spread."""
+        """What guided trial ``k`` (0 = the first after the start) changes: ``"arch"``,
+        ``"precision"`` or ``"merge"``. ``arch_share`` of every run of trials explore
+        architectures, evenly spread; the others take turns between precision and merging, so
+        neither cheap axis goes unmeasured because a few early trials misled the surrogates."""
         s = self._arch_share
-        return "arch" if math.ceil(round((k + 1) * s, 9)) > math.ceil(round(k * s, 9)) \
-            else "cheap"
+        arch_before = math.ceil(round(k * s, 9))
+        if math.ceil(round((k + 1) * s, 9)) > arch_before:
+            return "arch"
+        return "precision" if (k - arch_before) % 2 == 0 else "merge"
 
     def _key(self, params: dict[str, Any]) -> str:
         return self._space.config_from_params(params).key()
@@ -204,8 +224,10 @@ class AxiswiseSampler(optuna.samplers.BaseSampler):
         models = []
         for j, obj in enumerate(objectives):
             y = pts[ok, j]
-            y = y if obj.is_accuracy or obj.key in _ACCURACY else np.log(np.maximum(y, 1e-9))
-            models.append(_Ridge(feats[ok], y))
+            if obj.is_accuracy or obj.key in _ACCURACY:
+                models.append(_Ridge(feats[ok], y, cheap_alpha=CHEAP_ALPHA))
+            else:
+                models.append(_Ridge(feats[ok], np.log(np.maximum(y, 1e-9))))
         front_idx = [int(i) for i in np.flatnonzero(ok)
                      if not np.any(np.all(pts[ok] <= pts[i], axis=1)
                                    & np.any(pts[ok] < pts[i], axis=1))]
@@ -213,8 +235,9 @@ class AxiswiseSampler(optuna.samplers.BaseSampler):
         hv0 = hypervolume_of_points(front)
         best, best_gain = None, -math.inf
         cands = self._candidates(cfgs, front_idx, rng, taken, kind)
-        if not cands:  # this kind of step is not open here (e.g. a space with one precision)
-            other = "cheap" if kind == "arch" else "arch"
+        for other in ("arch", "precision", "merge"):
+            if cands:
+                break  # else this kind of step is not open here (e.g. one precision only)
             cands = self._candidates(cfgs, front_idx, rng, taken, other)
         for cand, parent in cands:
             f = _features(cand, self._space, self._precisions)
@@ -241,7 +264,7 @@ class AxiswiseSampler(optuna.samplers.BaseSampler):
                     ) -> list[tuple[JointConfig, int | None]]:
         """Up to ``n_candidates`` unmeasured configs with the front member each steps from
         (None for a draw anywhere): architecture steps, each completed over the cheap axes, for
-        ``kind="arch"``; precision or merging steps for ``kind="cheap"``."""
+        ``kind="arch"``; precision or merging steps for ``"precision"`` or ``"merge"``."""
         out: list[tuple[JointConfig, int | None]] = []
         seen = set(taken)
         measured = {_arch(c) for c in cfgs}
@@ -255,8 +278,8 @@ class AxiswiseSampler(optuna.samplers.BaseSampler):
                 cand = self._space.sample(rng)
             else:
                 parent = int(front[rng.integers(len(front))])
-                move = self._arch_move if kind == "arch" else self._cheap_move
-                cand = move(cfgs[parent], rng)
+                cand = self._arch_move(cfgs[parent], rng) if kind == "arch" \
+                    else self._cheap_move(cfgs[parent], rng, kind)
                 if cand is None:
                     continue
             if kind == "arch" and _arch(cand) in measured:
@@ -314,11 +337,14 @@ class AxiswiseSampler(optuna.samplers.BaseSampler):
                 params[f"{name}_{i}"] = new
         return self._space.config_from_params(params)
 
-    def _cheap_move(self, cfg: JointConfig, rng: np.random.Generator) -> JointConfig | None:
+    def _cheap_move(self, cfg: JointConfig, rng: np.random.Generator,
+                    kind: str = "precision") -> JointConfig | None:
+        """One precision change (``kind="precision"``) or one merging step (``"merge"``) of
+        ``cfg``; None when the space has no other choice on that axis."""
         params = self._space.params_from_config(cfg)
-        if len(self._precisions) > 1 and rng.random() < 0.5:
-            self._precision_move(params, cfg, rng)
-        elif not self._merge_move(params, cfg, rng):
+        moved = self._precision_move(params, cfg, rng) if kind == "precision" \
+            else self._merge_move(params, cfg, rng)
+        if not moved:
             return None
         parse_precision(params["precision"])
         return self._space.config_from_params(params)

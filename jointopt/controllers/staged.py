@@ -80,27 +80,14 @@ class StagedSampler(AxiswiseSampler):
         return self._with(cfg, precision=prec, **{f"tome_r_{i}": 0 for i in range(cfg.depth)})
 
     def kind_of(self, k: int) -> str:
-        return "arch" if self._stage == 1 else "cheap"
+        return ("arch", "merge", "precision")[self._stage - 1]
 
     def _arch_move(self, cfg: JointConfig, rng: np.random.Generator) -> JointConfig | None:
         moved = super()._arch_move(cfg, rng)
         return None if moved is None else self._float_unmerged(moved)
 
-    def _cheap_move(self, cfg: JointConfig, rng: np.random.Generator) -> JointConfig | None:
-        return self._stage_move(cfg, rng)
-
     def _completions(self, cfg: JointConfig) -> list[JointConfig]:
         return [cfg]  # each stage moves along its own axis only
-
-    def _stage_move(self, cfg: JointConfig, rng: np.random.Generator) -> JointConfig | None:
-        params = self._space.params_from_config(cfg)
-        if self._stage == 2:  # merging only
-            moved = self._merge_move(params, cfg, rng)
-        elif self._stage == 3:  # precision only
-            moved = self._precision_move(params, cfg, rng)
-        else:
-            moved = False
-        return self._space.config_from_params(params) if moved else None
 
     def _candidates(self, cfgs: list[JointConfig], front: list[int], rng: np.random.Generator,
                     taken: set[Any], kind: str = "arch"
