@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 from jointopt.controllers.axiswise import AxiswiseSampler
 from jointopt.controllers.staged import StagedSampler
 from jointopt.pareto import hypervolume
+from jointopt.space import JointConfig
 
 
 def _run(sampler: optuna.samplers.BaseSampler, n: int,
@@ -53,7 +54,7 @@ def test_axiswise_proposes_distinct_valid_configs_and_beats_random() -> None:
     assert sum(ours) / 3 >= sum(theirs) / 3 + 0.01
 
 
-def _arch(cfg) -> tuple:  # type: ignore[no-untyped-def]
+def _arch(cfg: JointConfig) -> tuple[object, ...]:
     return cfg.depth, cfg.embed_dim, cfg.heads, cfg.ratios
 
 

@@ -238,7 +238,8 @@ class AxiswiseSampler(optuna.samplers.BaseSampler):
         for other in ("arch", "precision", "merge"):
             if cands:
                 break  # else this kind of step is not open here (e.g. one precision only)
-            cands = self._candidates(cfgs, front_idx, rng, taken, other)
+            if other != kind:
+                cands = self._candidates(cfgs, front_idx, rng, taken, other)
         for cand, parent in cands:
             f = _features(cand, self._space, self._precisions)
             pred = np.empty(len(objectives))
