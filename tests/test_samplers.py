@@ -48,9 +48,8 @@ def test_axiswise_proposes_distinct_valid_configs_and_beats_random() -> None:
         assert len(set(keys)) == len(keys) == 30  # no repeats, ever
         ours.append(_hv(ax))
         theirs.append(_hv(_run(optuna.samplers.RandomSampler(seed=seed), 30)))
-    # Random's best seed can tie a 30-trial search on this small problem; on the mean it
-    # must lose clearly (axiswise 0.876, random 0.854 when written).
-    assert sum(a > b for a, b in zip(ours, theirs, strict=True)) >= 2
+    assert all(a > b for a, b in zip(ours, theirs, strict=True))
+    # and clearly on the mean (axiswise 0.876, random 0.854 when written)
     assert sum(ours) / 3 >= sum(theirs) / 3 + 0.01
 
 
