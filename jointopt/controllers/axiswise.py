@@ -77,6 +77,7 @@ def _arch(cfg: JointConfig) -> tuple[Any, ...]:
 #: one such point taught the model that a precision costs 3 points (WM-811K), and the search
 #: never measured that precision again. The strong prior gives way as measured pairs accumulate.
 ALPHA, CHEAP_ALPHA = 0.3, 20.0
+KINDS = ("arch", "precision", "merge")  # what a guided trial changes (see ``kind_of``)
 _N_ARCH_FEATURES = 4  # intercept, log MACs, log weights, depth: then merging and precision
 
 
@@ -234,12 +235,11 @@ class AxiswiseSampler(optuna.samplers.BaseSampler):
         front = pts[front_idx]
         hv0 = hypervolume_of_points(front)
         best, best_gain = None, -math.inf
-        cands = self._candidates(cfgs, front_idx, rng, taken, kind)
-        for other in ("arch", "precision", "merge"):
+        # The scheduled kind first, then the others where it is not open (one precision only)
+        for k in (kind, *(other for other in KINDS if other != kind)):
+            cands = self._candidates(cfgs, front_idx, rng, taken, k)
             if cands:
-                break  # else this kind of step is not open here (e.g. one precision only)
-            if other != kind:
-                cands = self._candidates(cfgs, front_idx, rng, taken, other)
+                break
         for cand, parent in cands:
             f = _features(cand, self._space, self._precisions)
             pred = np.empty(len(objectives))
