@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -64,10 +65,42 @@ def _eval_axes(lines: list[str]) -> None:
     lines.append("")
 
 
+
+def _arches(r: dict[str, Any]) -> set[str]:
+    return {k.split("|")[0] for k in r["precision"]}
+
+
+def _fp32_best(r: dict[str, Any], arch: str = "largest") -> tuple[float, float]:
+    """The fastest fp32 of either runtime at ``arch``: (batch-1 ms, batch img/s)."""
+    fp32 = [v for k, v in r["precision"].items() if k.startswith(arch + "|")
+            and "|w32a32|" in k]
+    return min(v["latency_ms"] for v in fp32), max(v["throughput_ips"] for v in fp32)
+
+
+def _precision_checks(r: dict[str, Any]) -> list[Any]:
+    """Issue 11's targets on one precision record (largest architecture, default runtime)."""
+    from bench.stats import Check
+
+    default, th, batch = r["default_runtime"], r["threads"], r["batch"]
+    best_lat, best_thr = _fp32_best(r)
+    on = {p: r["precision"][f"largest|r0|{p}|{default}|t{th}"] for p in ("w8a8", "w16a16")}
+    checks = [Check("w8a8 vs fp32, batch 1", best_lat / on["w8a8"]["latency_ms"], 1.5),
+              Check(f"w8a8 vs fp32, batch {batch}", on["w8a8"]["throughput_ips"] / best_thr,
+                    2.0),
+              Check(f"16-bit vs fp32, batch {batch}",
+                    on["w16a16"]["throughput_ips"] / best_thr, 1.3)]
+    merge = r.get("merging", {})
+    r0 = merge.get(f"largest|r0|w32a32|{default}|t{th}")
+    r8 = merge.get(f"largest|r8|w32a32|{default}|t{th}")
+    if r0 and r8:
+        checks.append(Check(f"r = 8 vs r = 0 throughput (fp32, batch {batch})",
+                            r8["throughput_ips"] / r0["throughput_ips"], 1.3))
+    return checks
+
+
 def _precision(lines: list[str]) -> None:
     """benchmarks/precision.py: every precision on both runtimes, merging, agreement."""
     from bench.render import check_table
-    from bench.stats import Check
 
     recs = _records("precision")
     if not recs:
@@ -98,21 +131,22 @@ def _precision(lines: list[str]) -> None:
                          f"{v['throughput_ips'] / best_thr:.2f}x | {v['model_bytes']:,} |")
         lines.append("")
         if arch == "largest":
-            on = {p: cells[f"largest|r0|{p}|{default}|t{r['threads']}"]
-                  for p in ("w8a8", "w16a16")}
-            checks = [Check("w8a8 vs fp32, batch 1", best_lat / on["w8a8"]["latency_ms"], 1.5),
-                      Check(f"w8a8 vs fp32, batch {r['batch']}",
-                            on["w8a8"]["throughput_ips"] / best_thr, 2.0),
-                      Check(f"16-bit vs fp32, batch {r['batch']}",
-                            on["w16a16"]["throughput_ips"] / best_thr, 1.3)]
-            merge = r.get("merging", {})
-            r0 = merge.get(f"largest|r0|w32a32|{default}|t{r['threads']}")
-            r8 = merge.get(f"largest|r8|w32a32|{default}|t{r['threads']}")
-            if r0 and r8:
-                checks.append(Check(f"r = 8 vs r = 0 throughput (fp32, batch {r['batch']})",
-                                    r8["throughput_ips"] / r0["throughput_ips"], 1.3))
             lines += [f"Targets on the default runtime ({default}, largest architecture):", "",
-                      *check_table(checks), ""]
+                      *check_table(_precision_checks(r)), ""]
+    history = [(x, _precision_checks(x)) for x in recs if "largest" in _arches(x)]
+    if len(history) > 1:
+        names = [c.claim for c in history[-1][1]]
+        lines += ["The same targets in every recorded run of this section. The host's speed "
+                  "varies between runs (fp32 throughput, first column), and the ratios move "
+                  "with it: a verdict above holds for the latest run only.", "",
+                  f"| run | fp32 b{r['batch']} img/s | " + " | ".join(names) + " |",
+                  "|---|---|" + "---|" * len(names)]
+        for x, checks in history:
+            by = {c.claim: c for c in checks}
+            cells = [f"{by[n].value:.2f}x" if n in by else "" for n in names]
+            lines.append(f"| {x['date']} ({x['commit']}) | {_fp32_best(x)[1]:.0f} | "
+                         + " | ".join(cells) + " |")
+        lines.append("")
     if r.get("threads_sweep"):
         lines += ["Threads (largest architecture):", "",
                   "| precision | runtime | threads | b1 ms | b{} img/s |".format(r["batch"]),
