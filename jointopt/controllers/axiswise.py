@@ -48,8 +48,11 @@ __all__ = ["AxiswiseSampler"]
 _ACCURACY = ("accuracy", "balanced_accuracy")
 
 
-def _features(cfg: JointConfig, space: SearchSpace, precisions: list[str]) -> np.ndarray:
-    """log MACs (tokens after merging), log weight entries, depth, merged share, precision."""
+def _features(cfg: JointConfig, space: SearchSpace, precisions: list[str]
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """The surrogates' inputs, in two parts: the architecture's (intercept, log MACs with the
+    tokens left after merging, log weight entries, depth) and the cheap axes' (merged share,
+    precision one-hot). The accuracy model shrinks the second part harder (``CHEAP_ALPHA``)."""
     s = space.supernet
     e, hd = cfg.embed_dim, s.head_dim
     patches = s.num_tokens - 1
@@ -62,8 +65,12 @@ def _features(cfg: JointConfig, space: SearchSpace, precisions: list[str]) -> np
         weights += 4 * e * w + 2 * e * m
     merged = sum(cfg.merges) / max(1, s.num_tokens)
     onehot = [1.0 if cfg.precision == p else 0.0 for p in precisions]
-    return np.array([1.0, math.log(macs), math.log(weights), cfg.depth / s.depth, merged,
-                     *onehot])
+    return (np.array([1.0, math.log(macs), math.log(weights), cfg.depth / s.depth]),
+            np.array([merged, *onehot]))
+
+
+def _row(cfg: JointConfig, space: SearchSpace, precisions: list[str]) -> np.ndarray:
+    return np.concatenate(_features(cfg, space, precisions))
 
 
 def _arch(cfg: JointConfig) -> tuple[Any, ...]:
@@ -78,15 +85,15 @@ def _arch(cfg: JointConfig) -> tuple[Any, ...]:
 #: never measured that precision again. The strong prior gives way as measured pairs accumulate.
 ALPHA, CHEAP_ALPHA = 0.3, 20.0
 KINDS = ("arch", "precision", "merge")  # what a guided trial changes (see ``kind_of``)
-_N_ARCH_FEATURES = 4  # intercept, log MACs, log weights, depth: then merging and precision
 
 
 class _Ridge:
     def __init__(self, x: np.ndarray, y: np.ndarray, alpha: float = ALPHA,
-                 cheap_alpha: float | None = None) -> None:
+                 cheap_alpha: float | None = None, n_arch: int = 0) -> None:
+        """Columns from ``n_arch`` on (the cheap axes') are shrunk by ``cheap_alpha``."""
         reg = alpha * np.eye(x.shape[1])
         if cheap_alpha is not None:
-            idx = np.arange(_N_ARCH_FEATURES, x.shape[1])
+            idx = np.arange(n_arch, x.shape[1])
             reg[idx, idx] = cheap_alpha
         reg[0, 0] = 0.0  # no shrinkage of the intercept
         self.coef = np.linalg.solve(x.T @ x + reg, x.T @ y)
@@ -220,13 +227,14 @@ class AxiswiseSampler(optuna.samplers.BaseSampler):
         base = {"metrics": dict(zip(names, base_trial.values, strict=True))}
         pts = normalize(records, objectives, base)
         cfgs = [JointConfig.from_dict(t.user_attrs["config"]) for t in done]
-        feats = np.array([_features(c, self._space, self._precisions) for c in cfgs])
+        feats = np.array([_row(c, self._space, self._precisions) for c in cfgs])
+        n_arch = len(_features(cfgs[0], self._space, self._precisions)[0])
         ok = np.all(np.isfinite(pts), axis=1)
         models = []
         for j, obj in enumerate(objectives):
             y = pts[ok, j]
             if obj.is_accuracy or obj.key in _ACCURACY:
-                models.append(_Ridge(feats[ok], y, cheap_alpha=CHEAP_ALPHA))
+                models.append(_Ridge(feats[ok], y, cheap_alpha=CHEAP_ALPHA, n_arch=n_arch))
             else:
                 models.append(_Ridge(feats[ok], np.log(np.maximum(y, 1e-9))))
         front_idx = [int(i) for i in np.flatnonzero(ok)
@@ -241,7 +249,7 @@ class AxiswiseSampler(optuna.samplers.BaseSampler):
             if cands:
                 break
         for cand, parent in cands:
-            f = _features(cand, self._space, self._precisions)
+            f = _row(cand, self._space, self._precisions)
             pred = np.empty(len(objectives))
             for j, (obj, model) in enumerate(zip(objectives, models, strict=True)):
                 accuracy = obj.is_accuracy or obj.key in _ACCURACY
