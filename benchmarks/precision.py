@@ -66,13 +66,11 @@ class Cell:
 
         from jointopt.cost.size import size_costs
         from jointopt.deploy import export_onnx
-        from jointopt.evaluation import build_deployable
-        from jointopt.precision import plan_for
+        from jointopt.evaluation import build_deployable, config_plan
         from jointopt.runtimes import get_runtime
 
         rt = get_runtime(runtime)
-        self.plan = plan_for(cfg.w_bits, cfg.a_bits, depth=cfg.depth, merges=cfg.merges,
-                             caps=rt.caps(), io_bits=study.evaluation.io_bits)
+        self.plan = config_plan(study, cfg, runtime)
         sub, q = build_deployable(study, cfg, net)
         s = net.shape
         path = export_onnx(self.plan, sub, q, torch.zeros(1, net.in_chans, s.img_size,

@@ -91,9 +91,10 @@ def per_class_subset(labels: torch.Tensor, per_class: int, *, seed: int) -> torc
     return torch.from_numpy(np.sort(np.concatenate(keep)))
 
 
-def config_plan(study: Study, cfg: JointConfig) -> PrecisionPlan:
-    """The precision plan of ``cfg`` on the study's runtime (``evaluate.runtime``)."""
-    caps = get_runtime(study.evaluation.runtime).caps()
+def config_plan(study: Study, cfg: JointConfig, runtime: str | None = None) -> PrecisionPlan:
+    """The precision plan of ``cfg`` on ``runtime`` (default: the study's,
+    ``evaluate.runtime``)."""
+    caps = get_runtime(runtime or study.evaluation.runtime).caps()
     return plan_for(cfg.w_bits, cfg.a_bits, depth=cfg.depth, merges=cfg.merges, caps=caps,
                     io_bits=study.evaluation.io_bits,
                     stem_convs=len(study.space.supernet.stem_convs(study.dataset.channels)))

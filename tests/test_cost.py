@@ -151,3 +151,18 @@ def test_rapl_energy_reads_the_counter_around_batch_runs(tmp_path, monkeypatch) 
     assert out["energy_mj"] == pytest.approx(5000.0 / (10 * 4))  # 5 J over 10 runs of 4 images
     monkeypatch.setattr(energy, "RAPL", tmp_path / "missing")
     assert get_cost_model("energy", "rapl")(ctx)["energy_source"] == "model:horowitz45"
+
+
+@pytest.mark.parametrize("stem", ["patch", "conv"])
+def test_float_size_costs_count_the_stem_and_ignore_the_precision(stem: str) -> None:
+    from jointopt.cost.size import float_size_costs
+
+    shape = dataclasses.replace(SPACE.supernet, stem=stem)
+    cfg = dataclasses.replace(SPACE.max_config, w_bits=8, a_bits=8)
+    got = float_size_costs(cfg, shape, in_chans=1, num_classes=6)
+    fp32 = dataclasses.replace(cfg, w_bits=32, a_bits=32)
+    plan = plan_for(32, 32, depth=cfg.depth, merges=cfg.merges, caps=CAPS,
+                    stem_convs=len(shape.stem_convs(1)))
+    assert got == size_costs(fp32, shape, plan, in_chans=1, num_classes=6)
+    patch = float_size_costs(cfg, SPACE.supernet, in_chans=1, num_classes=6)
+    assert (got["macs"] > patch["macs"]) == (stem == "conv")

@@ -41,14 +41,9 @@ def mid_config(space: Any) -> Any:
 
 def float_macs(cfg: Any, shape: Any, *, in_chans: int, num_classes: int) -> int:
     """MACs of ``cfg``'s architecture and merging (the count does not depend on precision)."""
-    from jointopt.cost.size import size_costs
-    from jointopt.precision import plan_for
-    from jointopt.runtimes import get_runtime
+    from jointopt.cost.size import float_size_costs
 
-    plan = plan_for(32, 32, depth=cfg.depth, merges=cfg.merges,
-                    caps=get_runtime("onnxruntime").caps(),
-                    stem_convs=len(shape.stem_convs(in_chans)))
-    return size_costs(cfg, shape, plan, in_chans=in_chans, num_classes=num_classes)["macs"]
+    return float_size_costs(cfg, shape, in_chans=in_chans, num_classes=num_classes)["macs"]
 
 
 def spread_configs(space: Any, shape: Any, n: int, *, in_chans: int, num_classes: int,

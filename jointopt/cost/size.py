@@ -186,3 +186,14 @@ def size_costs(cfg: JointConfig, shape: SupernetShape, plan: PrecisionPlan, *, i
                                       strict=True) if r > 0]
     model_bytes = _stored_bytes(layers, plan, params - linear, merging)
     return {"params": params, "macs": macs, "bitops": bitops, "model_bytes": int(model_bytes)}
+
+
+def float_size_costs(cfg: JointConfig, shape: SupernetShape, *, in_chans: int,
+                     num_classes: int) -> dict[str, int]:
+    """:func:`size_costs` of ``cfg``'s architecture and merging in float32, on no particular
+    runtime (params and MACs do not depend on the precision or the runtime)."""
+    from jointopt.precision import RuntimeCaps, plan_for
+
+    plan = plan_for(32, 32, depth=cfg.depth, merges=cfg.merges, caps=RuntimeCaps("float32"),
+                    stem_convs=len(shape.stem_convs(in_chans)))
+    return size_costs(cfg, shape, plan, in_chans=in_chans, num_classes=num_classes)

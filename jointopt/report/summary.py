@@ -5,9 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from jointopt.cost.size import size_costs
-from jointopt.precision import plan_for
-from jointopt.runtimes import get_runtime
+from jointopt.cost.size import float_size_costs
 from jointopt.space import JointConfig
 from jointopt.study import Study
 from jointopt.supernet import ViTSupernet
@@ -29,13 +27,8 @@ def subnet_rows(study: Study, net: ViTSupernet, splits: tuple[str, ...] = ("val"
     for name, cfg in (("largest", study.space.max_config),
                       ("smallest", _float_arch(study.space.min_config))):
         net.set_active(cfg)
-        # fp32 on ONNX Runtime's plan: a summary needs no runtime, and the sizes of a float
-        # architecture do not depend on one.
-        plan = plan_for(32, 32, depth=cfg.depth, merges=cfg.merges,
-                        caps=get_runtime("onnxruntime").caps(),
-                        stem_convs=len(net.shape.stem_convs(net.in_chans)))
-        cost = size_costs(cfg, net.shape, plan, in_chans=net.in_chans,
-                          num_classes=net.num_classes)
+        cost = float_size_costs(cfg, net.shape, in_chans=net.in_chans,
+                                num_classes=net.num_classes)
         row: dict[str, Any] = {"subnet": name, "config": cfg.to_dict()}
         for split in splits:
             got = scores(net, *data.split(split), len(data.classes))
