@@ -509,3 +509,34 @@ def test_bench_train_reuses_a_job_only_under_the_same_key(
     assert len({c.key() for c in cfgs}) == len(cfgs) >= 5
     assert any(c.merges and all(r > 0 for r in c.merges) for c in cfgs) == \
         (len(study.space.choices["tome_r"]) > 1)
+
+
+def _precision_record(date: str, fp32_thr: float, int8_thr: float) -> dict:
+    def cell(lat: float, thr: float) -> dict:
+        return {"label": "x", "latency_ms": lat, "throughput_ips": thr, "model_bytes": 1}
+
+    table = {}
+    for arch in ("largest", "d4e128h2m3"):
+        for rt, slow in (("openvino", 1.0), ("onnxruntime", 0.8)):
+            table[f"{arch}|r0|w32a32|{rt}|t2"] = cell(2.0 / slow, fp32_thr * slow)
+            table[f"{arch}|r0|w16a16|{rt}|t2"] = cell(1.5 / slow, 1.5 * fp32_thr * slow)
+            table[f"{arch}|r0|w8a8|{rt}|t2"] = cell(1.0 / slow, int8_thr * slow)
+    return {"date": date, "commit": "abc1234", "command": "python benchmarks/precision.py",
+            "machine": "vm", "threads": 2, "batch": 64, "rounds": 5, "default_runtime": "openvino",
+            "versions": {}, "precision": table}
+
+
+def test_precision_section_checks_the_latest_run_and_lists_every_run(monkeypatch) -> None:
+    import make_results
+
+    recs = [_precision_record("2026-11-30 11:00:00", 400.0, 740.0),
+            _precision_record("2026-12-01 12:00:00", 1000.0, 2270.0)]
+    monkeypatch.setattr(make_results, "_records", lambda name: recs)
+    lines: list[str] = []
+    make_results._precision(lines)
+    text = "\n".join(lines)
+    # the verdicts are the latest run's: 2270 / 1000 = 2.27x at batch 64, met
+    assert "| w8a8 vs fp32, batch 64 | 2.27x | >= 2x | met |" in text
+    # both runs are listed with the host's fp32 speed and their own ratios (740 / 400 = 1.85x)
+    assert "| 2026-11-30 11:00:00 (abc1234) | 400 | 2.00x | 1.85x | 1.50x |" in text
+    assert "| 2026-12-01 12:00:00 (abc1234) | 1000 | 2.00x | 2.27x | 1.50x |" in text
