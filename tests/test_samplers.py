@@ -118,3 +118,26 @@ def test_staged_searches_architecture_then_tokens_then_precision() -> None:
         else:  # an earlier config with another precision
             assert any(c.key().rsplit("_", 1)[0] == d.key().rsplit("_", 1)[0]
                        and c.precision != d.precision for d in cfgs[:15])
+
+
+def test_axiswise_accuracy_model_learns_precision_within_architectures() -> None:
+    import numpy as np
+
+    from jointopt.controllers.axiswise import _Ridge
+
+    rng = np.random.default_rng(0)
+    # columns: intercept, one architecture feature, then a precision indicator (the cheap part)
+    size = rng.uniform(0, 1, 12)
+    prec = np.array([1.0] * 6 + [0.0] * 6)  # each architecture measured at one precision only
+    size[:6] += 2.0  # ... and the int8 ones happen to be the large, accurate architectures
+    x = np.column_stack([np.ones(12), size, prec])
+    y = 0.5 - 0.1 * size  # error falls with size; precision itself costs nothing
+    groups = np.arange(12)
+    pooled = _Ridge(x, y)
+    within = _Ridge(x, y, groups=groups, n_arch=2)
+    assert abs(within.coef[2]) < 1e-9 < abs(pooled.coef[2])  # no pairs: no precision effect
+    # one architecture measured at both precisions, int8 0.03 worse: the model follows it
+    x2 = np.vstack([x, [1.0, size[0], 0.0]])
+    y2 = np.append(y, y[0] - 0.03)
+    fit = _Ridge(x2, y2, groups=np.append(groups, 0), n_arch=2)
+    assert 0.005 < fit.coef[2] < 0.03

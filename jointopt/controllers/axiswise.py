@@ -52,7 +52,7 @@ def _features(cfg: JointConfig, space: SearchSpace, precisions: list[str]
               ) -> tuple[np.ndarray, np.ndarray]:
     """The surrogates' inputs, in two parts: the architecture's (intercept, log MACs with the
     tokens left after merging, log weight entries, depth) and the cheap axes' (merged share,
-    precision one-hot). The accuracy model shrinks the second part harder (``CHEAP_ALPHA``)."""
+    precision one-hot). The accuracy model fits the second part within architectures."""
     s = space.supernet
     e, hd = cfg.embed_dim, s.head_dim
     patches = s.num_tokens - 1
@@ -77,28 +77,47 @@ def _arch(cfg: JointConfig) -> tuple[Any, ...]:
     return cfg.depth, cfg.embed_dim, cfg.heads, cfg.ratios
 
 
-#: Ridge penalty of the surrogates' coefficients, and of the accuracy model's merging and
-#: precision coefficients. Merging and precision move accuracy a little (post-training
-#: quantization moved DeepPCB subnets by about 0.3 points, RESULTS.md section 5), but the
-#: first trials measure each precision once, on unrelated architectures; with the light penalty
-#: one such point taught the model that a precision costs 3 points (WM-811K), and the search
-#: never measured that precision again. The strong prior gives way as measured pairs accumulate.
-ALPHA, CHEAP_ALPHA = 0.3, 20.0
+#: Ridge penalty of the surrogates' coefficients.
+ALPHA = 0.3
 KINDS = ("arch", "precision", "merge")  # what a guided trial changes (see ``kind_of``)
 
 
 class _Ridge:
+    """Ridge regression of ``y`` on ``x`` (intercept in column 0, not shrunk).
+
+    With ``groups`` (one architecture key per row), the coefficients of the columns from
+    ``n_arch`` on (merging and precision) are estimated within architectures only: from the
+    differences between configs of one architecture, as a fixed-effects regression does. The
+    first trials measure each precision once, on unrelated architectures; a pooled fit credited
+    their accuracy to the precision (on WM-811K it taught the model that a precision costs 3
+    points, and the search never measured it again), and a strong prior instead hid real
+    penalties (on DeepPCB, merging at r = 8 costs points the model never learned, so new
+    architectures were measured merged and fell below the baseline's accuracy). Within
+    architectures, a precision or merging step is compared with its own parent, so the
+    coefficient is zero until such pairs exist and then follows them.
+    """
+
     def __init__(self, x: np.ndarray, y: np.ndarray, alpha: float = ALPHA,
-                 cheap_alpha: float | None = None, n_arch: int = 0) -> None:
-        """Columns from ``n_arch`` on (the cheap axes') are shrunk by ``cheap_alpha``."""
-        reg = alpha * np.eye(x.shape[1])
-        if cheap_alpha is not None:
-            idx = np.arange(n_arch, x.shape[1])
-            reg[idx, idx] = cheap_alpha
-        reg[0, 0] = 0.0  # no shrinkage of the intercept
-        self.coef = np.linalg.solve(x.T @ x + reg, x.T @ y)
+                 groups: np.ndarray | None = None, n_arch: int = 0) -> None:
+        if groups is None:
+            self.coef = self._fit(x, y, alpha)
+        else:
+            xc, yc = x[:, n_arch:].copy(), y.astype(float).copy()
+            for g in np.unique(groups):
+                rows = groups == g
+                xc[rows] -= xc[rows].mean(axis=0)
+                yc[rows] -= yc[rows].mean()
+            cheap = np.linalg.solve(xc.T @ xc + alpha * np.eye(xc.shape[1]), xc.T @ yc)
+            arch = self._fit(x[:, :n_arch], y - x[:, n_arch:] @ cheap, alpha)
+            self.coef = np.concatenate([arch, cheap])
         resid = y - x @ self.coef
         self.sigma = float(np.sqrt(np.mean(resid**2))) if len(y) > 1 else 0.1
+
+    @staticmethod
+    def _fit(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
+        reg = alpha * np.eye(x.shape[1])
+        reg[0, 0] = 0.0  # no shrinkage of the intercept
+        return np.linalg.solve(x.T @ x + reg, x.T @ y)
 
     def __call__(self, x: np.ndarray) -> float:
         return float(x @ self.coef)
@@ -229,12 +248,14 @@ class AxiswiseSampler(optuna.samplers.BaseSampler):
         cfgs = [JointConfig.from_dict(t.user_attrs["config"]) for t in done]
         feats = np.array([_row(c, self._space, self._precisions) for c in cfgs])
         n_arch = len(_features(cfgs[0], self._space, self._precisions)[0])
+        archs: dict[tuple[Any, ...], int] = {}
+        groups = np.array([archs.setdefault(_arch(c), len(archs)) for c in cfgs])
         ok = np.all(np.isfinite(pts), axis=1)
         models = []
         for j, obj in enumerate(objectives):
             y = pts[ok, j]
             if obj.is_accuracy or obj.key in _ACCURACY:
-                models.append(_Ridge(feats[ok], y, cheap_alpha=CHEAP_ALPHA, n_arch=n_arch))
+                models.append(_Ridge(feats[ok], y, groups=groups[ok], n_arch=n_arch))
             else:
                 models.append(_Ridge(feats[ok], np.log(np.maximum(y, 1e-9))))
         front_idx = [int(i) for i in np.flatnonzero(ok)
