@@ -90,9 +90,9 @@ class _Ridge:
     differences between configs of one architecture, as a fixed-effects regression does. The
     first trials measure each precision once, on unrelated architectures; a pooled fit credited
     their accuracy to the precision (on WM-811K it taught the model that a precision costs 3
-    points, and the search never measured it again), and a strong prior instead hid real
-    penalties (on DeepPCB, merging at r = 8 costs points the model never learned, so new
-    architectures were measured merged and fell below the baseline's accuracy). Within
+    points, and the search never measured it again), and a strong prior instead kept every
+    penalty near zero (on DeepPCB merging then looked free, new architectures were measured
+    merged, and they scored just under the baseline's accuracy). Within
     architectures, a precision or merging step is compared with its own parent, so the
     coefficient is zero until such pairs exist and then follows them.
     """
