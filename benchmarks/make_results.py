@@ -65,7 +65,6 @@ def _eval_axes(lines: list[str]) -> None:
     lines.append("")
 
 
-
 def _arches(r: dict[str, Any]) -> set[str]:
     return {k.split("|")[0] for k in r["precision"]}
 
@@ -115,11 +114,9 @@ def _precision(lines: list[str]) -> None:
               "the fastest fp32 of the two runtimes for that architecture (> 1 = faster).", ""]
     for arch in ("largest", "d4e128h2m3"):
         cells = {k: v for k, v in t.items() if k.startswith(arch + "|")}
-        fp32 = [v for k, v in cells.items() if "|w32a32|" in k]
-        if not fp32:
+        if not any("|w32a32|" in k for k in cells):
             continue
-        best_lat = min(v["latency_ms"] for v in fp32)
-        best_thr = max(v["throughput_ips"] for v in fp32)
+        best_lat, best_thr = _fp32_best(r, arch)
         lines += [f"**{arch}**", "",
                   "| precision | runtime | ran as | b1 ms | b1 vs fp32 | b{0} img/s | "
                   "b{0} vs fp32 | model bytes |".format(r["batch"]),
