@@ -246,8 +246,9 @@ class AxiswiseSampler(optuna.samplers.BaseSampler):
         base = {"metrics": dict(zip(names, base_trial.values, strict=True))}
         pts = normalize(records, objectives, base)
         cfgs = [JointConfig.from_dict(t.user_attrs["config"]) for t in done]
-        feats = np.array([_row(c, self._space, self._precisions) for c in cfgs])
-        n_arch = len(_features(cfgs[0], self._space, self._precisions)[0])
+        parts = [_features(c, self._space, self._precisions) for c in cfgs]
+        feats = np.array([np.concatenate(p) for p in parts])
+        n_arch = len(parts[0][0])
         archs: dict[tuple[Any, ...], int] = {}
         groups = np.array([archs.setdefault(_arch(c), len(archs)) for c in cfgs])
         ok = np.all(np.isfinite(pts), axis=1)
