@@ -80,8 +80,9 @@ def test_axiswise_alternates_architecture_and_cheap_trials() -> None:
                 assert any(c.merges == cfgs[i].merges for c in same)
             else:
                 assert any(c.precision == cfgs[i].precision for c in same)
-        else:
-            new_arch += _arch(cfgs[i]) not in earlier
+        elif _arch(cfgs[i]) not in earlier:
+            new_arch += 1
+            assert not any(cfgs[i].merges)  # a new architecture is first measured unmerged
     arch_trials = [i for i, k in zip(guided, kinds, strict=False) if k == "arch"]
     assert new_arch >= 0.8 * len(arch_trials)
     # New architectures are completed over the cheap axes: on this problem a lower precision

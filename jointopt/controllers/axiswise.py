@@ -12,8 +12,8 @@ an architecture's cost predictably and its accuracy a little. So the sampler:
    - an *architecture* trial screens neighbours of the Pareto front one architecture step
      away (depth, width, one layer's or every layer's heads or MLP ratio) and, with share
      ``global_share``, architectures drawn anywhere in the space; each is completed with
-     every precision, merged as its parent or not at all, so a new architecture is measured
-     at the cheap setting the surrogates expect to pay, not at float32;
+     every precision, unmerged, so a new architecture is measured at the precision the
+     surrogates expect to pay, not at float32, and merging is tried once it has an accuracy;
    - a *precision* or *merge* trial screens one-step changes of a front member's precision,
      or of its merging;
 3. screens with ridge regressions fitted on every measured trial (the log of each cost ratio
@@ -329,16 +329,14 @@ class AxiswiseSampler(optuna.samplers.BaseSampler):
         return out
 
     def _completions(self, cfg: JointConfig) -> list[JointConfig]:
-        """``cfg``'s architecture at every precision of the space, merged as ``cfg`` is and
-        not at all: the surrogates then choose the cheap axes a new architecture is measured
-        at."""
+        """``cfg``'s architecture, unmerged, at every precision of the space: the surrogates
+        choose the precision a new architecture is first measured at, and merging is left to
+        cheap moves once the architecture has a measured accuracy.  A new architecture
+        measured merged confounds the two (the merged variant's accuracy drop is read as the
+        architecture's); on DeepPCB's section-2 cell this raised joint's mean hypervolume
+        from 0.9320 to 0.9380 on replayed caches (session note 10)."""
         unmerged = {f"tome_r_{i}": 0 for i in range(cfg.depth)}
-        out = []
-        for prec in self._precisions:
-            out.append(self._with(cfg, precision=prec))
-            if any(cfg.merges):
-                out.append(self._with(cfg, precision=prec, **unmerged))
-        return out
+        return [self._with(cfg, precision=prec, **unmerged) for prec in self._precisions]
 
     def _step(self, values: tuple[Any, ...], current: Any, rng: np.random.Generator) -> Any:
         if current not in values:
