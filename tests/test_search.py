@@ -103,13 +103,17 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(trained_tiny, tmp_path, 
     before: list[optuna.trial.FrozenTrial] = []
     while time.time() < deadline:
         time.sleep(0.5)
+        # Frozen while its trials are read, so a trial seen RUNNING is still running when the
+        # kill lands (it cannot finish in between).
+        proc.send_signal(signal.SIGSTOP)
         try:
             before = load_trials(path)
-        except (KeyError, Exception):  # noqa: BLE001  (study not created yet)
-            continue
+        except (KeyError, Exception):  # noqa: BLE001  (study not created yet, or locked)
+            before = []
         states = [t.state for t in before]
         if states.count(TrialState.COMPLETE) >= 3 and TrialState.RUNNING in states:
             break
+        proc.send_signal(signal.SIGCONT)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     # A kill mid-evaluation leaves no temporary folder among the study's results.

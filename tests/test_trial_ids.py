@@ -7,13 +7,20 @@ import os
 import socket
 
 import optuna
+import pytest
 from helpers.analytic import SPACE, analytic_metrics
 from optuna.trial import FrozenTrial, TrialState
 
 from jointopt.controllers.samplers import check_sampler_options, make_sampler
 from jointopt.controllers.spec import SamplerSpec, SearchSpec
 from jointopt.controllers.staged import StagedSampler
-from jointopt.controllers.storage import WORKER_ATTR, claim_trials, recover_orphans, trial_id
+from jointopt.controllers.storage import (
+    WORKER_ATTR,
+    claim_trials,
+    recover_orphans,
+    trial_id,
+    worker_id,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -107,3 +114,31 @@ def test_recover_orphans_fails_and_requeues_a_dead_workers_trial() -> None:
     assert states == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
     assert study.trials[2].user_attrs["retry_of"] == dead.number
     assert study.trials[2].params == {} and alive.number == 1
+
+
+def test_a_trial_cut_off_between_its_creation_and_its_naming_is_this_workers_orphan(
+        tmp_path) -> None:
+    """The storage can go away after creating a trial and before the sampler's before_trial
+    names its owner. The trial is still this worker's: its next pass fails and re-queues it
+    at once, instead of leaving it RUNNING (a search then stops one config short)."""
+    from sqlalchemy.exc import OperationalError
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.sampler = claim_trials(optuna.samplers.RandomSampler(seed=0), storage)
+    real = storage.get_trial
+
+    def lost(trial_id: int) -> FrozenTrial:
+        raise OperationalError("SELECT", {}, ConnectionError("server closed the connection"))
+
+    storage.get_trial = lost  # type: ignore[method-assign]
+    with pytest.raises(OperationalError):
+        study.ask()
+    storage.get_trial = real  # type: ignore[method-assign]
+    (cut,) = study.get_trials(states=(TrialState.RUNNING,))
+    assert WORKER_ATTR not in cut.system_attrs
+    other = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}")  # the next pass's
+    again = optuna.load_study(study_name="s", storage=other)
+    assert recover_orphans(again, other, also=(worker_id(),)) == [cut.number]
+    assert [t.state for t in again.trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert again.trials[1].user_attrs["retry_of"] == cut.number

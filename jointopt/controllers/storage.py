@@ -20,8 +20,8 @@ from optuna.trial import TrialState
 from jointopt.errors import StorageLost, UserError, clip, mask_secrets
 from jointopt.study import Study
 
-__all__ = ["check_storage", "claim_trials", "note_created", "open_storage", "open_study",
-           "recover_orphans", "trial_id", "worker_id", "worker_seed", "WORKER_ATTR",
+__all__ = ["check_storage", "claim_trials", "note_created", "track_created", "open_storage",
+           "open_study", "recover_orphans", "trial_id", "worker_id", "worker_seed", "WORKER_ATTR",
            "storage_description", "is_storage_error", "with_storage_retry"]
 
 log = logging.getLogger(__name__)
@@ -235,6 +235,7 @@ def claim_trials(sampler: optuna.samplers.BaseSampler, storage: BaseStorage
     """
     me = worker_id()
     inner = sampler.before_trial
+    track_created(storage)
 
     def before_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         note_created(study.study_name, trial.number)
@@ -253,9 +254,59 @@ def claim_trials(sampler: optuna.samplers.BaseSampler, storage: BaseStorage
 _CREATED: dict[str, set[int]] = {}
 
 
+#: Storage ids of the trials this process created or took from the queue, by storage URL: the
+#: storage can go away between creating a trial and reading it back, before ``before_trial``
+#: runs, so the trial's number was never seen here.
+_CREATED_IDS: dict[str, set[int]] = {}
+
+
 def note_created(study_name: str, number: int) -> None:
     """Record that this process created trial ``number`` (call before naming its owner)."""
     _CREATED.setdefault(study_name, set()).add(number)
+
+
+def track_created(storage: BaseStorage) -> None:
+    """Make ``storage`` record each trial this process creates or pops from the queue
+    (WAITING to RUNNING) the moment the storage has done it (SQL storages only: the others do
+    not go away mid-run)."""
+    url = getattr(storage, "url", None)
+    if not isinstance(url, str) or getattr(storage, "_jointopt_tracks_created", False):
+        return
+    ids = _CREATED_IDS.setdefault(url, set())
+    create, set_state = storage.create_new_trial, storage.set_trial_state_values
+    # Optuna's cache in front of an SQL storage calls the private _create_new_trial.
+    create_frozen = getattr(storage, "_create_new_trial", None)
+
+    def create_new_trial(study_id: int, template_trial: Any = None) -> int:
+        tid = create(study_id, template_trial)
+        ids.add(tid)
+        return tid
+
+    def _create_new_trial(study_id: int, template_trial: Any = None) -> Any:
+        frozen = create_frozen(study_id, template_trial)  # type: ignore[misc]
+        ids.add(frozen._trial_id)
+        return frozen
+
+    def set_trial_state_values(trial_id: int, state: TrialState,
+                               values: Any = None) -> bool:
+        taken = set_state(trial_id, state, values)
+        if taken and state == TrialState.RUNNING:
+            ids.add(trial_id)
+        return taken
+
+    storage.create_new_trial = create_new_trial  # type: ignore[method-assign]
+    if create_frozen is not None:
+        storage._create_new_trial = _create_new_trial  # type: ignore[attr-defined]
+    storage.set_trial_state_values = set_trial_state_values  # type: ignore[method-assign]
+    storage._jointopt_tracks_created = True  # type: ignore[attr-defined]
+
+
+def _created_here(storage: BaseStorage, study_name: str, number: int) -> bool:
+    """Whether this process created (or popped from the queue) trial ``number``."""
+    if number in _CREATED.get(study_name, ()):
+        return True
+    ids = _CREATED_IDS.get(getattr(storage, "url", None) or "", set())
+    return bool(ids) and trial_id(storage, study_name, number) in ids
 
 
 def worker_seed(ostudy: optuna.Study, seed: int | None) -> int | None:
@@ -343,7 +394,7 @@ def recover_orphans(ostudy: optuna.Study, storage: BaseStorage, *, also: tuple[s
         owner = t.system_attrs.get(WORKER_ATTR)
         # Created by an earlier pass of this process and cut off before it was named (an
         # outage): an orphan, since a pass starts only after the one before it ended.
-        unnamed_here = owner is None and t.number in _CREATED.get(ostudy.study_name, ())
+        unnamed_here = owner is None and _created_here(storage, ostudy.study_name, t.number)
         if owner is None and not unnamed_here:
             # A worker names itself in the sampler's before_trial hook (Optuna backend,
             # claim_trials) or once the params are drawn (Ray backend); until then its trial
