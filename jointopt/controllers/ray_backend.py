@@ -33,7 +33,6 @@ from jointopt.controllers.storage import (
     open_storage,
     open_study,
     recover_orphans,
-    track_created,
     trial_id,
     worker_id,
     worker_seed,
@@ -204,7 +203,6 @@ def run_ray(study: Study, *, n_trials: int | None = None, progress: bool = True,
     sampler = make_sampler(spec, n_objectives=len(spec.objectives),
                            seed=worker_seed(ostudy, spec.seed), space=study.space,
                            storage=storage)
-    track_created(storage)
     recover_orphans(ostudy, storage, also=orphans, grace=spec.grace_period)
     requeue_anchors(ostudy, study)
     remaining = max(target - count_complete(ostudy), pending_anchors(ostudy))
