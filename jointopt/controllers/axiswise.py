@@ -333,8 +333,8 @@ class AxiswiseSampler(optuna.samplers.BaseSampler):
         choose the precision a new architecture is first measured at, and merging is left to
         cheap moves once the architecture has a measured accuracy.  A new architecture
         measured merged confounds the two (the merged variant's accuracy drop is read as the
-        architecture's); on DeepPCB's section-2 cell this raised joint's mean hypervolume
-        from 0.9320 to 0.9380 on replayed caches (session note 10)."""
+        architecture's); on DeepPCB's section-2 cell joint's mean hypervolume at 40 configs
+        went from 0.9320 (run pcb4) to 0.9409 (run pcb5, benchmarks/results/bench_joint.jsonl)."""
         unmerged = {f"tome_r_{i}": 0 for i in range(cfg.depth)}
         return [self._with(cfg, precision=prec, **unmerged) for prec in self._precisions]
 

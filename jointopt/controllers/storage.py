@@ -20,8 +20,8 @@ from optuna.trial import TrialState
 from jointopt.errors import StorageLost, UserError, clip, mask_secrets
 from jointopt.study import Study
 
-__all__ = ["check_storage", "claim_trials", "note_created", "track_created", "open_storage",
-           "open_study", "recover_orphans", "trial_id", "worker_id", "worker_seed", "WORKER_ATTR",
+__all__ = ["check_storage", "claim_trials", "note_created", "open_storage", "open_study",
+           "recover_orphans", "trial_id", "worker_id", "worker_seed", "WORKER_ATTR",
            "storage_description", "is_storage_error", "with_storage_retry"]
 
 log = logging.getLogger(__name__)
@@ -235,7 +235,7 @@ def claim_trials(sampler: optuna.samplers.BaseSampler, storage: BaseStorage
     """
     me = worker_id()
     inner = sampler.before_trial
-    track_created(storage)
+    _track_created(storage)
 
     def before_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         note_created(study.study_name, trial.number)
@@ -265,7 +265,7 @@ def note_created(study_name: str, number: int) -> None:
     _CREATED.setdefault(study_name, set()).add(number)
 
 
-def track_created(storage: BaseStorage) -> None:
+def _track_created(storage: BaseStorage) -> None:
     """Make ``storage`` record each trial this process creates or pops from the queue
     (WAITING to RUNNING) the moment the storage has done it (SQL storages only: the others do
     not go away mid-run)."""
