@@ -83,25 +83,27 @@ def test_retry_backs_off_then_stops_with_one_line(trained_tiny, tmp_path) -> Non
 
 def test_an_outage_while_a_trial_is_being_claimed_loses_no_trial(trained_tiny, tmp_path,
                                                                  monkeypatch) -> None:
-    """The storage creates a trial, then goes away before the trial is named as this process's
-    (the sampler's before_trial hook): the next pass must treat that ownerless RUNNING trial
-    as its own orphan, not as another worker's trial that is about to finish."""
+    """The storage creates a trial (named as this process's), then the connection drops before
+    the answer comes back: the next pass must treat that RUNNING trial as its own orphan, not
+    as another worker's trial that is about to finish."""
     from optuna.storages import RDBStorage
     from sqlalchemy.exc import OperationalError
 
     from jointopt.controllers.storage import WORKER_ATTR
 
     path = variant(trained_tiny, tmp_path, "claim-outage", n_trials=5, storage_retry_seconds=30)
-    real = RDBStorage.set_trial_system_attr
+    real = RDBStorage._create_new_trial
     cut: list[int] = []
 
-    def flaky(self, trial_id, key, value):  # type: ignore[no-untyped-def]
-        if key == WORKER_ATTR and not cut and self.get_trial(trial_id).number == 3:
-            cut.append(trial_id)
-            raise OperationalError("UPDATE", {}, Exception("server closed the connection"))
-        return real(self, trial_id, key, value)
+    def flaky(self, study_id, template_trial=None):  # type: ignore[no-untyped-def]
+        frozen = real(self, study_id, template_trial)
+        if frozen.number == 3 and not cut:
+            assert frozen.system_attrs.get(WORKER_ATTR)  # named in the same transaction
+            cut.append(frozen._trial_id)
+            raise OperationalError("INSERT", {}, Exception("server closed the connection"))
+        return frozen
 
-    monkeypatch.setattr(RDBStorage, "set_trial_system_attr", flaky)
+    monkeypatch.setattr(RDBStorage, "_create_new_trial", flaky)
     run_search(Study.from_yaml(path), progress=False)
     assert cut  # the fault was injected
     trials = load_trials(path)

@@ -116,11 +116,11 @@ def test_recover_orphans_fails_and_requeues_a_dead_workers_trial() -> None:
     assert study.trials[2].params == {} and alive.number == 1
 
 
-def test_a_trial_cut_off_between_its_creation_and_its_naming_is_this_workers_orphan(
+def test_a_trial_cut_off_between_its_creation_and_its_hand_over_is_this_workers_orphan(
         tmp_path) -> None:
-    """The storage can go away after creating a trial and before the sampler's before_trial
-    names its owner. The trial is still this worker's: its next pass fails and re-queues it
-    at once, instead of leaving it RUNNING (a search then stops one config short)."""
+    """The storage can go away after creating a trial and before Optuna reads it back for the
+    sampler. The trial is created already named as this worker's, so its next pass fails and
+    re-queues it at once, instead of leaving it RUNNING (a search then stops one config short)."""
     from sqlalchemy.exc import OperationalError
 
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}")
@@ -136,9 +136,42 @@ def test_a_trial_cut_off_between_its_creation_and_its_naming_is_this_workers_orp
         study.ask()
     storage.get_trial = real  # type: ignore[method-assign]
     (cut,) = study.get_trials(states=(TrialState.RUNNING,))
-    assert WORKER_ATTR not in cut.system_attrs
+    assert cut.system_attrs.get(WORKER_ATTR) == worker_id()
     other = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}")  # the next pass's
     again = optuna.load_study(study_name="s", storage=other)
     assert recover_orphans(again, other, also=(worker_id(),)) == [cut.number]
     assert [t.state for t in again.trials] == [TrialState.FAIL, TrialState.WAITING]
     assert again.trials[1].user_attrs["retry_of"] == cut.number
+
+
+_KILLED_IN_THE_WINDOW = """
+import os, signal, sys
+import optuna
+from jointopt.controllers.storage import claim_trials
+storage = optuna.storages.RDBStorage(sys.argv[1])
+study = optuna.load_study(study_name="s", storage=storage)
+study.sampler = claim_trials(optuna.samplers.RandomSampler(seed=0), storage)
+# the trial is created, then the process dies before Optuna hands it to the sampler
+storage.get_trial = lambda trial_id: os.kill(os.getpid(), signal.SIGKILL)
+study.ask()
+"""
+
+
+def test_a_process_killed_right_after_creating_a_trial_leaves_it_named(tmp_path) -> None:
+    """A worker killed (SIGKILL) between the storage's creating a trial and Optuna's handing it
+    to the sampler: the trial already names the dead worker, so a restarted search fails and
+    re-queues it at once rather than waiting out the grace period for an ownerless trial."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    storage = optuna.storages.RDBStorage(url)
+    optuna.create_study(study_name="s", storage=storage)
+    proc = subprocess.run([sys.executable, "-c", _KILLED_IN_THE_WINDOW, url],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    study = optuna.load_study(study_name="s", storage=storage)
+    (cut,) = study.get_trials(states=(TrialState.RUNNING,))
+    assert cut.system_attrs.get(WORKER_ATTR) not in (None, worker_id())  # the dead worker
+    assert recover_orphans(study, storage, grace=3600.0) == [cut.number]
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]

@@ -38,7 +38,8 @@ BIN = Path(sys.executable).parent
 #: only the first quick run pays for the training. Section 2 asks for 2 seeds; the full run
 #: gives 4 (the seed-to-seed spread of 2 was as large as the gaps), then continues the arch
 #: and joint studies of the first ``long_seeds`` seeds to ``long_trials`` trials (0 = skip), to
-#: see whether the larger joint space needs a larger budget. The quick budgets were sized on a
+#: see whether the larger joint space needs a larger budget (WM-811K cells only: see
+#: bench.joint.run_cell). The quick budgets were sized on a
 #: quiet 2-core machine: at 10 epochs / 16 trials the whole quick run took 4.5 min after
 #: ``make demo``, so it now trains half the full WM-811K budget and runs 24 trials.
 BUDGETS: dict[str, dict[str, int]] = {

@@ -25,14 +25,12 @@ from jointopt.controllers.objective import (
 )
 from jointopt.controllers.samplers import make_sampler
 from jointopt.controllers.storage import (
-    WORKER_ATTR,
     check_storage,
     claim_trials,
     open_storage,
     open_study,
     recover_orphans,
     trial_id,
-    worker_id,
     worker_seed,
 )
 from jointopt.errors import SearchFailed, UserError, clip
@@ -74,7 +72,6 @@ def run_optuna(study: Study, *, n_trials: int | None = None, n_jobs: int | None 
     target = max(target, done + pending_anchors(ostudy))
     if done + _running(ostudy) >= target:  # other workers are finishing the budget
         return ostudy
-    me = worker_id()
     repeat = find_repeat(ostudy)
     bar = tqdm(total=target, initial=done, disable=not progress, desc=f"search {study.name}",
                unit="trial")
@@ -86,8 +83,6 @@ def run_optuna(study: Study, *, n_trials: int | None = None, n_jobs: int | None 
     completed: list[int] = []
 
     def objective(trial: optuna.Trial) -> list[float]:
-        tid = trial_id(trial.storage, trial.study.study_name, trial.number)
-        trial.storage.set_trial_system_attr(tid, WORKER_ATTR, me)
         cfg = suggest_config(trial, study)
         earlier = repeat(cfg.key())
         if earlier is not None:
@@ -109,6 +104,7 @@ def run_optuna(study: Study, *, n_trials: int | None = None, n_jobs: int | None 
             raise
         for k, v in out.user_attrs.items():
             trial.set_user_attr(k, v)
+        tid = trial_id(trial.storage, trial.study.study_name, trial.number)
         store_constraints(trial.storage, tid, out.constraints)
         return out.values
 

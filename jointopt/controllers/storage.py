@@ -227,36 +227,39 @@ def trial_id(storage: BaseStorage, study_name: str, number: int) -> int:
 
 def claim_trials(sampler: optuna.samplers.BaseSampler, storage: BaseStorage
                  ) -> optuna.samplers.BaseSampler:
-    """Make ``sampler`` name this process as the owner of each trial as soon as it exists.
+    """Make each trial this process starts carry this process's name as its owner.
 
-    ``before_trial`` runs right after the storage creates the trial and before any sampling, so
-    a process killed while sampling still leaves a trial whose owner can be checked. ``storage``
+    On an SQL storage a new trial is created already named (:func:`_name_at_birth`), so no
+    kill or outage can leave one of this process's trials without an owner; on other storages,
+    and for a queued trial taken from the queue, the sampler's ``before_trial`` hook names it:
+    that runs right after the storage hands the trial over and before any sampling, so a
+    process killed while sampling still leaves a trial whose owner can be checked. ``storage``
     is the one the study was opened on (:func:`open_storage`).
     """
     me = worker_id()
     inner = sampler.before_trial
-    _track_created(storage)
+    _name_at_birth(storage, me)
 
     def before_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        note_created(study.study_name, trial.number)
-        # ``study`` may be a pruner's filtered view of the study; it keeps ``study_name``.
-        storage.set_trial_system_attr(trial_id(storage, study.study_name, trial.number),
-                                      WORKER_ATTR, me)
+        if trial.system_attrs.get(WORKER_ATTR) != me:
+            # ``study`` may be a pruner's filtered view of the study; it keeps ``study_name``.
+            storage.set_trial_system_attr(trial_id(storage, study.study_name, trial.number),
+                                          WORKER_ATTR, me)
         inner(study, trial)
 
     sampler.before_trial = before_trial  # type: ignore[method-assign]
     return sampler
 
 
-#: Numbers of the trials this process created, by study name. The storage can create a trial
-#: and then go away before the trial is named as this process's (WORKER_ATTR); such a trial
-#: has no owner in the storage, but this process knows it is its own.
+#: Numbers of the trials this process created, by study name (the Ray backend's: its storage
+#: is not wrapped, see :func:`_name_at_birth`). The storage can create a trial and then go away
+#: before the trial is named as this process's (WORKER_ATTR); such a trial has no owner in the
+#: storage, but this process knows it is its own.
 _CREATED: dict[str, set[int]] = {}
 
 
-#: Storage ids of the trials this process created or took from the queue, by storage URL: the
-#: storage can go away between creating a trial and reading it back, before ``before_trial``
-#: runs, so the trial's number was never seen here.
+#: Storage ids of the queued trials this process took (WAITING to RUNNING), by storage URL: the
+#: storage can go away between taking a trial and naming it.
 _CREATED_IDS: dict[str, set[int]] = {}
 
 
@@ -265,44 +268,55 @@ def note_created(study_name: str, number: int) -> None:
     _CREATED.setdefault(study_name, set()).add(number)
 
 
-def _track_created(storage: BaseStorage) -> None:
-    """Make ``storage`` record each trial this process creates or pops from the queue
-    (WAITING to RUNNING) the moment the storage has done it (SQL storages only: the others do
-    not go away mid-run)."""
+def _name_at_birth(storage: BaseStorage, me: str) -> None:
+    """Make an SQL ``storage`` create each new trial with ``me`` as its owner, in the same
+    transaction, and name each queued trial it hands out (WAITING to RUNNING) right after,
+    recording its id first: a kill or an outage between the storage's creating a trial and
+    Optuna's handing it to the sampler cannot leave a trial of this process without an owner.
+
+    Only the Optuna backend's storage is wrapped: Ray pickles its searcher with the storage,
+    and these closures do not pickle. Optuna's cache in front of an SQL storage creates trials
+    through the private ``_create_new_trial``, which is wrapped too.
+    """
     url = getattr(storage, "url", None)
-    if not isinstance(url, str) or getattr(storage, "_jointopt_tracks_created", False):
+    if not isinstance(url, str) or getattr(storage, "_jointopt_names_trials", False):
         return
     ids = _CREATED_IDS.setdefault(url, set())
     create, set_state = storage.create_new_trial, storage.set_trial_state_values
-    # Optuna's cache in front of an SQL storage calls the private _create_new_trial.
     create_frozen = getattr(storage, "_create_new_trial", None)
 
+    def named(template: Any) -> Any:
+        if template is not None:  # a trial Optuna copies (enqueue, add_trial): not a new run
+            return template
+        return optuna.trial.FrozenTrial(
+            number=-1, state=TrialState.RUNNING, value=None, values=None,
+            datetime_start=datetime.now(), datetime_complete=None, params={},
+            distributions={}, user_attrs={}, system_attrs={WORKER_ATTR: me},
+            intermediate_values={}, trial_id=-1)
+
     def create_new_trial(study_id: int, template_trial: Any = None) -> int:
-        tid = create(study_id, template_trial)
-        ids.add(tid)
-        return tid
+        return create(study_id, named(template_trial))
 
     def _create_new_trial(study_id: int, template_trial: Any = None) -> Any:
-        frozen = create_frozen(study_id, template_trial)  # type: ignore[misc]
-        ids.add(frozen._trial_id)
-        return frozen
+        return create_frozen(study_id, named(template_trial))  # type: ignore[misc]
 
     def set_trial_state_values(trial_id: int, state: TrialState,
                                values: Any = None) -> bool:
         taken = set_state(trial_id, state, values)
         if taken and state == TrialState.RUNNING:
             ids.add(trial_id)
+            storage.set_trial_system_attr(trial_id, WORKER_ATTR, me)
         return taken
 
     storage.create_new_trial = create_new_trial  # type: ignore[method-assign]
     if create_frozen is not None:
         storage._create_new_trial = _create_new_trial  # type: ignore[attr-defined]
     storage.set_trial_state_values = set_trial_state_values  # type: ignore[method-assign]
-    storage._jointopt_tracks_created = True  # type: ignore[attr-defined]
+    storage._jointopt_names_trials = True  # type: ignore[attr-defined]
 
 
 def _created_here(storage: BaseStorage, study_name: str, number: int) -> bool:
-    """Whether this process created (or popped from the queue) trial ``number``."""
+    """Whether this process created (Ray backend) or took from the queue trial ``number``."""
     if number in _CREATED.get(study_name, ()):
         return True
     ids = _CREATED_IDS.get(getattr(storage, "url", None) or "", set())
