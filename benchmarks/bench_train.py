@@ -382,10 +382,12 @@ def record(study: Any, command: str) -> None:
     plan = json.loads((folder / "plan.json").read_text()) if (folder / "plan.json").is_file() \
         else []
     jobs = {}
+    refs = {"resnet10t": CNN, "deit": _deit(study)}
     for j in plan:
         info = _job(study, j["name"])
         jobs[j["name"]] = {"seconds": info["seconds"], "key": info.get("key"),
-                           "on": where(info.get("machine"))} if info else None
+                           "on": where(info.get("machine"))} if info else \
+            _section1_reference(study, refs[j["name"]]) if j["name"] in refs else None
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()
     rec = {"bench": "train", "date": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": commit,
@@ -395,6 +397,20 @@ def record(study: Any, command: str) -> None:
     with out.open("a") as fh:
         fh.write(json.dumps(rec) + "\n")
     print(f"wrote {os.path.relpath(out, ROOT)}")
+
+
+def _section1_reference(study: Any, name: str) -> dict[str, Any] | None:
+    """A reference this step did not train but section 1 of a benchmark run did (it trains
+    a missing one itself and caches it where both look, ``bench.common.reference_paths``)."""
+    from bench.common import reference_paths
+
+    weights, meta = reference_paths(study, name, study.train.epochs)
+    if not (weights.is_file() and meta.is_file()):
+        return None
+    m = json.loads(meta.read_text())
+    return {"seconds": m["train_seconds"], "key": None,
+            "on": m.get("trained_on") or f"section 1 of a benchmark run ({m['trained_at']}, "
+                                          f"commit {m.get('commit', '?')}), on its machine"}
 
 
 def where(machine: dict[str, Any] | None) -> str:
