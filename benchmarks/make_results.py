@@ -17,7 +17,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 RESULTS_DIR = HERE / "results"
-BENCH_SECTIONS = ("headline", "joint", "samplers", "sharing", "fidelity", "costmodel")
+BENCH_SECTIONS = ("headline", "joint", "joint_test", "joint_variants", "samplers",
+                  "sharing", "fidelity", "costmodel")
 
 
 def _records(name: str) -> list[dict]:
@@ -35,6 +36,8 @@ def _bench(lines: list[str], figdir: Path) -> None:
     lines += render.summary(recs)
     lines += render.headline(recs["headline"], figdir)
     lines += render_joint.joint(recs["joint"])
+    lines += render_joint.joint_test(recs["joint"], recs["joint_test"])
+    lines += render_joint.variants(recs["joint_variants"], recs["joint"], recs["joint_test"])
     lines += render_checks.samplers(recs["samplers"], figdir)
     lines += render_checks.sharing(recs["sharing"])
     lines += render_checks.fidelity(recs["fidelity"], figdir)

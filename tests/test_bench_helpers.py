@@ -540,3 +540,71 @@ def test_precision_section_checks_the_latest_run_and_lists_every_run(monkeypatch
     # both runs are listed with the host's fp32 speed and their own ratios (740 / 400 = 1.85x)
     assert "| 2026-11-30 11:00:00 (abc1234) | 400 | 2.00x | 1.85x | 1.50x |" in text
     assert "| 2026-12-01 12:00:00 (abc1234) | 1000 | 2.00x | 2.27x | 1.50x |" in text
+
+
+def test_section_2_test_split_tables_come_from_the_numbers(tmp_path) -> None:
+    cell = _joint_record()
+
+    def runs(hv: float) -> list[dict]:
+        return [{"seed": 0, "exhausted": False, "test_hv_40": hv, "test_hv_60": hv,
+                 "test_hv_120": hv + 0.01},
+                {"seed": 1, "exhausted": False, "test_hv_40": hv}]
+
+    test = {"dataset": "wm811k", "objectives": "latency", "source_run": "r1",
+            "source_commit": "abc", "commit": "def", "baseline_test_accuracy": 0.85,
+            "n_configs_scored": 12,
+            "searches": {**{name: {"runs": runs(hv)} for name, hv in
+                            (("joint", 0.5), ("arch", 0.4), ("tokens", 0.1),
+                             ("staged", 0.52), ("joint-nsga2", 0.3))},
+                         "bits": {"runs": [{"seed": 0, "exhausted": True,
+                                            "test_hv_40": 0.2}]}}}
+    text = "\n".join(render_joint.joint_test([cell], [test]))
+    assert "| joint (axiswise) | 0.5000 ± 0.0000 (2) | 0.5000 ± 0.0000 (1) | 0.5100" in text
+    # the exhausted grid's one front stands at every budget, and a 40-config run has no 60
+    assert "| bits only (grid) | 0.2000 ± 0.0000 (1) | 0.2000 ± 0.0000 (1) | 0.2000" in text
+    assert "| wm811k/latency/40 | 0.962, 0.962 | 0.962 |" in text  # 0.5 / staged's 0.52
+    assert "joint's test HV at 60 0.5000, best other at 120 0.5300 (staged (paper))" in text
+    # no test record for the run section 2 shows: nothing beside it
+    assert render_joint.joint_test([cell], [{**test, "source_run": "r0"}]) == []
+
+
+def test_joint_test_cli_refuses_a_run_without_section_2_records(tmp_path, capsys) -> None:
+    from bench import joint_test
+
+    (tmp_path / "bench_joint.jsonl").write_text("")
+    assert joint_test.main(["--run-dir", str(tmp_path / "nope"),
+                            "--results", str(tmp_path)]) == 2
+    assert "no section-2 record has run_dir" in capsys.readouterr().err
+    assert not (tmp_path / "bench_joint_test.jsonl").exists()
+
+
+def test_sampler_variants_table_sits_beside_the_runs_own_searches() -> None:
+    cell = _joint_record()  # run r1: joint 0.6, staged 0.55 (best other) in seeds 0 and 1
+    var = {"name": "warm", "sampler": {"name": "axiswise", "warm_start": True},
+           "dataset": "wm811k", "objectives": "latency", "source_run": "r1",
+           "source_commit": "abc", "trials": 40, "long_trials": 120, "long_seeds": 1,
+           "runs": [{"seed": 0, "hv_40": 0.62, "test_hv_40": 0.5, "hv_60": 0.63,
+                     "hv_120": 0.64},
+                    {"seed": 1, "hv_40": 0.58, "test_hv_40": 0.4}]}
+    text = "\n".join(render_joint.variants([var], [cell], []))
+    assert ('| warm (`{"name": "axiswise", "warm_start": true}`) | wm811k/latency | 40 | 2 | '
+            '0.6000 | 0.6000 | 0.5500 | 0.4500 | n/a |') in text
+    assert "| wm811k/latency | 120 | 1 | 0.6400 | 0.6000 | 0.5500 |" in text
+    assert render_joint.variants([{**var, "source_run": "elsewhere"}], [cell], []) == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--name", "a b", "--sampler", '{"name": "axiswise"}'], "--name 'a b'"),
+    (["--name", "v", "--sampler", "{nope"], "--sampler: not JSON"),
+    (["--name", "v", "--sampler", '{"name": "annealing"}'], "--sampler name 'annealing'"),
+    (["--name", "v", "--sampler", '{"name": "axiswise", "warmth": 1}'], "warmth"),
+])
+def test_joint_variants_cli_rejects_bad_input(tmp_path, capsys, args, message) -> None:
+    import joint_variants
+
+    (tmp_path / "bench_joint.jsonl").write_text("")
+    assert joint_variants.main(["--run-dir", str(tmp_path), "--results", str(tmp_path),
+                                *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bench_joint_variants.jsonl").exists()

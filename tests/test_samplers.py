@@ -142,3 +142,66 @@ def test_axiswise_accuracy_model_learns_precision_within_architectures() -> None
     y2 = np.append(y, y[0] - 0.03)
     fit = _Ridge(x2, y2, groups=np.append(groups, 0), n_arch=2)
     assert 0.005 < fit.coef[2] < 0.03
+
+
+def _arch_of(cfg: JointConfig) -> tuple[object, ...]:
+    return cfg.depth, cfg.embed_dim, cfg.heads, cfg.ratios
+
+
+def test_warm_start_measures_the_smallest_architecture_first() -> None:
+    smallest = _arch_of(SPACE.min_config)
+    for sampler in (AxiswiseSampler(space=SPACE, seed=0, n_startup=3, warm_start=True),
+                    StagedSampler(space=SPACE, n_trials=8, seed=0, n_startup=3,
+                                  warm_start=True)):
+        first = SPACE.config_from_params(_run(sampler, 2).trials[1].params)  # after baseline
+        assert _arch_of(first) == smallest and not any(first.merges)
+        if isinstance(sampler, StagedSampler):  # its first stage measures float32 only
+            assert first.precision == "w32a32"
+    cold = [SPACE.config_from_params(
+        _run(AxiswiseSampler(space=SPACE, seed=s, n_startup=3), 2)  # off by default
+        .trials[1].params) for s in range(3)]
+    assert any(_arch_of(c) != smallest for c in cold)
+
+
+def test_architecture_front_projects_measured_points_to_float32_unmerged() -> None:
+    import numpy as np
+
+    from jointopt.controllers.axiswise import _features, _Ridge
+
+    sampler = AxiswiseSampler(space=SPACE, seed=0, arch_front=1.0)
+    precisions = list(SPACE.choices["precision"])
+    base = SPACE.max_config
+    cfgs = [sampler._with(base, precision=p) for p in precisions]  # one arch, every precision
+    cfgs += [sampler._with(SPACE.min_config, precision=p, **{f"tome_r_{i}": 0 for i in
+                                                             range(SPACE.min_config.depth)})
+             for p in precisions]
+    m = [analytic_metrics(c) for c in cfgs]
+    pts = np.array([[1 - x["accuracy"], x["latency_ms"], x["energy_mj"]] for x in m])
+    feats = np.array([np.concatenate(_features(c, SPACE, precisions)) for c in cfgs])
+    groups = np.array([0] * len(precisions) + [1] * len(precisions))
+    n_arch = len(_features(cfgs[0], SPACE, precisions)[0])
+    models = [_Ridge(feats, pts[:, 0], groups=groups, n_arch=n_arch, alpha=1e-6),
+              _Ridge(feats, np.log(pts[:, 1]), alpha=1e-6),
+              _Ridge(feats, np.log(pts[:, 2]), alpha=1e-6)]
+    proj = sampler._projected(pts, feats, [sampler._reference(c) for c in cfgs], models,
+                              [True, False, False])
+    fp32 = [i for i, c in enumerate(cfgs) if c.precision == "w32a32"]
+    int8 = [i for i, c in enumerate(cfgs) if c.precision == "w8a8"]
+    assert np.allclose(proj[fp32], pts[fp32])  # at the reference already: unmoved
+    # an int8 point moves to about its architecture's float32 point: dearer, more accurate
+    for i, j in zip(int8, fp32, strict=True):
+        assert np.all(proj[i, 1:] > pts[i, 1:])
+        assert proj[i, 0] < pts[i, 0]
+        assert np.allclose(proj[i], pts[j], rtol=0.25, atol=0.01)
+
+
+def test_axiswise_with_architecture_front_trials_stays_distinct_and_beats_random() -> None:
+    sampler = AxiswiseSampler(space=SPACE, seed=0, n_startup=4, arch_front=0.5)
+    kinds = [(sampler.kind_of(k), sampler._by_arch(k)) for k in range(30)]
+    arch = [b for k, b in kinds if k == "arch"]
+    assert sum(arch) == len(arch) // 2 and not any(b for k, b in kinds if k != "arch")
+    study = _run(sampler, 30)
+    keys = [t.user_attrs["config_key"] for t in study.trials]
+    assert len(set(keys)) == 30
+    rand = _run(optuna.samplers.RandomSampler(seed=0), 30)
+    assert _hv(study) > _hv(rand)

@@ -6,6 +6,7 @@ computed here from the records (stats.joint_vs_best_other).
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -139,3 +140,136 @@ def joint_checks(cells: list[dict[str, Any]], stats: dict[str, Any]) -> list[Che
         out.append(Check(f"{r['objectives']}: joint HV at 60 vs best other at 120",
                          mean_std(j60)[0], best120, unit=".4f"))
     return out
+
+
+def joint_test(joint_recs: list[dict[str, Any]], recs: list[dict[str, Any]]) -> list[str]:
+    """Beside section 2's hypervolume: the same fronts with their test-split accuracy
+    (benchmarks/bench/joint_test.py), for the cells section 2 shows."""
+    cells = _latest_run(joint_recs)
+    latest: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for r in recs:
+        latest[(r["source_run"], r["dataset"], r["objectives"])] = r
+    shown = [(c, latest.get((c["run_id"], c["dataset"], c["objectives"]))) for c in cells]
+    shown = [(c, t) for c, t in shown if t is not None]
+    if not shown:
+        return []
+    out = ["### Beside the hypervolume: the same fronts on the test split", "",
+           "Each search keeps its front by validation accuracy, and a search that measures "
+           "many near-identical configs keeps the luckiest of them (WM-811K validation is 134 "
+           "images). Here every front of the tables above, at each budget, is re-scored with "
+           "its members' test-split accuracy, which no search saw; the costs, the baseline's "
+           "cost ratios and the reference point are the hypervolume's. Reported beside the "
+           "targets, not in their place: the verdicts above stand. Command: "
+           "`.venv/bin/python benchmarks/bench/joint_test.py --run-dir RUN` (also run by "
+           "`make bench` after each section-2 cell).", ""]
+    pairs = []
+    for cell, t in shown:
+        n, long_n = cell["trials"], cell.get("long_trials", 0)
+        cols = [n] + ([60, long_n] if long_n > n else [])
+        out += [f"{cell['dataset']}, {cell['objectives']} objectives (fronts of run "
+                f"{cell['run_id']}, scored at commit {t['commit']}; {t['n_configs_scored']} "
+                f"configs; max_config test accuracy {f(t['baseline_test_accuracy'], '.4f')}):",
+                "", "| search | " + " | ".join(f"test HV at {c}" for c in cols) + " |",
+                "|---|" + "---|" * len(cols)]
+        for name in ORDER:
+            s = t["searches"].get(name)
+            if s is None:
+                continue
+            row = []
+            for c in cols:
+                m, sd, k = mean_std([_test_at(run, c, n) for run in s["runs"]])
+                row.append(f"{f(m, '.4f')} ± {f(sd, '.4f')} ({k})" if k else "n/a")
+            out.append(f"| {LABEL[name]} | " + " | ".join(row) + " |")
+        out.append("")
+        for budget in sorted({n, long_n} - {0}):
+            hv = {name: {run["seed"]: _test_at(run, budget, n) for run in s["runs"]
+                         if _test_at(run, budget, n) == _test_at(run, budget, n)}
+                  for name, s in t["searches"].items()}
+            pairs.append({"name": f"{cell['dataset']}/{cell['objectives']}/{budget}",
+                          "hv": hv})
+    stats = joint_vs_best_other(pairs, others=OTHERS)
+    out += ["| cell (dataset/objectives/budget) | test HV, joint / best other, per seed | "
+            "mean |", "|---|---|---|"]
+    for name, c in stats["cells"].items():
+        out.append(f"| {name} | {', '.join(f(x, '.3f') for x in c['ratios'])} | "
+                   f"{f(c['mean'], '.3f')} |")
+    out += ["", f"On the test split: pooled ratio {f(stats['pooled_mean'], '.3f')} over "
+            f"{stats['n_pairs']} pairs, bootstrap 95% lower bound "
+            f"{f(stats['pooled_lower'], '.3f')}, smallest cell mean "
+            f"{f(stats['min_cell_mean'], '.3f')}."]
+    for cell, t in shown:
+        if cell["dataset"] != "wm811k" or cell.get("long_trials", 0) < 120:
+            continue
+        j60 = [_test_at(run, 60, cell["trials"]) for run in t["searches"]["joint"]["runs"]
+               if run["seed"] < cell["long_seeds"]]
+        best = max(((mean_std([_test_at(run, 120, cell["trials"]) for run in
+                               t["searches"][o]["runs"]])[0], o)
+                    for o in OTHERS if o in t["searches"]), default=(math.nan, ""))
+        out.append(f"{cell['objectives']}: joint's test HV at 60 "
+                   f"{f(mean_std(j60)[0], '.4f')}, best other at 120 {f(best[0], '.4f')} "
+                   f"({LABEL.get(best[1], best[1])}).")
+    return out + [""]
+
+
+def _test_at(run: dict[str, Any], n: int, short: int) -> float:
+    if f"test_hv_{n}" in run:
+        return run[f"test_hv_{n}"]
+    # an exhausted grid has one front, keyed by the short budget: it stands at every budget
+    return run[f"test_hv_{short}"] if run.get("exhausted") else math.nan
+
+
+
+def variants(var_recs: list[dict[str, Any]], joint_recs: list[dict[str, Any]],
+             test_recs: list[dict[str, Any]]) -> list[str]:
+    """Sampler variants run against a recorded section-2 run (benchmarks/joint_variants.py):
+    each variant's mean hypervolume beside the run's own joint and best other search, over the
+    same seeds, and the same on the test split (bench_joint_test.jsonl)."""
+    source = {(r["run_id"], r["dataset"], r["objectives"]): r for r in joint_recs}
+    tests = {(r["source_run"], r["dataset"], r["objectives"]): r for r in test_recs}
+    latest: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    for v in var_recs:
+        latest[(v["name"], v["source_run"], v["dataset"], v["objectives"])] = v
+    rows = []
+    for (name, run_id, ds, obj), v in latest.items():
+        src = source.get((run_id, ds, obj))
+        if src is None:
+            continue
+        t = tests.get((run_id, ds, obj))
+        for b in sorted({v["trials"], 60, v.get("long_trials", 0)} - {0}):
+            runs = [r for r in v["runs"] if r.get(f"hv_{b}") is not None]
+            seeds = {r["seed"] for r in runs}
+            if not runs:
+                continue
+
+            def seeded(recs: dict[str, Any] | None, search: str) -> list[dict[str, Any]]:
+                runs_ = (recs or {}).get("searches", {}).get(search, {}).get("runs", [])
+                return [r for r in runs_ if r["seed"] in seeds]  # noqa: B023 (used at once)
+
+            best_other = []
+            for sd in sorted(seeds):
+                vals = [_hv_at(r, b) for o in OTHERS for r in src["searches"].get(o, {})
+                        .get("runs", []) if r["seed"] == sd or r.get("exhausted")]
+                best_other.append(_best(vals))
+            jt = mean_std([_test_at(r, b, v["trials"]) for r in seeded(t, "joint")])[0] \
+                if t else math.nan
+            jv = mean_std([_hv_at(r, b) for r in seeded(src, "joint")])[0]
+            rows.append(
+                f"| {name} (`{json.dumps(v['sampler'], sort_keys=True)}`) | {ds}/{obj} | {b} | "
+                f"{len(runs)} | {f(mean_std([r[f'hv_{b}'] for r in runs])[0], '.4f')} | "
+                f"{f(jv, '.4f')} | "
+                f"{f(mean_std(best_other)[0], '.4f')} | "
+                f"{f(mean_std([r.get(f'test_hv_{b}', math.nan) for r in runs])[0], '.4f')} | "
+                f"{f(jt, '.4f')} |")
+    if not rows:
+        return []
+    return ["### Sampler variants against a recorded run", "",
+            "Each variant ran the cells of a recorded section-2 run with the same seeds and "
+            "budgets, from that run's measurement cache (a config the run measured keeps its "
+            "measured costs), so its hypervolume compares config for config with the run's "
+            "searches over the same seeds (means; best other: per seed, the best of "
+            "architecture only, tokens only, bits only and staged). Command: "
+            "`.venv/bin/python benchmarks/joint_variants.py --run-dir RUN --name NAME "
+            "--sampler JSON`.", "",
+            "| variant (sampler) | cell | budget | seeds | HV, variant | HV, run's joint | "
+            "HV, run's best other | test HV, variant | test HV, run's joint |",
+            "|---|---|---|---|---|---|---|---|---|", *rows, ""]

@@ -39,88 +39,15 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from jointopt.controllers.surrogates import _ACCURACY, _arch, _features, _Ridge, _row
 from jointopt.pareto import Objective, hypervolume_of_points, normalize
 from jointopt.precision import parse_precision
-from jointopt.space import PER_LAYER_FIELDS, JointConfig, SearchSpace, merge_limits
+from jointopt.space import PER_LAYER_FIELDS, JointConfig, SearchSpace
 
 __all__ = ["AxiswiseSampler"]
 
-_ACCURACY = ("accuracy", "balanced_accuracy")
 
-
-def _features(cfg: JointConfig, space: SearchSpace, precisions: list[str]
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """The surrogates' inputs, in two parts: the architecture's (intercept, log MACs with the
-    tokens left after merging, log weight entries, depth) and the cheap axes' (merged share,
-    precision one-hot). The accuracy model fits the second part within architectures."""
-    s = space.supernet
-    e, hd = cfg.embed_dim, s.head_dim
-    patches = s.num_tokens - 1
-    macs = patches * s.patch_size**2 * e
-    weights = s.patch_size**2 * e
-    for (n, _), r, h, m in zip(merge_limits(s.num_tokens, cfg.merges), cfg.merges, cfg.heads,
-                               cfg.mlp_dims(), strict=True):
-        w = h * hd
-        macs += n * e * 4 * w + 2 * n * n * w + (n - r) * 2 * e * m
-        weights += 4 * e * w + 2 * e * m
-    merged = sum(cfg.merges) / max(1, s.num_tokens)
-    onehot = [1.0 if cfg.precision == p else 0.0 for p in precisions]
-    return (np.array([1.0, math.log(macs), math.log(weights), cfg.depth / s.depth]),
-            np.array([merged, *onehot]))
-
-
-def _row(cfg: JointConfig, space: SearchSpace, precisions: list[str]) -> np.ndarray:
-    return np.concatenate(_features(cfg, space, precisions))
-
-
-def _arch(cfg: JointConfig) -> tuple[Any, ...]:
-    return cfg.depth, cfg.embed_dim, cfg.heads, cfg.ratios
-
-
-#: Ridge penalty of the surrogates' coefficients.
-ALPHA = 0.3
 KINDS = ("arch", "precision", "merge")  # what a guided trial changes (see ``kind_of``)
-
-
-class _Ridge:
-    """Ridge regression of ``y`` on ``x`` (intercept in column 0, not shrunk).
-
-    With ``groups`` (one architecture key per row), the coefficients of the columns from
-    ``n_arch`` on (merging and precision) are estimated within architectures only: from the
-    differences between configs of one architecture, as a fixed-effects regression does. The
-    first trials measure each precision once, on unrelated architectures; a pooled fit credited
-    their accuracy to the precision (on WM-811K it taught the model that a precision costs 3
-    points, and the search never measured it again), and a strong prior instead kept every
-    penalty near zero (on DeepPCB merging then looked free, new architectures were measured
-    merged, and they scored just under the baseline's accuracy). Within
-    architectures, a precision or merging step is compared with its own parent, so the
-    coefficient is zero until such pairs exist and then follows them.
-    """
-
-    def __init__(self, x: np.ndarray, y: np.ndarray, alpha: float = ALPHA,
-                 groups: np.ndarray | None = None, n_arch: int = 0) -> None:
-        if groups is None:
-            self.coef = self._fit(x, y, alpha)
-        else:
-            xc, yc = x[:, n_arch:].copy(), y.astype(float).copy()
-            for g in np.unique(groups):
-                rows = groups == g
-                xc[rows] -= xc[rows].mean(axis=0)
-                yc[rows] -= yc[rows].mean()
-            cheap = np.linalg.solve(xc.T @ xc + alpha * np.eye(xc.shape[1]), xc.T @ yc)
-            arch = self._fit(x[:, :n_arch], y - x[:, n_arch:] @ cheap, alpha)
-            self.coef = np.concatenate([arch, cheap])
-        resid = y - x @ self.coef
-        self.sigma = float(np.sqrt(np.mean(resid**2))) if len(y) > 1 else 0.1
-
-    @staticmethod
-    def _fit(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
-        reg = alpha * np.eye(x.shape[1])
-        reg[0, 0] = 0.0  # no shrinkage of the intercept
-        return np.linalg.solve(x.T @ x + reg, x.T @ y)
-
-    def __call__(self, x: np.ndarray) -> float:
-        return float(x @ self.coef)
 
 
 class AxiswiseSampler(optuna.samplers.BaseSampler):
@@ -136,15 +63,21 @@ class AxiswiseSampler(optuna.samplers.BaseSampler):
         global_share: share of an architecture trial's candidates drawn anywhere in the
             space rather than one step from the front.
         explore: how many residual standard deviations the accuracy estimate is raised by.
+        arch_front: share of the architecture trials that choose their architecture on the
+            *architecture front* (see :meth:`_projected`) rather than on the joint front.
+        warm_start: the first spread-out config is the space's smallest architecture (see
+            :meth:`_startup`).
     """
 
     def __init__(self, *, space: SearchSpace, seed: int | None = None, n_startup: int = 6,
                  n_candidates: int = 96, arch_share: float = 0.6, global_share: float = 0.25,
-                 explore: float = 1.0) -> None:
+                 explore: float = 1.0, arch_front: float = 0.0,
+                 warm_start: bool = False) -> None:
         if n_startup < 1 or n_candidates < 1:
             raise ValueError(f"n_startup ({n_startup}) and n_candidates ({n_candidates}) must "
                              "be at least 1")
-        for name, share in (("arch_share", arch_share), ("global_share", global_share)):
+        for name, share in (("arch_share", arch_share), ("global_share", global_share),
+                            ("arch_front", arch_front)):
             if not 0.0 <= share <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {share}")
         self._space = space
@@ -152,6 +85,8 @@ class AxiswiseSampler(optuna.samplers.BaseSampler):
         self._n_startup, self._n_candidates = n_startup, n_candidates
         self._arch_share, self._global_share = arch_share, global_share
         self._explore = explore
+        self._arch_front = arch_front
+        self._warm_start = warm_start
         self._precisions = list(space.choices["precision"])
         self._proposals: dict[int, dict[str, Any]] = {}
         self._fallback = optuna.samplers.RandomSampler(seed=seed)
@@ -198,7 +133,18 @@ class AxiswiseSampler(optuna.samplers.BaseSampler):
                     and not t.user_attrs.get("seed_config"))
         if fresh < self._n_startup or len(done) < 3:
             return self._startup(rng, fresh, taken)
-        return self._screened(study, done, rng, taken, self.kind_of(fresh - self._n_startup))
+        k = fresh - self._n_startup
+        return self._screened(study, done, rng, taken, self.kind_of(k),
+                              by_arch=self._by_arch(k))
+
+    def _by_arch(self, k: int) -> bool:
+        """Whether guided trial ``k``, an architecture trial, picks its architecture on the
+        architecture front: ``arch_front`` of the architecture trials do, evenly spread."""
+        if self.kind_of(k) != "arch" or self._arch_front <= 0.0:
+            return False
+        n = sum(1 for i in range(k) if self.kind_of(i) == "arch")  # architecture trials before
+        f = self._arch_front
+        return math.ceil(round((n + 1) * f, 9)) > math.ceil(round(n * f, 9))
 
     def kind_of(self, k: int) -> str:
         """What guided trial ``k`` (0 = the first after the start) changes: ``"arch"``,
@@ -214,8 +160,22 @@ class AxiswiseSampler(optuna.samplers.BaseSampler):
     def _key(self, params: dict[str, Any]) -> str:
         return self._space.config_from_params(params).key()
 
+    def _smallest(self) -> JointConfig:
+        """The space's smallest architecture, unmerged (its precision: max_config's)."""
+        return self._reference(self._space.min_config)
+
     def _startup(self, rng: np.random.Generator, k: int, taken: set[Any]) -> JointConfig:
+        """Spread-out config ``k`` of the start. With ``warm_start`` the first is the smallest
+        architecture: the study's baseline is the largest, and the smallest is the cheap end
+        of every front (its cost is the lowest an architecture can give; precision and merging
+        then cut it further), which random draws from a space of thousands of architectures
+        reach late. On DeepPCB, where accuracy varies by about a point over the whole space, the
+        front's hypervolume is mostly that end's."""
         prec = self._precisions[(k * 3 + 1) % len(self._precisions)]
+        if k == 0 and self._warm_start:
+            cfg = self._with(self._smallest(), precision=prec)
+            if cfg.key() not in taken:
+                return cfg
         for _ in range(200):
             cfg = self._space.sample(rng)
             cfg = self._with(cfg, precision=prec)
@@ -236,7 +196,7 @@ class AxiswiseSampler(optuna.samplers.BaseSampler):
         return self._space.config_from_params(params)
 
     def _screened(self, study: optuna.Study, done: list[FrozenTrial], rng: np.random.Generator,
-                  taken: set[Any], kind: str = "arch") -> JointConfig:
+                  taken: set[Any], kind: str = "arch", by_arch: bool = False) -> JointConfig:
         names = study.metric_names or [f"objective_{i}" for i in range(len(study.directions))]
         objectives = [Objective(n, d.name.lower()) for n, d in zip(names, study.directions,
                                                                     strict=True)]
@@ -259,22 +219,53 @@ class AxiswiseSampler(optuna.samplers.BaseSampler):
                 models.append(_Ridge(feats[ok], y, groups=groups[ok], n_arch=n_arch))
             else:
                 models.append(_Ridge(feats[ok], np.log(np.maximum(y, 1e-9))))
-        front_idx = [int(i) for i in np.flatnonzero(ok)
-                     if not np.any(np.all(pts[ok] <= pts[i], axis=1)
-                                   & np.any(pts[ok] < pts[i], axis=1))]
-        front = pts[front_idx]
-        hv0 = hypervolume_of_points(front)
-        best, best_gain = None, -math.inf
+        acc = [obj.is_accuracy or obj.key in _ACCURACY for obj in objectives]
+        if by_arch and kind == "arch":
+            ref = [self._reference(c) for c in cfgs]
+            proj = self._projected(pts, feats, ref, models, acc)
+            arch_front = self._front(proj, ok)
+            cands = self._candidates(cfgs, arch_front, rng, taken, "arch")
+            if cands:
+                # The architecture by its gain on the architecture front, at the reference...
+                one = {_arch(c): (self._reference(c), p) for c, p in cands}  # one per arch
+                picked = self._best(list(one.values()), proj, arch_front,
+                                    [_row(c, self._space, self._precisions) for c in ref],
+                                    models, acc, rng)
+                if picked is not None:
+                    arch = _arch(picked)
+                    # ...then its precision by its gain on the joint front.
+                    cands = [(c, p) for c, p in cands if _arch(c) == arch]
+                    best = self._best(cands, pts, self._front(pts, ok), feats, models, acc, rng)
+                    if best is not None:
+                        return best
+        front_idx = self._front(pts, ok)
         # The scheduled kind first, then the others where it is not open (one precision only)
         for k in (kind, *(other for other in KINDS if other != kind)):
             cands = self._candidates(cfgs, front_idx, rng, taken, k)
             if cands:
                 break
+        best = self._best(cands, pts, front_idx, feats, models, acc, rng)
+        return best if best is not None else self._uniform(rng, taken)
+
+    @staticmethod
+    def _front(pts: np.ndarray, ok: np.ndarray) -> list[int]:
+        return [int(i) for i in np.flatnonzero(ok)
+                if not np.any(np.all(pts[ok] <= pts[i], axis=1)
+                              & np.any(pts[ok] < pts[i], axis=1))]
+
+    def _best(self, cands: list[tuple[JointConfig, int | None]], pts: np.ndarray,
+              front_idx: list[int], feats: Any, models: list[_Ridge], acc: list[bool],
+              rng: np.random.Generator) -> JointConfig | None:
+        """The candidate whose predicted point adds the most hypervolume to the front of
+        ``pts`` (rows ``front_idx``); a candidate with a parent is predicted as the parent's
+        point (``pts``, features ``feats``) moved by the surrogates' difference."""
+        front = pts[front_idx]
+        hv0 = hypervolume_of_points(front)
+        best, best_gain = None, -math.inf
         for cand, parent in cands:
             f = _row(cand, self._space, self._precisions)
-            pred = np.empty(len(objectives))
-            for j, (obj, model) in enumerate(zip(objectives, models, strict=True)):
-                accuracy = obj.is_accuracy or obj.key in _ACCURACY
+            pred = np.empty(len(models))
+            for j, (model, accuracy) in enumerate(zip(models, acc, strict=True)):
                 if parent is None:
                     value = model(f)
                 else:  # the parent's measurement, moved by the model's difference
@@ -288,7 +279,36 @@ class AxiswiseSampler(optuna.samplers.BaseSampler):
             gain += 1e-9 * rng.random()  # ties: a random one
             if gain > best_gain:
                 best, best_gain = cand, gain
-        return best if best is not None else self._uniform(rng, taken)
+        return best
+
+    def _reference(self, cfg: JointConfig) -> JointConfig:
+        """``cfg``'s architecture at the reference cheap axes: max_config's precision (the
+        first of the space's if that is not one of them), unmerged."""
+        prec = self._space.max_config.precision
+        prec = prec if prec in self._precisions else self._precisions[0]
+        return self._with(cfg, precision=prec, **{f"tome_r_{i}": 0 for i in range(cfg.depth)})
+
+    def _projected(self, pts: np.ndarray, feats: np.ndarray, ref: list[JointConfig],
+                   models: list[_Ridge], acc: list[bool]) -> np.ndarray:
+        """Every measured point moved to its architecture's reference cheap axes by the
+        surrogates' difference: what the architecture would measure in float32, unmerged.
+
+        On these points the front is the *architecture front*, the one the staged selection's
+        first stage climbs: an architecture whose measured variants are dominated by a small
+        int8 model's can still lead it, because precision and merging no longer count. On
+        WM-811K the joint front settled on depth 2 while the staged selection's architecture
+        stage found a depth-5 architecture 2 points more accurate than any (run F1, section 2).
+        """
+        out = pts.copy()
+        for i, cfg in enumerate(ref):
+            f = _row(cfg, self._space, self._precisions)
+            for j, (model, accuracy) in enumerate(zip(models, acc, strict=True)):
+                delta = model(f) - model(feats[i])
+                if accuracy:
+                    out[i, j] = pts[i, j] + delta
+                elif np.isfinite(pts[i, j]) and pts[i, j] > 0:
+                    out[i, j] = math.exp(math.log(pts[i, j]) + delta)
+        return out
 
     def _candidates(self, cfgs: list[JointConfig], front: list[int], rng: np.random.Generator,
                     taken: set[Any], kind: str = "arch"

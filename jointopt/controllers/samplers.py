@@ -74,26 +74,30 @@ def check_sampler_options(name: str, options: dict[str, Any]) -> None:
 @register_sampler("axiswise")
 def _axiswise(*, seed: int, n_objectives: int, space: Any = None, n_startup: int = 6,
               n_candidates: int = 96, arch_share: float = 0.6, global_share: float = 0.25,
-              explore: float = 1.0) -> optuna.samplers.BaseSampler:
+              explore: float = 1.0, arch_front: float = 0.0, warm_start: bool = False
+              ) -> optuna.samplers.BaseSampler:
     from jointopt.controllers.axiswise import AxiswiseSampler
 
     if space is None:
         raise ValueError("the axiswise sampler needs the study's search space")
     return AxiswiseSampler(space=space, seed=seed, n_startup=n_startup,
                            n_candidates=n_candidates, arch_share=arch_share,
-                           global_share=global_share, explore=explore)
+                           global_share=global_share, explore=explore, arch_front=arch_front,
+                           warm_start=warm_start)
 
 
 @register_sampler("staged")
 def _staged(*, seed: int, n_objectives: int, space: Any = None, n_trials: int = 40,
             n_startup: int = 6, n_candidates: int = 96, explore: float = 1.0,
-            storage: BaseStorage | None = None) -> optuna.samplers.BaseSampler:
+            warm_start: bool = False, storage: BaseStorage | None = None
+            ) -> optuna.samplers.BaseSampler:
     from jointopt.controllers.staged import StagedSampler
 
     if space is None:
         raise ValueError("the staged sampler needs the study's search space")
     return StagedSampler(space=space, n_trials=n_trials, seed=seed, n_startup=n_startup,
-                         n_candidates=n_candidates, explore=explore, storage=storage)
+                         n_candidates=n_candidates, explore=explore, warm_start=warm_start,
+                         storage=storage)
 
 
 @register_sampler("nsga2")

@@ -36,12 +36,12 @@ class StagedSampler(AxiswiseSampler):
 
     def __init__(self, *, space: SearchSpace, n_trials: int, seed: int | None = None,
                  n_startup: int = 6, n_candidates: int = 96, explore: float = 1.0,
-                 storage: BaseStorage | None = None) -> None:
+                 warm_start: bool = False, storage: BaseStorage | None = None) -> None:
         if n_trials < 3:
             raise ValueError(f"n_trials must be at least 3 (one per stage), got {n_trials}")
         super().__init__(space=space, seed=seed, n_startup=n_startup,
                          n_candidates=n_candidates, arch_share=1.0, global_share=0.0,
-                         explore=explore)
+                         explore=explore, warm_start=warm_start)
         self._ends = (round(STAGE_SHARES[0] * n_trials),
                       round((STAGE_SHARES[0] + STAGE_SHARES[1]) * n_trials))
         self._stage = 1
@@ -68,6 +68,10 @@ class StagedSampler(AxiswiseSampler):
                 self._stage)
 
     def _startup(self, rng: np.random.Generator, k: int, taken: set[Any]) -> JointConfig:
+        if k == 0 and self._warm_start:  # the same warm start as the joint sampler's
+            cfg = self._float_unmerged(self._smallest())
+            if cfg.key() not in taken:
+                return cfg
         for _ in range(200):
             cfg = self._float_unmerged(self._space.sample(rng))
             if cfg.key() not in taken:
