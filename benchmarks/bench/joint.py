@@ -254,9 +254,5 @@ def run_joint(ctx: Ctx, cells: tuple[tuple[str, ...], ...] = CELLS) -> list[dict
             continue
         t = time.perf_counter()
         data = run_cell(ctx, dataset, objset)
-        rec = ctx.record("joint", data, time.perf_counter() - t)
-        done.append(rec)
-        from bench.joint_test import run_test
-
-        run_test(ctx, [rec])  # beside the HV: each front re-scored on the test split
+        done.append(ctx.record("joint", data, time.perf_counter() - t))
     return done

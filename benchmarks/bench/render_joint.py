@@ -160,8 +160,8 @@ def joint_test(joint_recs: list[dict[str, Any]], recs: list[dict[str, Any]]) -> 
            "its members' test-split accuracy, which no search saw; the costs, the baseline's "
            "cost ratios and the reference point are the hypervolume's. Reported beside the "
            "targets, not in their place: the verdicts above stand. Command: "
-           "`.venv/bin/python benchmarks/bench/joint_test.py --run-dir RUN` (also run by "
-           "`make bench` after each section-2 cell).", ""]
+           "`.venv/bin/python benchmarks/bench/joint_test.py --run-dir RUN` (after section 2; "
+           "not part of `make bench`).", ""]
     pairs = []
     for cell, t in shown:
         n, long_n = cell["trials"], cell.get("long_trials", 0)
