@@ -8,7 +8,8 @@ run's studies. Each front is also re-scored on the test split, as section 2 does
 (benchmarks/bench/joint_test.py).
 
     .venv/bin/python benchmarks/joint_variants.py --run-dir runs/bench-full/F1 --name warm \\
-        --sampler '{"name": "axiswise", "warm_start": true}' [--cells wm811k/latency,...]
+        --sampler '{"name": "axiswise", "warm_start": true}' [--axis arch]
+        [--cells wm811k/latency,...]
 
 One record per cell goes to benchmarks/results/bench_joint_variants.jsonl. A killed variant resumes
 (its studies are in its folder's search.db).
@@ -30,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench.common import RESULTS, ROOT, Ctx, derive_yaml, load_yaml, log, rel_path, test_correct  # noqa: E402
 
 
-def run_variant(ctx: Ctx, cell: dict[str, Any], name: str, sampler: dict[str, Any]
-                ) -> dict[str, Any]:
+def run_variant(ctx: Ctx, cell: dict[str, Any], name: str, sampler: dict[str, Any],
+                axis: str = "joint") -> dict[str, Any]:
     import optuna
     from bench.joint import (
         OBJECTIVE_SETS,
@@ -84,7 +85,7 @@ def run_variant(ctx: Ctx, cell: dict[str, Any], name: str, sampler: dict[str, An
                 if sampler["name"] == "staged":
                     opts["n_trials"] = b
                 derive_yaml(src, path, {
-                    "search_space": str(space_yaml(ctx, dataset, "joint")),
+                    "search_space": str(space_yaml(ctx, dataset, axis)),
                     "output": str(study0.output), "evaluate": ev,
                     "search": {"study_name": tag, "storage": ctx.storage, "sampler": opts,
                                "objectives": OBJECTIVE_SETS[objset], "n_trials": b,
@@ -104,7 +105,8 @@ def run_variant(ctx: Ctx, cell: dict[str, Any], name: str, sampler: dict[str, An
             + ", ".join(f"HV at {c} {row[f'hv_{c}']:.4f}" for c in checkpoints
                         if row.get(f"hv_{c}") is not None))
         runs.append(row)
-    return {"name": name, "sampler": sampler, "dataset": dataset, "objectives": objset,
+    return {"name": name, "sampler": sampler, "axis": axis, "dataset": dataset,
+            "objectives": objset,
             "source_run": cell["run_id"], "source_commit": cell["commit"],
             "trials": n, "long_trials": long_n, "long_seeds": long_seeds, "runs": runs}
 
@@ -115,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", required=True, help="the variant's name (letters, digits, -)")
     ap.add_argument("--sampler", required=True,
                     help='the sampler block as JSON, e.g. \'{"name": "axiswise"}\'')
+    ap.add_argument("--axis", default="joint", choices=("joint", "arch", "tokens", "bits"),
+                    help="the space searched: joint, or one axis with the others pinned at "
+                         "max_config's values (as section 2's single-axis searches)")
     ap.add_argument("--cells", default=None, help="DATASET/OBJECTIVES,... (default: all)")
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
@@ -162,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Ctx.create(first["mode"], first["budget"], out, results=args.results)
     for cell in cells.values():
         t = time.perf_counter()
-        ctx.record("joint_variants", run_variant(ctx, cell, args.name, sampler),
+        ctx.record("joint_variants", run_variant(ctx, cell, args.name, sampler, args.axis),
                    time.perf_counter() - t)
     return 0
 

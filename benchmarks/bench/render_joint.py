@@ -254,7 +254,9 @@ def variants(var_recs: list[dict[str, Any]], joint_recs: list[dict[str, Any]],
                 if t else math.nan
             jv = mean_std([_hv_at(r, b) for r in seeded(src, "joint")])[0]
             rows.append(
-                f"| {name} (`{json.dumps(v['sampler'], sort_keys=True)}`) | {ds}/{obj} | {b} | "
+                f"| {name} (`{json.dumps(v['sampler'], sort_keys=True)}`"
+                f"{'' if v.get('axis', 'joint') == 'joint' else ', ' + v['axis'] + ' axis'})"
+                f" | {ds}/{obj} | {b} | "
                 f"{len(runs)} | {f(mean_std([r[f'hv_{b}'] for r in runs])[0], '.4f')} | "
                 f"{f(jv, '.4f')} | "
                 f"{f(mean_std(best_other)[0], '.4f')} | "
