@@ -590,6 +590,19 @@ def test_sampler_variants_table_sits_beside_the_runs_own_searches() -> None:
     assert ('| warm (`{"name": "axiswise", "warm_start": true}`) | wm811k/latency | 40 | 2 | '
             '0.6000 | 0.6000 | 0.5500 | 0.4500 | n/a |') in text
     assert "| wm811k/latency | 120 | 1 | 0.6400 | 0.6000 | 0.5500 |" in text
+    # section 2's comparison with the variant in joint's place (the others as recorded)
+    assert "replaced: wm811k/latency: joint;" in text
+    assert "| wm811k/latency/40 | 1.127, 1.055 | 1.091 |" in text  # 0.62, 0.58 vs staged 0.55
+    assert "| latency: joint HV at 60 vs best other at 120 | 0.6300 | >= 0.5500 | met |" in text
+    # a staged variant with the same options takes staged's place too
+    staged = {**var, "name": "staged-warm", "sampler": {"name": "staged", "warm_start": True},
+              "runs": [{"seed": 0, "hv_40": 0.62, "hv_60": 0.6, "hv_120": 0.7},
+                       {"seed": 1, "hv_40": 0.5}]}
+    text = "\n".join(render_joint.variants([var, staged], [cell], []))
+    assert "replaced: wm811k/latency: joint, staged;" in text
+    assert "| wm811k/latency/40 | 1.000, 1.160 |" in text  # seed 1: 0.58 over 0.5 (arch, variant)
+    assert "| latency: joint HV at 60 vs best other at 120 | 0.6300 | >= 0.7000 | missed |" \
+        in text
     assert render_joint.variants([{**var, "source_run": "elsewhere"}], [cell], []) == []
 
 

@@ -274,4 +274,72 @@ def variants(var_recs: list[dict[str, Any]], joint_recs: list[dict[str, Any]],
             "--sampler JSON`.", "",
             "| variant (sampler) | cell | budget | seeds | HV, variant | HV, run's joint | "
             "HV, run's best other | test HV, variant | test HV, run's joint |",
-            "|---|---|---|---|---|---|---|---|---|", *rows, ""]
+            "|---|---|---|---|---|---|---|---|---|", *rows, "",
+            *_variant_sets(list(latest.values()), source)]
+
+
+def _stands_for(v: dict[str, Any]) -> str | None:
+    """Which section-2 search a variant stands in for: ``staged`` for the staged sampler,
+    ``joint``/``arch``/``tokens`` for axiswise on that space."""
+    name, axis = v["sampler"]["name"], v.get("axis", "joint")
+    if name == "staged":
+        return "staged" if axis == "joint" else None
+    return axis if name == "axiswise" and axis in ("joint", "arch", "tokens") else None
+
+
+def _variant_sets(var: list[dict[str, Any]], source: dict[Any, dict[str, Any]]) -> list[str]:
+    """Section 2's comparison again with every search that has a variant with the same
+    options (the sampler block less its name) replaced by that variant: what the targets read
+    if those options were every search's. A search without such a variant keeps the run's."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for v in var:
+        opts = json.dumps({k: x for k, x in v["sampler"].items() if k != "name"},
+                          sort_keys=True)
+        if _stands_for(v):
+            groups.setdefault((v["source_run"], opts), []).append(v)
+    out = []
+    for (run_id, opts), vs in groups.items():
+        if not any(_stands_for(v) == "joint" for v in vs):
+            continue
+        pairs, checks, cells = [], [], []
+        for key, src in source.items():
+            if key[0] != run_id:
+                continue
+            swap = {(v["dataset"], v["objectives"], _stands_for(v)): v for v in vs}
+            hv_at: dict[str, dict[int, dict[int, float]]] = {}
+            for search, s in src["searches"].items():
+                v = swap.get((src["dataset"], src["objectives"], search))
+                runs = v["runs"] if v else s["runs"]
+                hv_at[search] = {b: {r["seed"]: (r.get(f"hv_{b}", math.nan) if v
+                                                 else _hv_at(r, b)) for r in runs}
+                                 for b in (src["trials"], 60, src.get("long_trials", 0))}
+            swapped = sorted(k[2] for k in swap if k[:2] == (src["dataset"], src["objectives"]))
+            cells.append(f"{src['dataset']}/{src['objectives']}: {', '.join(swapped)}")
+            for b in sorted({src["trials"], src.get("long_trials", 0)} - {0}):
+                hv = {k: {sd: x for sd, x in d[b].items() if x == x} for k, d in hv_at.items()}
+                pairs.append({"name": f"{src['dataset']}/{src['objectives']}/{b}", "hv": hv})
+            if src["dataset"] == "wm811k" and src.get("long_trials", 0) >= 120:
+                j60 = [x for sd, x in hv_at["joint"][60].items() if sd < src["long_seeds"]
+                       and x == x]
+                best = max((mean_std([x for x in hv_at[o][120].values() if x == x])[0]
+                            for o in OTHERS if o in hv_at), default=math.nan)
+                checks.append(Check(f"{src['objectives']}: joint HV at 60 vs best other at "
+                                    "120", mean_std(j60)[0], best, unit=".4f"))
+        stats = joint_vs_best_other(pairs, others=OTHERS)
+        out += [f"With `{opts}` for every search that has a variant with those options "
+                f"(run {run_id}; replaced: {'; '.join(cells)}; the others as the run "
+                "recorded them). Not a section-2 run at one commit: the verdicts of the "
+                "section's targets stand as above.", "",
+                "| cell (dataset/objectives/budget) | joint / best other, per seed | mean |",
+                "|---|---|---|"]
+        for name, c in stats["cells"].items():
+            out.append(f"| {name} | {', '.join(f(x, '.3f') for x in c['ratios'])} | "
+                       f"{f(c['mean'], '.3f')} |")
+        out += ["", *check_table([
+            Check(f"pooled seed-paired ratio ({stats['n_pairs']} pairs)",
+                  stats["pooled_mean"], 1.05, unit=".3f"),
+            Check("bootstrap 95% lower bound of the pooled ratio", stats["pooled_lower"],
+                  1.0, unit=".3f", strict=True),
+            Check("smallest cell mean ratio", stats["min_cell_mean"], 1.0, unit=".3f"),
+            *checks]), ""]
+    return out
