@@ -301,7 +301,7 @@ def _variant_sets(var: list[dict[str, Any]], source: dict[Any, dict[str, Any]]) 
     for (run_id, opts), vs in groups.items():
         if not any(_stands_for(v) == "joint" for v in vs):
             continue
-        pairs, checks, cells = [], [], []
+        pairs, checks, cells, moved = [], [], [], []
         for key, src in source.items():
             if key[0] != run_id:
                 continue
@@ -315,6 +315,12 @@ def _variant_sets(var: list[dict[str, Any]], source: dict[Any, dict[str, Any]]) 
                                  for b in (src["trials"], 60, src.get("long_trials", 0))}
             swapped = sorted(k[2] for k in swap if k[:2] == (src["dataset"], src["objectives"]))
             cells.append(f"{src['dataset']}/{src['objectives']}: {', '.join(swapped)}")
+            for search in swapped:  # what the variant changed, in mean HV at each budget
+                for b in sorted({src["trials"], src.get("long_trials", 0)} - {0}):
+                    was = mean_std([_hv_at(r, b) for r in src["searches"][search]["runs"]])[0]
+                    now = mean_std(list(hv_at[search][b].values()))[0]
+                    moved.append(f"{src['dataset']}/{src['objectives']} {LABEL[search]} at {b}: "
+                                 f"{f(was, '.4f')} -> {f(now, '.4f')}")
             for b in sorted({src["trials"], src.get("long_trials", 0)} - {0}):
                 hv = {k: {sd: x for sd, x in d[b].items() if x == x} for k, d in hv_at.items()}
                 pairs.append({"name": f"{src['dataset']}/{src['objectives']}/{b}", "hv": hv})
@@ -329,7 +335,8 @@ def _variant_sets(var: list[dict[str, Any]], source: dict[Any, dict[str, Any]]) 
         out += [f"With `{opts}` for every search that has a variant with those options "
                 f"(run {run_id}; replaced: {'; '.join(cells)}; the others as the run "
                 "recorded them). Not a section-2 run at one commit: the verdicts of the "
-                "section's targets stand as above.", "",
+                "section's targets stand as above. Mean HV, as recorded -> with the variant: "
+                + "; ".join(moved) + ".", "",
                 "| cell (dataset/objectives/budget) | joint / best other, per seed | mean |",
                 "|---|---|---|"]
         for name, c in stats["cells"].items():
