@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench.common import RESULTS, ROOT, Ctx, derive_yaml, load_yaml, log, rel_path, test_correct  # noqa: E402
+from bench.common import RESULTS, ROOT, Ctx, derive_yaml, load_yaml, log, rel_path  # noqa: E402
 
 
 def run_variant(ctx: Ctx, cell: dict[str, Any], name: str, sampler: dict[str, Any],
@@ -43,28 +43,17 @@ def run_variant(ctx: Ctx, cell: dict[str, Any], name: str, sampler: dict[str, An
         records,
         space_yaml,
     )
-    from bench.joint_test import _test_hv
+    from bench.joint_test import AccuracyOnTest, _test_hv
 
     from jointopt.controllers import run_search
-    from jointopt.export import deployed_model
     from jointopt.pareto import Objective
-    from jointopt.space import JointConfig
-
 
     dataset, objset = cell["dataset"], cell["objectives"]
     objectives = [Objective(k, d) for k, d in OBJECTIVE_SETS[objset].items()]
     base = baseline(ctx, dataset)
     src = dataset_yaml(ctx, dataset)
     study0 = ctx.study(src)
-    net = ctx.ensure_supernet(src)
-    memo: dict[str, float] = {}
-
-    def accuracy_of(config: dict[str, Any]) -> float:
-        key = json.dumps(config, sort_keys=True)
-        if key not in memo:
-            model = deployed_model(study0, JointConfig.from_dict(config), net)
-            memo[key] = float(test_correct(study0, model).mean())
-        return memo[key]
+    accuracy_of = AccuracyOnTest(study0, ctx.ensure_supernet(src))
 
     n, long_n, long_seeds = cell["trials"], cell.get("long_trials", 0), cell.get("long_seeds", 0)
     checkpoints = tuple(sorted({n, 60, long_n} - {0}))
@@ -145,20 +134,18 @@ def main(argv: list[str] | None = None) -> int:
                                                 if k not in ("name", "seed", "n_trials")})
     except TypeError as e:
         return fail(f"--sampler: {e}")
+    from bench.joint_test import run_cells
+
     run_dir = args.run_dir.resolve()
-    path = args.results / "bench_joint.jsonl"
-    cells: dict[tuple[str, str], dict[str, Any]] = {}
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        r = json.loads(line)
-        if (ROOT / r["run_dir"]).resolve() == run_dir:
-            cells[(r["dataset"], r["objectives"])] = r
+    cells = run_cells(args.results, run_dir)
     if args.cells:
         want = [tuple(c.split("/", 1)) for c in args.cells.split(",")]
         if bad := [c for c in want if c not in cells]:
             return fail(f"--cells: {bad} not among the run's cells {sorted(cells)}")
         cells = {c: cells[c] for c in want}
     if not cells:
-        return fail(f"{rel_path(path)}: no section-2 record has run_dir {rel_path(run_dir)}")
+        return fail(f"{rel_path(args.results / 'bench_joint.jsonl')}: no section-2 record "
+                    f"has run_dir {rel_path(run_dir)}")
     first = next(iter(cells.values()))
     out = ROOT / "runs" / "variants" / f"{first['run_id']}-{args.name}"
     if not (out / "cache").exists() and (run_dir / "cache").is_dir():

@@ -50,27 +50,48 @@ def _test_hv(recs: list[dict[str, Any]], n: int, objectives: list[Any], base: di
     return hypervolume(scored, objectives, base)
 
 
+class AccuracyOnTest:
+    """A config's test-split accuracy as deployed (``config`` dict -> float), each config
+    scored once."""
+
+    def __init__(self, study: Any, net: Any) -> None:
+        self.study, self.net = study, net
+        self.memo: dict[str, float] = {}
+
+    def __call__(self, config: dict[str, Any]) -> float:
+        from jointopt.export import deployed_model
+        from jointopt.space import JointConfig
+
+        key = json.dumps(config, sort_keys=True)
+        if key not in self.memo:
+            model = deployed_model(self.study, JointConfig.from_dict(config), self.net)
+            self.memo[key] = float(test_correct(self.study, model).mean())
+        return self.memo[key]
+
+
+def run_cells(results: Path, run_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """The section-2 cell records (bench_joint.jsonl in ``results``) of the run in
+    ``run_dir``, by (dataset, objectives); a cell recorded twice: its last."""
+    path = results / "bench_joint.jsonl"
+    cells: dict[tuple[str, str], dict[str, Any]] = {}
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        r = json.loads(line)
+        if (ROOT / r["run_dir"]).resolve() == run_dir.resolve():
+            cells[(r["dataset"], r["objectives"])] = r
+    return cells
+
+
 def cell_test(ctx: Ctx, cell: dict[str, Any]) -> dict[str, Any]:
     """Test-split hypervolume of every run of one section-2 cell record, at the budgets the
     record has (``hv_<n>`` keys), from the run's studies."""
     from bench.joint import OBJECTIVE_SETS, dataset_yaml, records, search
-    from jointopt.export import deployed_model
     from jointopt.pareto import Objective
-    from jointopt.space import JointConfig
 
     dataset, objset = cell["dataset"], cell["objectives"]
     objectives = [Objective(k, d) for k, d in OBJECTIVE_SETS[objset].items()]
     src = dataset_yaml(ctx, dataset)
     study = ctx.study(src)
-    net = ctx.ensure_supernet(src)
-    memo: dict[str, float] = {}
-
-    def accuracy_of(config: dict[str, Any]) -> float:
-        key = json.dumps(config, sort_keys=True)
-        if key not in memo:
-            model = deployed_model(study, JointConfig.from_dict(config), net)
-            memo[key] = float(test_correct(study, model).mean())
-        return memo[key]
+    accuracy_of = AccuracyOnTest(study, ctx.ensure_supernet(src))
 
     base = {"metrics": {**cell["baseline"],
                         "accuracy": accuracy_of(study.space.max_config.to_dict())},
@@ -97,8 +118,8 @@ def cell_test(ctx: Ctx, cell: dict[str, Any]) -> dict[str, Any]:
                 row[f"test_hv_{n}"] = _test_hv(recs, len(recs), objectives, base, accuracy_of)
             runs.append(row)
         out["searches"][name] = {"runs": runs}
-    out["n_configs_scored"] = len(memo)
-    log(f"section 2 test split {dataset}/{objset}: {len(memo)} configs scored on test")
+    out["n_configs_scored"] = len(accuracy_of.memo)
+    log(f"section 2 test split {dataset}/{objset}: {len(accuracy_of.memo)} configs scored")
     return out
 
 
@@ -118,15 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     run_dir = args.run_dir.resolve()
-    path = args.results / "bench_joint.jsonl"
-    cells: dict[tuple[str, str], dict[str, Any]] = {}
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        r = json.loads(line)
-        if (ROOT / r["run_dir"]).resolve() == run_dir:
-            cells[(r["dataset"], r["objectives"])] = r  # a cell recorded twice: its last
+    cells = run_cells(args.results, run_dir)
     if not cells:
-        print(f"{rel_path(path)}: no section-2 record has run_dir {rel_path(run_dir)}",
-              file=sys.stderr)
+        print(f"{rel_path(args.results / 'bench_joint.jsonl')}: no section-2 record has "
+              f"run_dir {rel_path(run_dir)}", file=sys.stderr)
         return 2
     first = next(iter(cells.values()))
     ctx = Ctx.create(first["mode"], first["budget"], run_dir, results=args.results)
