@@ -4,8 +4,8 @@ The variant's searches run in a folder of their own (``runs/variants/<run>-<name
 from a copy of the recorded run's measurement cache, so every config the run measured keeps its
 measured costs and the variant's hypervolume compares with the run's searches config for config
 (configs the run never measured are measured now). The supernets are the cached ones of the
-run's studies. Each front is also re-scored on the test split, as section 2 does
-(benchmarks/bench/joint_test.py).
+run's studies. Each front is also re-scored on the test split, as
+benchmarks/bench/joint_test.py does for a recorded run.
 
     .venv/bin/python benchmarks/joint_variants.py --run-dir runs/bench-full/F1 --name warm \\
         --sampler '{"name": "axiswise", "warm_start": true}' [--axis arch]

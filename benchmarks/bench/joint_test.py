@@ -4,10 +4,11 @@ Every search of section 2 chooses its front by validation accuracy, and the hype
 section 2 is computed on the same validation accuracy. On WM-811K validation is 134 images, so
 one image is 0.75 points, and a search that measures many near-identical configs keeps whichever
 of them scored highest: the largest of many noisy scores is biased upwards. In run F1 the staged
-selection's architecture stage measured 45 depth-5 variants of one architecture (WM-811K,
-latency, seed 0, 120 configs); its best scored 0.888 on validation and 0.813 on test, below the
-0.806-test depth-2 config that joint's front kept at 0.866 validation (measured with
-``benchmarks/bench/joint_test.py``'s evaluation; the records are in bench_joint_test.jsonl).
+selection's architecture stage (WM-811K, latency, seed 0, 120 configs) measured 45 depth-5
+architectures, most of them one step from another; the front member it kept at 0.888
+validation accuracy scores 0.813 on test, where joint's depth-2 member at 0.866 validation
+scores 0.806 (each record of bench_joint_test.jsonl lists every front member it scored, with
+both accuracies).
 
 So beside the hypervolume, and not in place of it, each front at each budget is re-scored on the
 test split, which no search saw: the same definition (error 1 - accuracy, the cell's baseline's
@@ -45,8 +46,8 @@ def _test_hv(recs: list[dict[str, Any]], n: int, objectives: list[Any], base: di
     from jointopt.pareto import hypervolume, pareto_front
 
     front = pareto_front(recs[:n], objectives)
-    scored = [{**r, "metrics": {**r["metrics"], "accuracy": accuracy_of(r["config"])}}
-              for r in front]
+    scored = [{**r, "metrics": {**r["metrics"], "accuracy": accuracy_of(
+        r["config"], r["metrics"].get("accuracy"))}} for r in front]
     return hypervolume(scored, objectives, base)
 
 
@@ -57,12 +58,21 @@ class AccuracyOnTest:
     def __init__(self, study: Any, net: Any) -> None:
         self.study, self.net = study, net
         self.memo: dict[str, float] = {}
+        self.val: dict[str, float | None] = {}
 
-    def __call__(self, config: dict[str, Any]) -> float:
+    def scored(self) -> list[dict[str, Any]]:
+        """Every config scored so far, with its validation (as the search measured it) and
+        test accuracy."""
+        return [{"config": json.loads(k), "val_accuracy": self.val.get(k),
+                 "test_accuracy": v} for k, v in self.memo.items()]
+
+    def __call__(self, config: dict[str, Any], val_accuracy: float | None = None) -> float:
         from jointopt.export import deployed_model
         from jointopt.space import JointConfig
 
         key = json.dumps(config, sort_keys=True)
+        if val_accuracy is not None:
+            self.val[key] = val_accuracy
         if key not in self.memo:
             model = deployed_model(self.study, JointConfig.from_dict(config), self.net)
             self.memo[key] = float(test_correct(self.study, model).mean())
@@ -119,6 +129,7 @@ def cell_test(ctx: Ctx, cell: dict[str, Any]) -> dict[str, Any]:
             runs.append(row)
         out["searches"][name] = {"runs": runs}
     out["n_configs_scored"] = len(accuracy_of.memo)
+    out["scored"] = accuracy_of.scored()
     log(f"section 2 test split {dataset}/{objset}: {len(accuracy_of.memo)} configs scored")
     return out
 
