@@ -18,8 +18,8 @@ split's; applied to every search alike. It says whether a front's trade-offs hol
 Run over an existing section-2 run: ``.venv/bin/python benchmarks/bench/joint_test.py --run-dir
 runs/bench-full/F1`` (reads the run's cell records from bench_joint.jsonl and its studies from
 the run folder). It is not part of ``make bench``: on DeepPCB, scoring about 90 front members
-on the 5,766 test images took 475 s on 2 cores (run F1), and ``make bench`` is over its 2 h
-already.
+on the 5,766 test images took 427 s and 437 s on 2 cores (run F1, bench_joint_test.jsonl),
+and ``make bench`` is over its 2 h already.
 """
 
 from __future__ import annotations
