@@ -112,24 +112,32 @@ def joint(recs: list[dict[str, Any]]) -> list[str]:
                   for name, s in r["searches"].items()}
             pairs.append({"name": f"{r['dataset']}/{r['objectives']}/{budget}", "hv": hv})
     stats = joint_vs_best_other(pairs, others=OTHERS)
-    out += ["| cell (dataset/objectives/budget) | joint / best other, per seed | mean |",
-            "|---|---|---|"]
-    for name, c in stats["cells"].items():
-        out.append(f"| {name} | {', '.join(f(x, '.3f') for x in c['ratios'])} | "
-                   f"{f(c['mean'], '.3f')} |")
-    out += ["", *check_table(joint_checks(cells, stats)), ""]
+    out += [*ratio_rows(stats), "", *check_table(joint_checks(cells, stats)), ""]
     return out
 
 
+def ratio_rows(stats: dict[str, Any], what: str = "joint / best other") -> list[str]:
+    """The per-cell table of seed-paired ratios (``stats``: :func:`joint_vs_best_other`)."""
+    out = [f"| cell (dataset/objectives/budget) | {what}, per seed | mean |", "|---|---|---|"]
+    for name, c in stats["cells"].items():
+        out.append(f"| {name} | {', '.join(f(x, '.3f') for x in c['ratios'])} | "
+                   f"{f(c['mean'], '.3f')} |")
+    return out
+
+
+def pooled_checks(stats: dict[str, Any]) -> list[Check]:
+    """The pooled ratio, its bootstrap lower bound and the smallest cell mean."""
+    return [Check(f"pooled seed-paired ratio ({stats['n_pairs']} pairs)", stats["pooled_mean"],
+                  1.05, unit=".3f"),
+            Check("bootstrap 95% lower bound of the pooled ratio", stats["pooled_lower"], 1.0,
+                  unit=".3f", strict=True),
+            Check("smallest cell mean ratio", stats["min_cell_mean"], 1.0, unit=".3f")]
+
+
 def joint_checks(cells: list[dict[str, Any]], stats: dict[str, Any]) -> list[Check]:
-    """Section 2's targets: the pooled ratio, its bootstrap lower bound and the smallest cell
-    mean (``stats``: :func:`joint_vs_best_other`), and on WM-811K cells run to 120 trials,
+    """Section 2's targets: :func:`pooled_checks`, and on WM-811K cells run to 120 trials,
     joint at 60 against the best other search at 120."""
-    out = [Check(f"pooled seed-paired ratio ({stats['n_pairs']} pairs)", stats["pooled_mean"],
-                 1.05, unit=".3f"),
-           Check("bootstrap 95% lower bound of the pooled ratio", stats["pooled_lower"], 1.0,
-                 unit=".3f", strict=True),
-           Check("smallest cell mean ratio", stats["min_cell_mean"], 1.0, unit=".3f")]
+    out = pooled_checks(stats)
     for r in cells:
         if r["dataset"] != "wm811k" or r.get("long_trials", 0) < 120:
             continue
@@ -188,12 +196,8 @@ def joint_test(joint_recs: list[dict[str, Any]], recs: list[dict[str, Any]]) -> 
             pairs.append({"name": f"{cell['dataset']}/{cell['objectives']}/{budget}",
                           "hv": hv})
     stats = joint_vs_best_other(pairs, others=OTHERS)
-    out += ["| cell (dataset/objectives/budget) | test HV, joint / best other, per seed | "
-            "mean |", "|---|---|---|"]
-    for name, c in stats["cells"].items():
-        out.append(f"| {name} | {', '.join(f(x, '.3f') for x in c['ratios'])} | "
-                   f"{f(c['mean'], '.3f')} |")
-    out += ["", f"On the test split: pooled ratio {f(stats['pooled_mean'], '.3f')} over "
+    out += [*ratio_rows(stats, "test HV, joint / best other"), "",
+            f"On the test split: pooled ratio {f(stats['pooled_mean'], '.3f')} over "
             f"{stats['n_pairs']} pairs, bootstrap 95% lower bound "
             f"{f(stats['pooled_lower'], '.3f')}, smallest cell mean "
             f"{f(stats['min_cell_mean'], '.3f')}."]
@@ -216,7 +220,6 @@ def _test_at(run: dict[str, Any], n: int, short: int) -> float:
         return run[f"test_hv_{n}"]
     # an exhausted grid has one front, keyed by the short budget: it stands at every budget
     return run[f"test_hv_{short}"] if run.get("exhausted") else math.nan
-
 
 
 def variants(var_recs: list[dict[str, Any]], joint_recs: list[dict[str, Any]],
@@ -302,10 +305,10 @@ def _variant_sets(var: list[dict[str, Any]], source: dict[Any, dict[str, Any]]) 
         if not any(_stands_for(v) == "joint" for v in vs):
             continue
         pairs, checks, cells, moved = [], [], [], []
+        swap = {(v["dataset"], v["objectives"], _stands_for(v)): v for v in vs}
         for key, src in source.items():
             if key[0] != run_id:
                 continue
-            swap = {(v["dataset"], v["objectives"], _stands_for(v)): v for v in vs}
             hv_at: dict[str, dict[int, dict[int, float]]] = {}
             for search, s in src["searches"].items():
                 v = swap.get((src["dataset"], src["objectives"], search))
@@ -337,16 +340,5 @@ def _variant_sets(var: list[dict[str, Any]], source: dict[Any, dict[str, Any]]) 
                 "recorded them). Not a section-2 run at one commit: the verdicts of the "
                 "section's targets stand as above. Mean HV, as recorded -> with the variant: "
                 + "; ".join(moved) + ".", "",
-                "| cell (dataset/objectives/budget) | joint / best other, per seed | mean |",
-                "|---|---|---|"]
-        for name, c in stats["cells"].items():
-            out.append(f"| {name} | {', '.join(f(x, '.3f') for x in c['ratios'])} | "
-                       f"{f(c['mean'], '.3f')} |")
-        out += ["", *check_table([
-            Check(f"pooled seed-paired ratio ({stats['n_pairs']} pairs)",
-                  stats["pooled_mean"], 1.05, unit=".3f"),
-            Check("bootstrap 95% lower bound of the pooled ratio", stats["pooled_lower"],
-                  1.0, unit=".3f", strict=True),
-            Check("smallest cell mean ratio", stats["min_cell_mean"], 1.0, unit=".3f"),
-            *checks]), ""]
+                *ratio_rows(stats), "", *check_table([*pooled_checks(stats), *checks]), ""]
     return out
