@@ -69,26 +69,21 @@ class StagedSampler(AxiswiseSampler):
 
     def _startup(self, rng: np.random.Generator, k: int, taken: set[Any]) -> JointConfig:
         if k == 0 and self._warm_start:  # the same warm start as the joint sampler's
-            cfg = self._float_unmerged(self._smallest())
+            cfg = self._smallest()
             if cfg.key() not in taken:
                 return cfg
         for _ in range(200):
-            cfg = self._float_unmerged(self._space.sample(rng))
+            cfg = self._reference(self._space.sample(rng))
             if cfg.key() not in taken:
                 return cfg
         return self._uniform(rng, taken)
-
-    def _float_unmerged(self, cfg: JointConfig) -> JointConfig:
-        base = self._space.max_config
-        prec = base.precision if base.precision in self._precisions else self._precisions[0]
-        return self._with(cfg, precision=prec, **{f"tome_r_{i}": 0 for i in range(cfg.depth)})
 
     def kind_of(self, k: int) -> str:
         return ("arch", "merge", "precision")[self._stage - 1]
 
     def _arch_move(self, cfg: JointConfig, rng: np.random.Generator) -> JointConfig | None:
         moved = super()._arch_move(cfg, rng)
-        return None if moved is None else self._float_unmerged(moved)
+        return None if moved is None else self._reference(moved)
 
     def _completions(self, cfg: JointConfig) -> list[JointConfig]:
         return [cfg]  # each stage moves along its own axis only
