@@ -443,6 +443,28 @@ def test_ceiling_bounds_every_subset_of_the_pooled_configs() -> None:
     assert c["corner_hv"] >= c["union_hv"]
 
 
+def test_target_needs_bounds_the_ratio_by_accuracy_at_the_cost_floor() -> None:
+    """Section 2's headroom rows: floor = prod(1 - smallest cost ratio); the ratio is at most
+    best accuracy x floor / best other; a cell whose target needs > 100% accuracy is marked, and
+    the pooled need is solved with that cell at 100%."""
+    from bench.render_headroom import target_needs
+
+    cells = [{"dataset": "a", "objectives": "o", "ceiling": {"best_ratios": [0.2, 0.1, 0.0]}},
+             {"dataset": "b", "objectives": "o", "ceiling": {"best_ratios": [0.01, 0.5, 0.0]}}]
+    pairs = [{"name": "a/o/40", "hv": {"joint": {0: 0.70, 1: 0.71}, "staged": {0: 0.7, 1: 0.7},
+                                       "bits": {0: 0.1}}},
+             {"name": "b/o/40", "hv": {"joint": {0: 0.48}, "arch": {0: 0.49}}}]
+    text = "\n".join(target_needs(cells, pairs, ("arch", "staged", "bits")))
+    # a: floor 0.9, best accuracy 0.8, best other 0.7 -> at most 1.029 (at 100%: 1.286); the
+    # target 1.05 needs 1.05 * 0.7 / 0.9 = 0.817
+    assert "| a/o/40 | 0.900 | 0.800 | 1.029 | 1.286 | 0.817 |" in text
+    # b: floor 0.5 against 0.49: 1.02 at 100%, the target needs 1.029 -> impossible
+    assert "| b/o/40 | 0.500 | 0.990 | 1.010 | 1.020 | 1.029 (impossible) |" in text
+    # pooled (3 pairs): b at 100% (1.020), a needs (3 * 1.05 - 1.020) / (2 * 0.9 / 0.7)
+    assert f"validation accuracy {(3 * 1.05 - 0.5 / 0.49) / (2 * 0.9 / 0.7):.3f}" in text
+    assert target_needs([], pairs, ("arch",)) == []
+
+
 def test_bench_train_reuses_a_job_only_under_the_same_key(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 from bench.render import check_table, f, mode_of
+from bench.render_headroom import target_needs
 from bench.stats import Check, joint_vs_best_other, mean_std
 
 ORDER = ("joint", "joint-nsga2", "staged", "arch", "tokens", "bits")
@@ -112,7 +113,8 @@ def joint(recs: list[dict[str, Any]]) -> list[str]:
                   for name, s in r["searches"].items()}
             pairs.append({"name": f"{r['dataset']}/{r['objectives']}/{budget}", "hv": hv})
     stats = joint_vs_best_other(pairs, others=OTHERS)
-    out += [*ratio_rows(stats), "", *check_table(joint_checks(cells, stats)), ""]
+    out += [*ratio_rows(stats), "", *check_table(joint_checks(cells, stats)), "",
+            *target_needs(cells, pairs, OTHERS)]
     return out
 
 
