@@ -38,6 +38,7 @@ from brevitas.export import export_onnx_qcdq
 from brevitas.graph.calibrate import bias_correction_mode, calibration_mode
 from brevitas.nn import QuantIdentity, QuantLinear
 from brevitas.nn.quant_layer import QuantWeightBiasInputOutputLayer
+from brevitas.proxy.runtime_quant import ActQuantProxyFromInjector
 from brevitas.quant import Int8ActPerTensorFloat, Int8WeightPerChannelFloat
 from onnx import helper, numpy_helper
 from torch import Tensor, nn
@@ -133,6 +134,11 @@ def _is_quantized(model: nn.Module) -> bool:  # holds a Brevitas weight-quantize
     return any(isinstance(m, QuantWeightBiasInputOutputLayer) for m in model.modules())
 
 
+def _quantizes_activations(model: nn.Module) -> bool:
+    return any(isinstance(m, ActQuantProxyFromInjector) and m.is_quant_enabled
+               for m in model.modules())
+
+
 def calibrate(model: nn.Module, batches: Iterable[Tensor]) -> None:
     """Calibrate activation scales (``calibration_mode``), then correct biases
     (``bias_correction_mode``), in place, on the same batches. No-op on a float model."""
@@ -143,7 +149,11 @@ def calibrate(model: nn.Module, batches: Iterable[Tensor]) -> None:
         raise ValueError("calibrate needs at least one batch")
     was_training = model.training
     model.eval()
-    for mode in (calibration_mode, bias_correction_mode):
+    # Weight-only models have no activation quantizer to calibrate: their calibration pass
+    # changes nothing (same weights, biases and outputs, checked in tests), so it is skipped.
+    modes = (calibration_mode, bias_correction_mode) if _quantizes_activations(model) else \
+        (bias_correction_mode,)
+    for mode in modes:
         with torch.no_grad(), mode(model):
             for b in data:
                 model(b)

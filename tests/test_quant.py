@@ -163,6 +163,28 @@ def test_8bit_agrees_with_float(trained, data):
     assert agree.float().mean().item() >= 0.98
 
 
+@pytest.mark.parametrize("w,a,passes", [(8, 16, 1), (4, 16, 1), (8, 8, 2)])
+def test_calibrate_skips_only_a_pass_that_changes_nothing(trained, data, w, a, passes):
+    """A weight-only model has no activation quantizer: ``calibrate`` runs only its bias
+    correction, and the result equals running Brevitas's calibration pass first."""
+    from brevitas.graph.calibrate import bias_correction_mode, calibration_mode
+
+    from jointopt import quant
+
+    fast = quantized(trained, data["calib"], w, a)
+    full = quantize_module(trained, w_bits=w, a_bits=a)
+    full.eval()
+    with torch.no_grad():
+        for mode in (calibration_mode, bias_correction_mode):
+            with mode(full):
+                for b in data["calib"].split(32):
+                    full(b)
+    assert torch.equal(logits(fast, data["test"]), logits(full, data["test"]))
+    for k, v in full.state_dict().items():
+        assert torch.equal(fast.state_dict()[k], v), k
+    assert (2 if quant._quantizes_activations(full) else 1) == passes
+
+
 def test_error_grows_as_bits_fall(trained, data):
     ref = logits(trained, data["test"])
     mse = [((logits(quantized(trained, data["calib"], b, b), data["test"]) - ref) ** 2).mean()
