@@ -6,14 +6,22 @@ everything reads that plan: the accuracy model (:func:`jointopt.deploy.accuracy_
 a 16-bit float copy, the calibrated Brevitas model, or dequantized integer weights), the
 deployed graph that is timed, BitOPs, energy and model bytes. The deployed graph agrees with the
 accuracy model on at least 99% of predictions (tests and benchmarks/precision.py).
+
+An accuracy is computed once per process for the same supernet weights (a digest of their
+bytes), config, precision plan, data, split and evaluation settings: a config that another
+search on the same supernet already scored (``accuracy_cached``) only needs its costs, and its
+models are built only if a cost model asks for them (``EvalContext.models``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import threading
 import time
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -158,40 +166,112 @@ def evaluate(study: Study, cfg: JointConfig, *, supernet: ViTSupernet | None = N
         # (benchmarks/scaling.py).
         torch.set_num_threads(ev.threads)
     plan = config_plan(study, cfg)
-    float_model, quant_model = build_deployable(study, cfg, net)
-    # The extracted subnet equals the supernet's active path (to 1e-5) and, unlike the shared
-    # supernet, is private to this call: concurrent trials cannot switch it under us.
-    preds = predict(accuracy_model(plan, float_model, quant_model), images)
-    acc = int((preds == labels).sum()) / max(1, len(labels))
-    recall = per_class_recall(preds, labels, net.num_classes)
+    memo_key = _memo_key(study, cfg, net, plan, split)
+    known = _recall(memo_key)
+    memo_hit = known is not None
+    float_model = quant_model = None
+    if known is None:
+        float_model, quant_model = build_deployable(study, cfg, net)
+        # The extracted subnet equals the supernet's active path (to 1e-5) and, unlike the
+        # shared supernet, is private to this call: concurrent trials cannot switch it under us.
+        preds = predict(accuracy_model(plan, float_model, quant_model), images)
+        known = _Accuracy(int((preds == labels).sum()) / max(1, len(labels)),
+                          balanced_accuracy(preds, labels, net.num_classes),
+                          [None if np.isnan(r) else float(r)
+                           for r in per_class_recall(preds, labels, net.num_classes)])
+        _remember(memo_key, known)
     t_acc = time.perf_counter()
     shape = net.shape
     ctx = EvalContext(cfg=cfg, shape=shape, in_chans=net.in_chans, num_classes=net.num_classes,
                       io_bits=ev.io_bits, batch_size=ev.batch_size, float_model=float_model,
                       quant_model=quant_model, settings=ev, plan=plan,
-                      workdir=scratch_dir())  # not the output folder: a kill leaves it
+                      workdir=scratch_dir(),  # not the output folder: a kill leaves it
+                      build=lambda: build_deployable(study, cfg, net))
     ctx.metrics.update(size_costs(cfg, shape, plan, in_chans=net.in_chans,
                                   num_classes=net.num_classes))
     lat_model = get_cost_model("latency", ev.latency)
+    energy_model = get_cost_model("energy", _energy_name(ev.energy))
+    if any(not type(m).__module__.startswith("jointopt.") for m in (lat_model, energy_model)):
+        ctx.models()  # a user's cost model may read ctx.float_model: build it first
     if cache is not None and hasattr(lat_model, "cache"):
         lat_model.cache = cache
     ctx.metrics.update(lat_model(ctx))
-    ctx.metrics.update(get_cost_model("energy", _energy_name(ev.energy))(ctx))
+    ctx.metrics.update(energy_model(ctx))
     m = ctx.metrics
     extra = {k: v for k, v in m.items() if k not in METRIC_KEYS and not k.startswith("_")}
     extra["eval_seconds"] = time.perf_counter() - t0
     extra["accuracy_seconds"] = t_acc - t0
+    extra["accuracy_cached"] = memo_hit
     extra["split"] = split
     # Imbalanced sets (DeepPCB): the mean of per-class recall, and each class's recall (None for
     # a class the split does not hold) in the order of the dataset's classes.
-    extra["balanced_accuracy"] = balanced_accuracy(preds, labels, net.num_classes)
-    extra["per_class_recall"] = [None if np.isnan(r) else float(r) for r in recall]
+    extra["balanced_accuracy"] = known.balanced
+    extra["per_class_recall"] = list(known.recall)
     extra["precision"] = plan.precision
-    return Metrics(accuracy=acc, params=int(m["params"]), macs=int(m["macs"]),
+    return Metrics(accuracy=known.accuracy, params=int(m["params"]), macs=int(m["macs"]),
                    bitops=int(m["bitops"]), model_bytes=int(m["model_bytes"]),
                    latency_ms=float(m["latency_ms"]), throughput_ips=float(m["throughput_ips"]),
                    latency_runtime=str(m["latency_runtime"]), energy_mj=float(m["energy_mj"]),
                    energy_source=str(m["energy_source"]), extra=extra)
+
+
+@dataclass(frozen=True)
+class _Accuracy:
+    accuracy: float
+    balanced: float
+    recall: list[float | None]
+
+
+#: Accuracies this process computed, by :func:`_memo_key` (least recently used dropped first):
+#: a config another search of the same study data and supernet weights already scored is not
+#: scored again (a benchmark runs many searches on one supernet in one process).
+_ACCURACY: OrderedDict[tuple[str, ...], _Accuracy] = OrderedDict()
+_MEMO_SIZE = 16384
+_WEIGHTS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, ...], str]] = \
+    weakref.WeakKeyDictionary()
+_MEMO_LOCK = threading.Lock()
+
+
+def weights_digest(net: nn.Module) -> str:
+    """SHA-1 of ``net``'s parameters and buffers (names and bytes), computed once per module
+    and again only after a tensor changed in place (PyTorch's version counters)."""
+    state = net.state_dict()  # detached views: they share the tensors' version counters
+    versions = tuple(t._version for t in state.values())
+    with _MEMO_LOCK:
+        known = _WEIGHTS.get(net)
+    if known is not None and known[0] == versions:
+        return known[1]
+    h = hashlib.sha1()
+    for name, t in state.items():
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    digest = h.hexdigest()
+    with _MEMO_LOCK:
+        _WEIGHTS[net] = (versions, digest)
+    return digest
+
+
+def _memo_key(study: Study, cfg: JointConfig, net: ViTSupernet, plan: PrecisionPlan,
+              split: str) -> tuple[str, ...]:
+    """What an accuracy depends on: the weights, the config, what each part runs in, the data
+    and split, and the evaluation settings (calibration batches, io bits, proportional
+    attention, the validation subset; every other setting too, to be safe)."""
+    return (weights_digest(net), cfg.canonical().key(), repr(plan), split,
+            str(study.data_root), repr(study.dataset), repr(study.evaluation))
+
+
+def _recall(key: tuple[str, ...]) -> _Accuracy | None:
+    with _MEMO_LOCK:
+        if key in _ACCURACY:
+            _ACCURACY.move_to_end(key)
+        return _ACCURACY.get(key)
+
+
+def _remember(key: tuple[str, ...], value: _Accuracy) -> None:
+    with _MEMO_LOCK:
+        _ACCURACY[key] = value
+        while len(_ACCURACY) > _MEMO_SIZE:
+            _ACCURACY.popitem(last=False)
 
 
 def _energy_name(name: str) -> str:

@@ -133,3 +133,31 @@ def test_as_deployed_quantizes_a_float_model_as_the_search_does(trained_tiny: Pa
         for p in other.parameters():
             p.add_(0.05 * torch.randn_like(p))
         assert not torch.allclose(as_deployed(study, cfg, other)(x), ref, atol=1e-3)
+
+
+def test_a_known_accuracy_is_reused_until_the_weights_change(trained_tiny: Path,
+                                                             tmp_path: Path) -> None:
+    """evaluate() scores a config once per supernet weights, data and settings: a second
+    supernet object loaded from the same checkpoint reuses it (and a timing not cached yet is
+    still measured, its model built then); an in-place change of the weights, or another
+    split, scores again."""
+    from jointopt.cost.latency import MeasureCache
+
+    study = Study.from_yaml(trained_tiny)
+    cfg = dataclasses.replace(study.space.max_config, tome_r=1, w_bits=8, a_bits=8)
+    first = evaluate(study, cfg, supernet=study.load_supernet(),
+                     cache=MeasureCache(tmp_path / "a.sqlite"))
+    net = study.load_supernet()
+    again = evaluate(study, cfg, supernet=net, cache=MeasureCache(tmp_path / "b.sqlite"))
+    assert not first.extra["accuracy_cached"] and again.extra["accuracy_cached"]
+    assert again.accuracy == first.accuracy
+    assert again.extra["per_class_recall"] == first.extra["per_class_recall"]
+    assert again.extra["latency_cached"] is False and again.latency_ms > 0  # measured anew
+    test = evaluate(study, cfg, supernet=net, split="test",
+                    cache=MeasureCache(tmp_path / "b.sqlite"))
+    assert not test.extra["accuracy_cached"]
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(-1.0)  # the classes' scores flip: the accuracy must be computed again
+    changed = evaluate(study, cfg, supernet=net, cache=MeasureCache(tmp_path / "b.sqlite"))
+    assert not changed.extra["accuracy_cached"] and changed.accuracy != first.accuracy

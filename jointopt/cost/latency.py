@@ -209,10 +209,11 @@ def export_deployed(ctx: EvalContext, path: Path) -> Path:
     """Write the ONNX graph of the context's plan to ``path``."""
     from jointopt.deploy import export_onnx
 
-    assert ctx.plan is not None and ctx.float_model is not None
+    float_model, quant_model = ctx.models()
+    assert ctx.plan is not None and float_model is not None
     s = ctx.shape
     example = torch.zeros(1, ctx.in_chans, s.img_size, s.img_size)
-    return export_onnx(ctx.plan, ctx.float_model, ctx.quant_model, example, path)
+    return export_onnx(ctx.plan, float_model, quant_model, example, path)
 
 
 def deployed_runner(ctx: EvalContext, workdir: Path, batches: tuple[int, ...]

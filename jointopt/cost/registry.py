@@ -37,7 +37,8 @@ class EvalContext:
         in_chans, num_classes: input and output widths.
         io_bits: bits of the patch embedding and head (at least the config's).
         batch_size: the throughput batch size.
-        float_model: the extracted float subnet (eval mode).
+        float_model: the extracted float subnet (eval mode); None until :meth:`models` builds
+            it, where the evaluation reused a known accuracy and left it to be built.
         quant_model: the calibrated fake-quantized subnet for integer configs, else None.
         metrics: metrics computed so far (size costs come first, so energy can use them).
         workdir: a scratch folder for exported models.
@@ -57,6 +58,15 @@ class EvalContext:
     workdir: Path | None = None
     settings: Any = None
     plan: PrecisionPlan | None = None
+    build: Callable[[], tuple[nn.Module, nn.Module | None]] | None = None
+
+    def models(self) -> tuple[nn.Module | None, nn.Module | None]:
+        """``(float_model, quant_model)``, built on first use if the evaluation left them to
+        ``build`` (a cost model that exports or runs the model calls this)."""
+        if self.float_model is None and self.build is not None:
+            self.float_model, self.quant_model = self.build()
+            self.build = None
+        return self.float_model, self.quant_model
 
 
 @runtime_checkable
