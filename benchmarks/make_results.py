@@ -18,7 +18,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 RESULTS_DIR = HERE / "results"
 BENCH_SECTIONS = ("headline", "joint", "joint_test", "joint_variants", "samplers",
-                  "sharing", "fidelity", "costmodel")
+                  "sharing", "fidelity", "fidelity_seeds", "costmodel")
 
 
 def _records(name: str) -> list[dict]:
@@ -30,7 +30,7 @@ def _records(name: str) -> list[dict]:
 
 def _bench(lines: list[str], figdir: Path) -> None:
     """Sections 1-6 of benchmarks/run_bench.py (bench_*.jsonl)."""
-    from bench import render, render_checks, render_joint
+    from bench import render, render_checks, render_joint, render_seeds
 
     recs = {name: _records(f"bench_{name}") for name in BENCH_SECTIONS}
     lines += render.summary(recs)
@@ -41,6 +41,7 @@ def _bench(lines: list[str], figdir: Path) -> None:
     lines += render_checks.samplers(recs["samplers"], figdir)
     lines += render_checks.sharing(recs["sharing"])
     lines += render_checks.fidelity(recs["fidelity"], figdir)
+    lines += render_seeds.fidelity_seeds(recs["fidelity_seeds"], recs["fidelity"])
     lines += render_checks.costmodel(recs["costmodel"], figdir)
 
 

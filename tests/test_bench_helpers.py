@@ -643,3 +643,30 @@ def test_joint_variants_cli_rejects_bad_input(tmp_path, capsys, args, message) -
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "bench_joint_variants.jsonl").exists()
+
+
+def test_fidelity_seeds_noise_ceiling_from_numbers() -> None:
+    """Seed replicates: sigma = rms(difference) / sqrt 2; the share of the configs' spread
+    that is not noise, and Greiner's tau = (2 / pi) asin(share)."""
+    from bench.render_seeds import fidelity_seeds
+
+    def rec(job: str, a: float, b: float) -> dict:
+        return {"study": "studies/deeppcb.yaml", "job": job, "seed": 1, "epochs": 40,
+                "commit": "abc", "machine": "m", "seconds": 10.0,
+                "config": {"depth": 2, "embed_dim": 64, "num_heads": 1, "mlp_ratio": 2.0,
+                           "tome_r": 0, "w_bits": 32, "a_bits": 32},
+                "seed0": {"test_accuracy": a}, "replicate": {"test_accuracy": b}}
+
+    recs = [rec("fid-00", 0.90, 0.92), rec("fid-01", 0.94, 0.92), rec("fid-02", 0.96, 0.96)]
+    fid = [{"dataset": "deeppcb", "configs": [
+        {"precision": "w32a32", "standalone_test": x} for x in (0.90, 0.94, 0.96)] + [
+        {"precision": "w8a8", "standalone_test": 0.5}]}]
+    text = "\n".join(fidelity_seeds(recs, fid))
+    sigma = math.sqrt((0.02 ** 2 + 0.02 ** 2 + 0) / 3 / 2)
+    assert f"standard deviation of one config's test accuracy: {sigma * 100:.2f} pts" in text
+    s = float(np.std([0.90, 0.94, 0.96], ddof=1))  # the w8a8 row is not counted
+    rel = 1 - sigma ** 2 / s ** 2
+    assert f"spread by {s * 100:.2f} pts" in text
+    assert f"is about {2 / math.pi * math.asin(rel):.2f}" in text
+    assert "| fid-01 | `d2_e64_h1_m2_r0_w32a32` | 0.940 | 0.920 | -2.00 pts | 10 |" in text
+    assert fidelity_seeds([], fid) == []
