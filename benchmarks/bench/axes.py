@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from bench.common import Ctx, log
-from bench.joint import OBJECTIVE_SETS, baseline, records, search
+from bench.joint import OBJECTIVE_SETS, SAMPLER_OPTIONS, baseline, records, search
 
 SAMPLERS = ("axiswise", "nsga2", "tpe", "gp", "random")
 
@@ -45,6 +45,7 @@ def run_samplers(ctx: Ctx) -> dict[str, Any]:
             "hv_history": hist, "final_hv": hist[-1] if hist else 0.0,
             "distinct_configs": len(recs), "n_trials": len(recs), "startup_trials": startup,
             "seconds": time.perf_counter() - t,
-            "trial_seconds": sum(r["seconds"] for r in recs)}
+            "trial_seconds": sum(r["seconds"] for r in recs),
+            "options": SAMPLER_OPTIONS.get("joint", {}) if sampler == "axiswise" else {}}
         log(f"sampler {sampler}: final HV {out['samplers'][sampler]['final_hv']:.4f}")
     return out

@@ -53,7 +53,10 @@ def samplers(recs: list[dict[str, Any]], figdir: Path) -> list[str]:
             "| sampler | final HV | trial reaching 90% of its final HV | random startup trials "
             "| guided trials |", "|---|---|---|---|---|"]
     for x in sampler_rows(r):
-        out.append(f"| {x['sampler']} | {f(x['final_hv'], '.4f')} | {x['trial_90'] or 'n/a'} | "
+        opts = r["samplers"][x["sampler"]].get("options") or {}
+        name = x["sampler"] + (f" ({', '.join(f'{k} {v}' for k, v in opts.items())})"
+                               if opts else "")
+        out.append(f"| {name} | {f(x['final_hv'], '.4f')} | {x['trial_90'] or 'n/a'} | "
                    f"{x['startup']} | {x['guided']} |")
     return out + ["", "Best first. One seed per sampler: the order is indicative only "
                   "(differences of a few thousandths are within section 2's seed-to-seed "

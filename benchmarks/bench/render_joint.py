@@ -76,7 +76,9 @@ def cell_tables(r: dict[str, Any]) -> list[str]:
                 cuts.setdefault(key, []).append(v)
         cut = ", ".join(f"{k.split('_')[0]} {f(_best(v), '.1f')}x" for k, v in cuts.items())
         secs = mean_std([run.get(f"seconds_{n}", run["seconds"]) for run in s["runs"]])[0]
-        out.append(f"| {LABEL[name]} | " + " | ".join(cells) + f" | {cut} | {f(secs, '.0f')} |")
+        opts = ", ".join(f"{k} {v}" for k, v in s.get("sampler_options", {}).items())
+        label = LABEL[name].replace(")", f", {opts})") if opts else LABEL[name]
+        out.append(f"| {label} | " + " | ".join(cells) + f" | {cut} | {f(secs, '.0f')} |")
     c = r.get("ceiling")
     if c:
         best = max((s["hv_mean"] for k, s in r["searches"].items() if k in OTHERS
