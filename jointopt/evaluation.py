@@ -167,7 +167,7 @@ def evaluate(study: Study, cfg: JointConfig, *, supernet: ViTSupernet | None = N
         torch.set_num_threads(ev.threads)
     plan = config_plan(study, cfg)
     memo_key = _memo_key(study, cfg, net, plan, split)
-    known = _recall(memo_key)
+    known = _known_accuracy(memo_key)
     memo_hit = known is not None
     float_model = quant_model = None
     if known is None:
@@ -260,7 +260,7 @@ def _memo_key(study: Study, cfg: JointConfig, net: ViTSupernet, plan: PrecisionP
             str(study.data_root), repr(study.dataset), repr(study.evaluation))
 
 
-def _recall(key: tuple[str, ...]) -> _Accuracy | None:
+def _known_accuracy(key: tuple[str, ...]) -> _Accuracy | None:
     with _MEMO_LOCK:
         if key in _ACCURACY:
             _ACCURACY.move_to_end(key)
