@@ -7,7 +7,9 @@ Jobs, each one ``jointopt`` command (what a user would run) in its own process:
 * ``resnet10t`` and ``deit``: the section-1 references, ``jointopt train-fixed`` for the
   supernet's epochs (resnet10t is also the teacher of the next two);
 * ``soft`` and ``hard``: the supernet again with ``train.teacher`` = that resnet10t (soft or hard
-  targets; the arms of benchmarks/teacher.py, in ``runs/bench-teacher-<study>/``);
+  targets; the arms of benchmarks/teacher.py, in ``runs/bench-teacher-<study>/``). A study
+  whose own ``train.teacher`` is resnet10t trains resnet10t before its supernet, and its own
+  mode's arm is that supernet (not trained twice);
 * ``fid-<k>``: the supernet-fidelity configs (section 5), each trained standalone for the
   supernet's epochs: architectures spread by MACs, some with token merging.
 
@@ -87,13 +89,19 @@ def jobs(study_path: Path, study: Any, n_fid: int) -> list[dict[str, Any]]:
 
     rel = os.path.relpath(study_path, ROOT)
     teacher_weights = teacher_dir(study) / "base" / "fixed" / "timm-resnet10t.safetensors"
-    out = [{"name": "supernet", "argv": ["train", rel, "--quiet"], "after": None},
+    # A study that learns from resnet10t (``train.teacher``) trains it first; the teacher arm
+    # of its own mode is then the study's supernet itself, and is not trained twice.
+    taught = study.train.teacher == CNN
+    out = [{"name": "supernet", "argv": ["train", rel, "--quiet"],
+            "after": "resnet10t" if taught else None},
            {"name": "resnet10t", "argv": ["train-fixed", rel, "--model", CNN, "--json",
                                           "--quiet"], "after": None},
            {"name": "deit", "argv": ["train-fixed", rel, "--model", _deit(study), "--json",
                                      "--quiet"], "after": None}]
     teacher_dir(study).mkdir(parents=True, exist_ok=True)
     for arm in ("soft", "hard"):
+        if study.train.teacher is not None and arm == study.train.teacher_mode:
+            continue
         path = arm_yaml(study_path.resolve(), teacher_dir(study), arm, teacher_weights, None)
         out.append({"name": arm, "argv": ["train", str(path), "--quiet"],
                     "after": "resnet10t"})

@@ -222,11 +222,19 @@ def _teacher(lines: list[str]) -> None:
     recs = _records("teacher")
     if not recs:
         return
-    latest = {r["study"]: r for r in recs}
     lines += ["## Closing the ViT-CNN gap: CNN teacher, conv stem, augmentation, schedule "
               "(real data)", ""]
-    for r in latest.values():
-        _teacher_study(lines, r)
+    for study in dict.fromkeys(r["study"] for r in recs):
+        runs = [r for r in recs if r["study"] == study]
+        # The latest run, and before it each earlier run with an arm that no later run
+        # repeats (e.g. arms measured on the patch stem before the study took the conv stem).
+        shown = [runs[-1]]
+        for i in range(len(runs) - 2, -1, -1):
+            later = set().union(*(set(r["arms"]) for r in runs[i + 1:]))
+            if set(runs[i]["arms"]) - later:
+                shown.append(runs[i])
+        for k, r in enumerate(shown):
+            _teacher_study(lines, r, latest=k == 0)
     lines += ["base: the study's recipe (sandwich rule, in-place distillation); soft / hard: "
               "every sandwich subnet also learns from the teacher's soft or hard targets; "
               "conv: convolutional stem instead of patchify; aug: random resized crops (80-100% "
@@ -235,11 +243,12 @@ def _teacher(lines: list[str]) -> None:
               "(benchmarks/results/teacher.jsonl).", ""]
 
 
-def _teacher_study(lines: list[str], r: dict) -> None:
+def _teacher_study(lines: list[str], r: dict, latest: bool = True) -> None:
     t = r["teacher"]
     prog = r.get("progress", {})
-    lines += [f"### {r['study']}", "",
-              f"Latest run: `python benchmarks/teacher.py {r['study']}` ({r['date']}, commit "
+    lines += [f"### {r['study']}" + ("" if latest else f" (earlier run, {r['date']})"), "",
+              f"{'Latest' if latest else 'Earlier'} run: "
+              f"`python benchmarks/teacher.py {r['study']}` ({r['date']}, commit "
               f"{r['commit']}, {r['machine']}). The teacher {t['model']} ({t['params']:,} "
               f"parameters, {t['epochs']} epochs, same recipe) scores {t['val_accuracy']:.4f} "
               f"val and {t['test_accuracy']:.4f} test.", "",

@@ -504,6 +504,25 @@ def test_bench_train_reuses_a_job_only_under_the_same_key(
         "epochs": 2, "batch_size": 16, "warmup_epochs": 1, "bf16": False, "threads": 1,
         "teacher": "timm:resnet10t", "teacher_mode": "hard"}))
     assert train_key(taught) != key and train_key(taught, ref) == ref_key
+    # ... and section 1's cached references are keyed the same way: the teacher settings do
+    # not change a reference, any other recipe setting does
+    from bench.common import reference_paths
+    plain = Study.from_yaml(write_tiny_study(tmp_path, train={
+        "epochs": 2, "batch_size": 16, "warmup_epochs": 1, "bf16": False, "threads": 1}))
+    assert reference_paths(taught, "timm:resnet10t", 2) == \
+        reference_paths(plain, "timm:resnet10t", 2)
+    (tmp_path / "lr").mkdir()
+    faster = Study.from_yaml(write_tiny_study(tmp_path / "lr", train={
+        "epochs": 2, "batch_size": 16, "warmup_epochs": 1, "bf16": False, "threads": 1,
+        "lr": 0.01}))
+    assert reference_paths(faster, "timm:resnet10t", 2)[0].name != \
+        reference_paths(plain, "timm:resnet10t", 2)[0].name
+    # a study with a teacher trains that teacher first, and its own teacher arm is the study
+    monkeypatch.setattr(bench_train, "teacher_dir", lambda s: tmp_path / f"arms-{s.name}")
+    names = {j["name"]: j for j in bench_train.jobs(taught.path, taught, 0)}
+    assert names["supernet"]["after"] == "resnet10t" and "hard" not in names
+    assert names["soft"]["after"] == "resnet10t"
+    assert bench_train.jobs(plain.path, plain, 0)[0]["after"] is None
     # a new space (a conv stem) retrains the supernet-shaped jobs, not the references
     study = Study.from_yaml(write_tiny_study(tmp_path))
     space = study.space_path.read_text()

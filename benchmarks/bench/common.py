@@ -352,10 +352,18 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")[:48]
 
 
+#: Train settings a reference (``jointopt train-fixed``) does not use.
+TEACHER_FIELDS = ("teacher", "teacher_mode", "teacher_weight", "teacher_temperature")
+
+
 def reference_paths(study: Any, name: str, epochs: int) -> tuple[Path, Path]:
     """Where :func:`fixed_reference` caches model ``name`` (weights, meta json): under a key of
     the model, budget, recipe and data in ``<study output>/bench-baselines/``."""
-    spec = dataclasses.replace(study.train, epochs=epochs)
+    # A reference learns from the labels only (baselines.train_fixed drops train.teacher), so
+    # the teacher settings are keyed at their defaults: a study that adds a teacher reuses its
+    # references, and a study without one keeps the keys it had.
+    defaults = {f: getattr(type(study.train)(), f) for f in TEACHER_FIELDS}
+    spec = dataclasses.replace(study.train, epochs=epochs, **defaults)
     recipe = dataclasses.asdict(spec)
     recipe.pop("device")  # where it trained is not part of the recipe (keys stay as before)
     key_src = json.dumps({"name": name, "epochs": epochs, "seed": 0,
