@@ -100,7 +100,7 @@ def jobs(study_path: Path, study: Any, n_fid: int) -> list[dict[str, Any]]:
                                      "--quiet"], "after": None}]
     teacher_dir(study).mkdir(parents=True, exist_ok=True)
     for arm in ("soft", "hard"):
-        if study.train.teacher is not None and arm == study.train.teacher_mode:
+        if taught and arm == study.train.teacher_mode:
             continue
         path = arm_yaml(study_path.resolve(), teacher_dir(study), arm, teacher_weights, None)
         out.append({"name": arm, "argv": ["train", str(path), "--quiet"],
