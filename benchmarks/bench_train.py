@@ -51,6 +51,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
+from bench.common import TEACHER_FIELDS  # noqa: E402 (after the path setup)
+
 CNN = "timm:resnet10t"
 DEIT = "timm:deit_tiny_patch16_224"
 
@@ -129,8 +131,7 @@ SPACE_FREE = ("resnet10t", "deit")
 #: sandwich, in-place distillation and teacher settings do not either, so a study that adds a
 #: teacher does not retrain the teacher.
 NOT_KEYED = ("device", "threads")
-NOT_KEYED_FIXED = ("sandwich", "distill", "distill_start", "teacher", "teacher_mode",
-                   "teacher_weight", "teacher_temperature")
+NOT_KEYED_FIXED = ("sandwich", "distill", "distill_start", *TEACHER_FIELDS)
 
 
 def code_hash() -> str:
