@@ -20,8 +20,8 @@ Usage:
       [--set trials=8 --set seeds=1 ...] [--run-dir DIR] [--results DIR]
       [--datasets wm811k,quickstart,deeppcb] [--cells wm811k/latency,...]
 
---quick uses a reduced WM-811K study (30 epochs, output runs/bench-quick/wm811k-e30) and the
-quickstart supernet of `make demo`; --full uses studies/wm811k.yaml as is (runs/wm811k).
+--quick uses a reduced WM-811K study (15 epochs, output runs/bench-quick/wm811k-e15), the
+WM-811K latency cell only in section 2, and the quickstart supernet of `make demo`; --full uses studies/wm811k.yaml as is (runs/wm811k).
 Budgets (BUDGETS in bench/common.py) can be overridden with --set for a smoke test. The run's
 folder (measurement cache, search storage, derived YAMLs) is runs/bench-<mode>/<run id>/;
 --run-dir continues an earlier run. Afterwards run benchmarks/make_results.py.
@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="sections 1 and 5's datasets, comma-separated (default: wm811k, "
                          "quickstart, and deeppcb in a full run)")
     ap.add_argument("--cells", default=None,
-                    help="section 2's cells, comma-separated DATASET/OBJECTIVES (default: all, "
-                         "e.g. wm811k/latency,wm811k/throughput,deeppcb/throughput)")
+                    help="section 2's cells, comma-separated DATASET/OBJECTIVES (default: the "
+                         "budget's wm_cells WM-811K cells and DeepPCB's, e.g. wm811k/latency,wm811k/throughput,deeppcb/throughput)")
     ap.add_argument("--results", type=Path, default=None,
                     help="write raw records here instead of benchmarks/results (smoke tests)")
     args = ap.parse_args(argv)
@@ -89,8 +89,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.joint import CELLS
 
-    cells = CELLS if args.cells is None else tuple(
-        tuple(c.strip().split("/", 1)) for c in args.cells.split(",") if c.strip())
+    if args.cells is None:  # the budget's first wm_cells WM-811K cells, and the others
+        wm = [c for c in CELLS if c[0] == "wm811k"][:budget["wm_cells"]]
+        cells = tuple(c for c in CELLS if c[0] != "wm811k" or c in wm)
+    else:
+        cells = tuple(tuple(c.strip().split("/", 1)) for c in args.cells.split(",")
+                      if c.strip())
     if not cells or any(c not in CELLS for c in cells):
         ap.error(f"--cells {args.cells!r}: expected some of "
                  f"{','.join('/'.join(c) for c in CELLS)}")

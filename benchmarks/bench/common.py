@@ -40,16 +40,20 @@ BIN = Path(sys.executable).parent
 #: and joint studies of the first ``long_seeds`` seeds to ``long_trials`` trials (0 = skip), to
 #: see whether the larger joint space needs a larger budget (WM-811K cells only: see
 #: bench.joint.run_cell). The quick budgets were sized on a
-#: quiet 2-core machine: at 10 epochs / 16 trials the whole quick run took 4.5 min after
-#: ``make demo``, so it now trains half the full WM-811K budget and runs 24 trials.
+#: quiet 2-core machine. At 30 epochs / 24 trials, with both WM-811K cells and 2 precision
+#: rounds, ``make bench-quick`` took 20.9 min after ``make demo`` (2026-12-02, commit 26341be),
+#: over its 15 min: section 1 trains the DeiT-Tiny shape for the supernet's epochs (issue 13's
+#: fairness rule), about 6 s an epoch. It now trains 15 epochs, runs 16 trials, the WM-811K
+#: latency cell only (``wm_cells``: the first that many of bench.joint.CELLS' WM-811K cells)
+#: and one precision round (Makefile).
 BUDGETS: dict[str, dict[str, int]] = {
-    "quick": {"wm_epochs": 30, "syn_baseline_epochs": 6, "trials": 24, "seeds": 1,
-              "pcb_cells": 0,
+    "quick": {"wm_epochs": 15, "syn_baseline_epochs": 3, "trials": 16, "seeds": 1,
+              "wm_cells": 1, "pcb_cells": 0,
               "long_trials": 0, "long_seeds": 0,
-              "sampler_trials": 24, "fidelity_epochs": 5, "fidelity_configs": 6,
+              "sampler_trials": 16, "fidelity_epochs": 5, "fidelity_configs": 6,
               "latency_repeats": 10, "costmodel_min_configs": 20, "n_boot": 2000},
     "full": {"wm_epochs": 0, "syn_baseline_epochs": 0, "trials": 40, "seeds": 4,
-             "pcb_cells": 1,
+             "wm_cells": 2, "pcb_cells": 1,
              "long_trials": 120, "long_seeds": 2,
              "sampler_trials": 40, "fidelity_epochs": 10, "fidelity_configs": 6,
              "latency_repeats": 10, "costmodel_min_configs": 40, "n_boot": 2000},
