@@ -15,7 +15,8 @@ Each cell is the median of ``--rounds`` rounds, the rounds interleaving every ce
 spell of the machine spreads over all of them. Appends one record to
 benchmarks/results/precision.jsonl; benchmarks/make_results.py renders it.
 
-    .venv/bin/python benchmarks/precision.py [--rounds 5] [--runs 30]
+    .venv/bin/python benchmarks/precision.py [--rounds 5] [--runs 30] [--archs largest]
+        [--skip-agreement]
 """
 
 from __future__ import annotations
@@ -145,9 +146,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--threads", type=int, default=0, help="0: the study's (all cores)")
+    ap.add_argument("--archs", default=",".join(ARCHS),
+                    help=f"comma-separated architectures of the table (default: {','.join(ARCHS)}"
+                         "; the threads and merging rows use the largest)")
     ap.add_argument("--skip-agreement", action="store_true")
     ap.add_argument("--results", type=Path, default=HERE / "results")
     args = ap.parse_args(argv)
+    archs = [a.strip() for a in args.archs.split(",") if a.strip()]
+    if not archs or any(a not in ARCHS for a in archs):
+        ap.error(f"--archs {args.archs!r}: expected some of {','.join(ARCHS)}")
     warnings.filterwarnings("ignore")
     import logging
 
@@ -201,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             return out
 
         print(f"threads: {threads}; building the precision cells", flush=True)
-        table = _measure_all(cells_for("table", [(arch, p, rt, 0, threads) for arch in ARCHS
+        table = _measure_all(cells_for("table", [(arch, p, rt, 0, threads) for arch in archs
                                         for p in PRECISIONS for rt in RUNTIMES]),
                              args.rounds, args.runs)
         record["precision"] = table

@@ -20,7 +20,7 @@ Usage:
       [--set trials=8 --set seeds=1 ...] [--run-dir DIR] [--results DIR]
       [--datasets wm811k,quickstart,deeppcb] [--cells wm811k/latency,...]
 
---quick uses a reduced WM-811K study (15 epochs, output runs/bench-quick/wm811k-e15), the
+--quick uses a reduced WM-811K study (10 epochs, output runs/bench-quick/wm811k-e10), the
 WM-811K latency cell only in section 2, and the quickstart supernet of `make demo`; --full uses studies/wm811k.yaml as is (runs/wm811k).
 Budgets (BUDGETS in bench/common.py) can be overridden with --set for a smoke test. The run's
 folder (measurement cache, search storage, derived YAMLs) is runs/bench-<mode>/<run id>/;

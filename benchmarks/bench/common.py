@@ -40,15 +40,17 @@ BIN = Path(sys.executable).parent
 #: and joint studies of the first ``long_seeds`` seeds to ``long_trials`` trials (0 = skip), to
 #: see whether the larger joint space needs a larger budget (WM-811K cells only: see
 #: bench.joint.run_cell). The quick budgets were sized on a
-#: quiet 2-core machine. At 30 epochs / 24 trials, with both WM-811K cells and 2 precision
-#: rounds, ``make bench-quick`` took 20.9 min after ``make demo`` (2026-12-02, commit 26341be),
-#: over its 15 min: section 1 trains the DeiT-Tiny shape for the supernet's epochs (issue 13's
-#: fairness rule), about 6 s an epoch. It now trains 15 epochs, runs 16 trials, the WM-811K
-#: latency cell only (``wm_cells``: the first that many of bench.joint.CELLS' WM-811K cells)
-#: and one precision round without the deployed-vs-accuracy-model agreement (Makefile; at 15
-#: epochs, 16 trials and one round with agreement it took 15.3 min, the agreement 2 of them).
+#: 2-core machine. At 30 epochs / 24 trials, with both WM-811K cells and 2 precision rounds,
+#: ``make bench-quick`` took 20.9 min after ``make demo`` (2026-12-02, commit 26341be), over its
+#: 15 min: section 1 trains the DeiT-Tiny shape for the supernet's epochs (issue 13's fairness
+#: rule), 6-10 s an epoch. At 15 epochs, 16 trials, the WM-811K latency cell only (``wm_cells``:
+#: the first that many of bench.joint.CELLS' WM-811K cells) and one precision round it took
+#: 15.3 min (the precision section's agreement check 2 min of it) and, without the agreement,
+#: 18.0 min on a slower spell of the same machine (every section about 1.4x). It now trains 10
+#: epochs (the synthetic set's references 2), and the precision section times the largest
+#: architecture only, without the agreement (Makefile).
 BUDGETS: dict[str, dict[str, int]] = {
-    "quick": {"wm_epochs": 15, "syn_baseline_epochs": 3, "trials": 16, "seeds": 1,
+    "quick": {"wm_epochs": 10, "syn_baseline_epochs": 2, "trials": 16, "seeds": 1,
               "wm_cells": 1, "pcb_cells": 0,
               "long_trials": 0, "long_seeds": 0,
               "sampler_trials": 16, "fidelity_epochs": 5, "fidelity_configs": 6,
