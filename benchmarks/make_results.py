@@ -141,13 +141,15 @@ def _precision(lines: list[str]) -> None:
         names = [c.claim for c in history[-1][1]]
         lines += ["The same targets in every recorded run of this section. The host's speed "
                   "varies between runs (fp32 throughput, first column), and the ratios move "
-                  "with it: a verdict above holds for the latest run only.", "",
-                  f"| run | fp32 b{r['batch']} img/s | " + " | ".join(names) + " |",
-                  "|---|---|" + "---|" * len(names)]
+                  "with it: a verdict above holds for its run only (the latest of several "
+                  "rounds; make bench-quick times one).", "",
+                  f"| run | rounds | fp32 b{r['batch']} img/s | " + " | ".join(names) + " |",
+                  "|---|---|---|" + "---|" * len(names)]
         for x, checks in history:
             by = {c.claim: c for c in checks}
             cells = [f"{by[n].value:.2f}x" if n in by else "" for n in names]
-            lines.append(f"| {x['date']} ({x['commit']}) | {_fp32_best(x)[1]:.0f} | "
+            lines.append(f"| {x['date']} ({x['commit']}) | {x['rounds']} | "
+                         f"{_fp32_best(x)[1]:.0f} | "
                          + " | ".join(cells) + " |")
         lines.append("")
     if r.get("threads_sweep"):

@@ -579,15 +579,15 @@ def test_precision_section_checks_the_latest_run_and_lists_every_run(monkeypatch
     # the verdicts are the latest run's: 2270 / 1000 = 2.27x at batch 64, met
     assert "| w8a8 vs fp32, batch 64 | 2.27x | >= 2x | met |" in text
     # both runs are listed with the host's fp32 speed and their own ratios (740 / 400 = 1.85x)
-    assert "| 2026-11-30 11:00:00 (abc1234) | 400 | 2.00x | 1.85x | 1.50x |" in text
-    assert "| 2026-12-01 12:00:00 (abc1234) | 1000 | 2.00x | 2.27x | 1.50x |" in text
+    assert "| 2026-11-30 11:00:00 (abc1234) | 5 | 400 | 2.00x | 1.85x | 1.50x |" in text
+    assert "| 2026-12-01 12:00:00 (abc1234) | 5 | 1000 | 2.00x | 2.27x | 1.50x |" in text
     # a later one-round run (make bench-quick) is listed, but the verdicts stay the 5-round one's
     recs.append({**_precision_record("2026-12-02 12:00:00", 1000.0, 1500.0), "rounds": 1})
     lines = []
     make_results._precision(lines)
     text = "\n".join(lines)
     assert "| w8a8 vs fp32, batch 64 | 2.27x | >= 2x | met |" in text
-    assert "| 2026-12-02 12:00:00 (abc1234) | 1000 | 2.00x | 1.50x | 1.50x |" in text
+    assert "| 2026-12-02 12:00:00 (abc1234) | 1 | 1000 | 2.00x | 1.50x | 1.50x |" in text
 
 
 def test_section_2_test_split_tables_come_from_the_numbers(tmp_path) -> None:
