@@ -19,6 +19,7 @@ Built in: ``axiswise`` (jointopt's joint strategy, :mod:`jointopt.controllers.ax
 from __future__ import annotations
 
 import inspect
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -100,20 +101,45 @@ def _staged(*, seed: int, n_objectives: int, space: Any = None, n_trials: int = 
                          storage=storage)
 
 
+class _PicklableGA:
+    """Pickling for Optuna's genetic samplers. From Optuna 5.1 they hold a ``threading.Lock``
+    (``_thread_lock``), which pickle cannot copy, and Ray Tune pickles its searcher, sampler
+    included, into the experiment state: the lock is left out and made anew on unpickling."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_thread_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._thread_lock = threading.Lock()
+
+
+# The class names stay Optuna's: a genetic sampler keys its generation cache in the study's
+# system attributes by its class name, so a study started with Optuna's own class resumes.
+class NSGAIISampler(_PicklableGA, optuna.samplers.NSGAIISampler):
+    """:class:`optuna.samplers.NSGAIISampler` that pickles (see :class:`_PicklableGA`)."""
+
+
+class NSGAIIISampler(_PicklableGA, optuna.samplers.NSGAIIISampler):
+    """:class:`optuna.samplers.NSGAIIISampler` that pickles (see :class:`_PicklableGA`)."""
+
+
 @register_sampler("nsga2")
 def _nsga2(*, seed: int, n_objectives: int, space: Any = None, population_size: int = 10,
            **kw: Any
            ) -> optuna.samplers.BaseSampler:
     # Optuna's default population of 50 never reaches a second generation in a 40-trial search;
     # 10 gives four generations.
-    return optuna.samplers.NSGAIISampler(population_size=population_size, seed=seed, **kw)
+    return NSGAIISampler(population_size=population_size, seed=seed, **kw)
 
 
 @register_sampler("nsga3")
 def _nsga3(*, seed: int, n_objectives: int, space: Any = None, population_size: int = 10,
            **kw: Any
            ) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.NSGAIIISampler(population_size=population_size, seed=seed, **kw)
+    return NSGAIIISampler(population_size=population_size, seed=seed, **kw)
 
 
 @register_sampler("tpe")
