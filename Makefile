@@ -59,7 +59,7 @@ bench: install install-bench
 	$(BIN)/python benchmarks/make_results.py && exit $$(( rc || p ))
 
 bench-quick: install install-bench
-	$(BIN)/python benchmarks/precision.py --rounds 1 --runs 15 --archs largest --skip-agreement; p=$$?; \
+	$(BIN)/python benchmarks/precision.py --rounds 1 --runs 15 --archs largest --merges 0,8 --skip-agreement; p=$$?; \
 	$(BIN)/python benchmarks/run_bench.py --quick $(BENCH_ARGS); rc=$$?; \
 	$(BIN)/python benchmarks/make_results.py && exit $$(( rc || p ))
 

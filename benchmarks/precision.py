@@ -16,7 +16,7 @@ spell of the machine spreads over all of them. Appends one record to
 benchmarks/results/precision.jsonl; benchmarks/make_results.py renders it.
 
     .venv/bin/python benchmarks/precision.py [--rounds 5] [--runs 30] [--archs largest]
-        [--skip-agreement]
+        [--merges 0,8] [--skip-agreement]
 """
 
 from __future__ import annotations
@@ -149,12 +149,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--archs", default=",".join(ARCHS),
                     help=f"comma-separated architectures of the table (default: {','.join(ARCHS)}"
                          "; the threads and merging rows use the largest)")
+    ap.add_argument("--merges", default=",".join(map(str, MERGES)),
+                    help="comma-separated merge counts r of the merging rows (default: "
+                         f"{','.join(map(str, MERGES))})")
     ap.add_argument("--skip-agreement", action="store_true")
     ap.add_argument("--results", type=Path, default=HERE / "results")
     args = ap.parse_args(argv)
     archs = [a.strip() for a in args.archs.split(",") if a.strip()]
     if not archs or any(a not in ARCHS for a in archs):
         ap.error(f"--archs {args.archs!r}: expected some of {','.join(ARCHS)}")
+    try:
+        merges = [int(m) for m in args.merges.split(",") if m.strip()]
+    except ValueError:
+        merges = []
+    if not merges or any(m < 0 for m in merges):
+        ap.error(f"--merges {args.merges!r}: expected merge counts such as 0,8")
     warnings.filterwarnings("ignore")
     import logging
 
@@ -223,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         print("merging", flush=True)
         record["merging"] = _measure_all(cells_for("merging",
             [("largest", p, DEFAULT_RUNTIME, r, threads) for p in ("w32a32", "w16a16", "w8a8")
-             for r in MERGES]), args.rounds, args.runs)
+             for r in merges]), args.rounds, args.runs)
         if trained and not args.skip_agreement:
             print("agreement", flush=True)
             record["agreement"] = _agreement(study, net, tmp)

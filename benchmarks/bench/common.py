@@ -48,7 +48,7 @@ BIN = Path(sys.executable).parent
 #: 15.3 min (the precision section's agreement check 2 min of it) and, without the agreement,
 #: 18.0 min on a slower spell of the same machine (every section about 1.4x). It now trains 10
 #: epochs (the synthetic set's references 2), and the precision section times the largest
-#: architecture only, without the agreement (Makefile).
+#: architecture only, merging at r = 0 and 8 only, without the agreement (Makefile).
 BUDGETS: dict[str, dict[str, int]] = {
     "quick": {"wm_epochs": 10, "syn_baseline_epochs": 2, "trials": 16, "seeds": 1,
               "wm_cells": 1, "pcb_cells": 0,
