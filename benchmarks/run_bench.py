@@ -21,7 +21,8 @@ Usage:
       [--datasets wm811k,quickstart,deeppcb] [--cells wm811k/latency,...]
 
 --quick uses a reduced WM-811K study (10 epochs, output runs/bench-quick/wm811k-e10), the
-WM-811K latency cell only in section 2, and the quickstart supernet of `make demo`; --full uses studies/wm811k.yaml as is (runs/wm811k).
+WM-811K latency cell only in section 2, and the quickstart supernet of `make demo`; --full
+uses studies/wm811k.yaml as is (runs/wm811k).
 Budgets (BUDGETS in bench/common.py) can be overridden with --set for a smoke test. The run's
 folder (measurement cache, search storage, derived YAMLs) is runs/bench-<mode>/<run id>/;
 --run-dir continues an earlier run. Afterwards run benchmarks/make_results.py.
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
                          "quickstart, and deeppcb in a full run)")
     ap.add_argument("--cells", default=None,
                     help="section 2's cells, comma-separated DATASET/OBJECTIVES (default: the "
-                         "budget's wm_cells WM-811K cells and DeepPCB's, e.g. wm811k/latency,wm811k/throughput,deeppcb/throughput)")
+                         "budget's wm_cells WM-811K cells and DeepPCB's; e.g. "
+                         "wm811k/latency,wm811k/throughput,deeppcb/throughput)")
     ap.add_argument("--results", type=Path, default=None,
                     help="write raw records here instead of benchmarks/results (smoke tests)")
     args = ap.parse_args(argv)
