@@ -58,8 +58,10 @@ bench: install install-bench
 	$(BIN)/python benchmarks/run_bench.py --full $(BENCH_ARGS); rc=$$?; \
 	$(BIN)/python benchmarks/make_results.py && exit $$(( rc || p ))
 
+# The quick precision section: one round, the largest architecture, r = 0 and 8, no agreement.
+QUICK_PRECISION_ARGS := --rounds 1 --runs 15 --archs largest --merges 0,8 --skip-agreement
 bench-quick: install install-bench
-	$(BIN)/python benchmarks/precision.py --rounds 1 --runs 15 --archs largest --merges 0,8 --skip-agreement; p=$$?; \
+	$(BIN)/python benchmarks/precision.py $(QUICK_PRECISION_ARGS); p=$$?; \
 	$(BIN)/python benchmarks/run_bench.py --quick $(BENCH_ARGS); rc=$$?; \
 	$(BIN)/python benchmarks/make_results.py && exit $$(( rc || p ))
 
