@@ -4,7 +4,10 @@ Measured on the quickstart study's trained supernet, with a fresh measurement ca
 - at the largest architecture: throughput at r = 0 vs the largest r, and at 32/32 vs 8/8;
 - the smallest 8/8 config with r > 0 against the baseline (space.max_config);
 - the wall time of evaluate() over random configs (calibration and latency included), then
-  the same configs again (cached latency).
+  the same configs again (cached latency);
+- for each of those configs, the deployed model's loads for batch 1 and the throughput batch
+  (OpenVINO compiles) one after the other and side by side (``jointopt.runtimes.load_batches``,
+  what evaluate() does), interleaved, each the best of ``--load-repeats``.
 
 Usage: .venv/bin/python benchmarks/eval_axes.py [--study studies/quickstart.yaml] [--n 12]
 Appends one JSON record to benchmarks/results/eval_axes.jsonl.
@@ -30,10 +33,47 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def load_times(study, net, cfgs, repeats):  # type: ignore[no-untyped-def]
+    """Per config: seconds to load the deployed model for batch 1 and the throughput batch one
+    after the other, and side by side (``load_batches``); interleaved, best of ``repeats``."""
+    import torch
+
+    from jointopt.cost.latency import eval_threads
+    from jointopt.deploy import export_onnx
+    from jointopt.evaluation import build_deployable, config_plan
+    from jointopt.runtimes import get_runtime, load_batches
+
+    ev = study.evaluation
+    threads = eval_threads(ev)
+    s = net.shape
+    example = torch.zeros(1, net.in_chans, s.img_size, s.img_size)
+    seq, side = [], []
+    for cfg in cfgs:
+        plan = config_plan(study, cfg)
+        rt = get_runtime(plan.runtime)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = export_onnx(plan, *build_deployable(study, cfg, net), example,
+                               Path(tmp) / "model.onnx")
+            one, two = [], []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                for b in (1, ev.batch_size):
+                    rt.load(path, plan, threads=threads, batch=b)
+                one.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                load_batches(rt, path, plan, threads=threads, batches=(1, ev.batch_size))
+                two.append(time.perf_counter() - t)
+        seq.append(min(one))
+        side.append(min(two))
+    return seq, side
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--study", default=str(ROOT / "studies" / "quickstart.yaml"))
     ap.add_argument("--n", type=int, default=12, help="random configs for the timing")
+    ap.add_argument("--load-repeats", type=int, default=3,
+                    help="repeats of each config's loads (the best of them is kept)")
     args = ap.parse_args()
     os.environ["JOINTOPT_CACHE"] = tempfile.mkdtemp(prefix="jointopt-bench-")
     from jointopt import Study
@@ -67,6 +107,7 @@ def main() -> None:
         t = time.perf_counter()
         ev(cfg)
         again.append(time.perf_counter() - t)
+    seq, side = load_times(study, net, cfgs, args.load_repeats)
     b = rows["baseline"]["throughput_ips"]
     record = {
         "bench": "eval_axes", "date": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -87,6 +128,10 @@ def main() -> None:
         "eval_seconds_median": statistics.median(first),
         "eval_seconds_cached_median": statistics.median(again),
         "n_configs": args.n,
+        "load_seconds_sequential_median": statistics.median(seq),
+        "load_seconds_side_by_side_median": statistics.median(side),
+        "load_speedup_median": statistics.median(x / y for x, y in zip(seq, side, strict=True)),
+        "load_repeats": args.load_repeats,
     }
     out = ROOT / "benchmarks" / "results" / "eval_axes.jsonl"
     with out.open("a") as fh:

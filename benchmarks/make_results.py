@@ -60,7 +60,22 @@ def _eval_axes(lines: list[str]) -> None:
                      f"{q['smallest_w8a8_rmax_vs_baseline_throughput']:.1f}x | "
                      f"{r['eval_seconds_median']:.2f} | {r['eval_seconds_cached_median']:.2f} |")
     last = recs[-1]
-    lines += ["", f"Latest run: `{last['command']}` on {last['machine']}.", "",
+    lines += ["", f"Latest run: `{last['command']}` on {last['machine']}.", ""]
+    loads = [r for r in recs if "load_speedup_median" in r]
+    if loads:
+        lines += ["Loading the deployed model for batch 1 and the throughput batch (two OpenVINO "
+                  "compiles), one after the other and side by side "
+                  "(`jointopt.runtimes.load_batches`, what evaluate() does since 2026-12-02); "
+                  "per config the best of a few repeats, the two ways interleaved:", "",
+                  "| date | commit | configs | one after the other (s) | side by side (s) | "
+                  "median ratio |", "|---|---|---|---|---|---|"]
+        for r in loads:
+            lines.append(f"| {r['date']} | {r['commit']} | {r['n_configs']} | "
+                         f"{r['load_seconds_sequential_median']:.2f} | "
+                         f"{r['load_seconds_side_by_side_median']:.2f} | "
+                         f"{r['load_speedup_median']:.2f}x |")
+        lines.append("")
+    lines += [
               "| config | accuracy | latency (ms) | throughput (img/s) | runtime | MACs |",
               "|---|---|---|---|---|---|"]
     for k, v in last["rows"].items():

@@ -35,7 +35,7 @@ import numpy as np
 from jointopt.precision import PrecisionPlan, RuntimeCaps
 
 __all__ = ["Runtime", "register_runtime", "get_runtime", "runtime_names", "part_of",
-           "OpenVinoRuntime", "OnnxRuntimeRuntime", "DEFAULT_RUNTIME"]
+           "load_batches", "OpenVinoRuntime", "OnnxRuntimeRuntime", "DEFAULT_RUNTIME"]
 
 DEFAULT_RUNTIME = "openvino"
 Runner = Callable[[np.ndarray], np.ndarray]
@@ -83,6 +83,25 @@ def get_runtime(name: str) -> Runtime:
         raise UserError(f"evaluate.latency={name!r}: unknown runtime "
                         f"(registered: {', '.join(runtime_names())})")
     return _RUNTIMES[name]()
+
+
+def load_batches(runtime: Runtime, onnx_path: Path, plan: PrecisionPlan, *, threads: int,
+                 batches: tuple[int, ...]) -> dict[int, Runner]:
+    """``runtime.load`` for each batch size, the loads side by side in threads.
+
+    A compile is mostly single-threaded graph work: on 2 cores, OpenVINO's two compiles (batch 1
+    and 64) of a searched subnet took 0.60 to 0.89 s side by side against 0.71 to 1.40 s one
+    after the other (benchmarks/RESULTS.md, "Evaluation cost"). Nothing is timed while they run.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    sizes = list(dict.fromkeys(batches))
+    if len(sizes) == 1:
+        return {sizes[0]: runtime.load(onnx_path, plan, threads=threads, batch=sizes[0])}
+    with ThreadPoolExecutor(max_workers=len(sizes), thread_name_prefix="jointopt-load") as pool:
+        futures = {b: pool.submit(runtime.load, onnx_path, plan, threads=threads, batch=b)
+                   for b in sizes}
+        return {b: f.result() for b, f in futures.items()}
 
 
 _PART = re.compile(r"^/(patch_embed|head|blocks\.\d+)(?:/(qkv|proj|fc1|fc2|attn_qk|attn_av))?/")

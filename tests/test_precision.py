@@ -23,7 +23,7 @@ from jointopt.precision import (
     plan_for,
     valid_pairs,
 )
-from jointopt.runtimes import get_runtime
+from jointopt.runtimes import get_runtime, load_batches
 
 OV = RuntimeCaps("openvino", half="bf16", int8=True, weight_storage=("i8", "i4"))
 NO_HALF = RuntimeCaps("plain", half=None, int8=True, weight_storage=())
@@ -131,6 +131,30 @@ def test_deployed_graph_runs_what_the_plan_and_the_costs_say(
         want = accuracy_model(plan0, sub0, q0)(x)
     tol = 0.05 if plan.float_dtype != "f32" or plan.kind == "int8" else 1e-4
     assert (got - want).abs().max() <= tol * max(1.0, float(want.abs().max()))
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_side_by_side_loads_give_one_runner_per_batch_that_computes_the_model(
+        runtime: str, tmp_path: Path) -> None:
+    """``load_batches`` (what the latency model times) compiles each batch size once, side by
+    side, and each runner computes what a plain ``load`` of that batch size computes."""
+    _, net = _tiny()
+    rt = get_runtime(runtime)
+    flat = dataclasses.replace(CFG, tome_r=0)
+    plan = plan_for(8, 8, depth=flat.depth, merges=flat.merges, caps=rt.caps())
+    sub, q = _models(net, flat, 8, 8)
+    path = export_onnx(plan, sub, q, torch.zeros(1, 1, 32, 32), tmp_path / "model.onnx")
+    runners = load_batches(rt, path, plan, threads=1, batches=(1, 6, 1))
+    assert sorted(runners) == [1, 6]
+    x = torch.randn(6, 1, 32, 32).numpy()
+    for b in (1, 6):
+        want = rt.load(path, plan, threads=1, batch=b)(x[:b])
+        got = runners[b](x[:b])
+        assert got.shape == (b, 4)
+        assert abs(got - want).max() <= 1e-5
+    if runtime == "openvino":  # compiled for its own batch size (ONNX Runtime's is dynamic)
+        with pytest.raises(RuntimeError):
+            runners[1](x)
 
 
 def test_the_check_catches_a_graph_that_does_not_follow_the_plan(tmp_path: Path) -> None:

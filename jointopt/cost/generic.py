@@ -172,7 +172,7 @@ def time_model(model: nn.Module, in_chans: int, img_size: int, *, batch_size: in
     from jointopt import quant
     from jointopt.cost.latency import MeasureCache, machine_id, store_timing, time_runner
     from jointopt.precision import PrecisionPlan
-    from jointopt.runtimes import get_runtime
+    from jointopt.runtimes import get_runtime, load_batches
 
     rt = get_runtime(runtime)
     plan = PrecisionPlan.float32(rt.name)
@@ -191,7 +191,7 @@ def time_model(model: nn.Module, in_chans: int, img_size: int, *, batch_size: in
     with tempfile.TemporaryDirectory() as tmp:
         path = (export or quant.export_float_onnx)(model.eval(), example,
                                                     Path(tmp) / "model.onnx")
-        runners = {b: rt.load(path, plan, threads=threads, batch=b) for b in (1, batch_size)}
+        runners = load_batches(rt, path, plan, threads=threads, batches=(1, batch_size))
 
         def run(x: np.ndarray) -> Any:
             return runners[len(x)](x)

@@ -218,14 +218,15 @@ def export_deployed(ctx: EvalContext, path: Path) -> Path:
 
 def deployed_runner(ctx: EvalContext, workdir: Path, batches: tuple[int, ...]
                     ) -> Callable[[np.ndarray], Any]:
-    """Run the deployed model on the context's runtime, compiled once per batch size."""
-    from jointopt.runtimes import get_runtime
+    """Run the deployed model on the context's runtime, compiled once per batch size (side by
+    side)."""
+    from jointopt.runtimes import get_runtime, load_batches
 
     assert ctx.plan is not None
     runtime = get_runtime(ctx.plan.runtime)
     path = export_deployed(ctx, workdir / "model.onnx")
-    threads = eval_threads(ctx.settings)
-    runners = {b: runtime.load(path, ctx.plan, threads=threads, batch=b) for b in batches}
+    runners = load_batches(runtime, path, ctx.plan, threads=eval_threads(ctx.settings),
+                           batches=batches)
     return lambda x: runners[len(x)](x)
 
 
