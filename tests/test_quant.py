@@ -232,3 +232,32 @@ def test_weight_only_keeps_integer_weights_in_the_graph(trained, data, tmp_path,
     assert ops["MatMulNBits"] == 4 * DEPTH + 1, ops
     np.testing.assert_allclose(run_ort(path, data["test"]), logits(q, data["test"]).numpy(),
                                atol=1e-4)
+
+
+def test_prune_and_sort_orders_topologically_keeps_order_and_drops_dead_nodes() -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    from jointopt.quant import _prune_and_sort
+
+    w = numpy_helper.from_array(np.ones((2, 2), np.float32), "w")
+    nodes = [  # listed out of order; "dead" feeds nothing the output needs
+        helper.make_node("Relu", ["a"], ["b"], name="second"),
+        helper.make_node("Add", ["b", "c"], ["y"], name="fourth"),
+        helper.make_node("MatMul", ["x", "w"], ["a"], name="first"),
+        helper.make_node("Neg", ["a"], ["dead"], name="dead"),
+        helper.make_node("Abs", ["a"], ["c"], name="third"),
+    ]
+    vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 2]) for n in ("x", "w", "y")]
+    g = helper.make_graph(nodes, "g", vi[:2], vi[2:], initializer=[w])
+    _prune_and_sort(g)
+    assert [n.name for n in g.node] == ["first", "second", "third", "fourth"]
+    assert [i.name for i in g.input] == ["x"] and [t.name for t in g.initializer] == ["w"]
+
+    loop = helper.make_graph([helper.make_node("Relu", ["z"], ["y"]),
+                              helper.make_node("Abs", ["y"], ["z"])], "loop", [], vi[2:])
+    with pytest.raises(RuntimeError, match="cycle"):
+        _prune_and_sort(loop)
+    missing = helper.make_graph([helper.make_node("Relu", ["nowhere"], ["y"], name="r")],
+                                "missing", [], vi[2:])
+    with pytest.raises(RuntimeError, match="'nowhere' of 'r' is missing"):
+        _prune_and_sort(missing)
