@@ -5,9 +5,10 @@ Measured on the quickstart study's trained supernet, with a fresh measurement ca
 - the smallest 8/8 config with r > 0 against the baseline (space.max_config);
 - the wall time of evaluate() over random configs (calibration and latency included), then
   the same configs again (cached latency);
-- for each of those configs, the deployed model's loads for batch 1 and the throughput batch
-  (OpenVINO compiles) one after the other and side by side (``jointopt.runtimes.load_batches``,
-  what evaluate() does), interleaved, each the best of ``--load-repeats``.
+- for each of those configs, where a fresh evaluation's time goes (:func:`phase_times`), with
+  the deployed model's loads for batch 1 and the throughput batch (OpenVINO compiles) one after
+  the other and side by side (``jointopt.runtimes.load_batches``, what evaluate() does),
+  interleaved, each the best of ``--load-repeats``.
 
 Usage: .venv/bin/python benchmarks/eval_axes.py [--study studies/quickstart.yaml] [--n 12]
 Appends one JSON record to benchmarks/results/eval_axes.jsonl.
@@ -33,27 +34,45 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def load_times(study, net, cfgs, repeats):  # type: ignore[no-untyped-def]
-    """Per config: seconds to load the deployed model for batch 1 and the throughput batch one
-    after the other, and side by side (``load_batches``); interleaved, best of ``repeats``."""
+def phase_times(study, net, cfgs, repeats):  # type: ignore[no-untyped-def]
+    """Where a fresh evaluation's time goes, per config, in evaluate()'s order: the subnet and
+    its calibrated Brevitas copy (``build``), validation predictions (``predict``), the ONNX
+    export, the two loads (batch 1 and the throughput batch), side by side as evaluate() does
+    them and one after the other (interleaved, best of ``repeats``), and the timing itself.
+    Returns {phase: [seconds per config]}."""
     import torch
 
-    from jointopt.cost.latency import eval_threads
-    from jointopt.deploy import export_onnx
+    from jointopt.cost.latency import MeasureCache, eval_threads, time_runner
+    from jointopt.deploy import accuracy_model, export_onnx
     from jointopt.evaluation import build_deployable, config_plan
     from jointopt.runtimes import get_runtime, load_batches
+    from jointopt.train import predict
 
     ev = study.evaluation
     threads = eval_threads(ev)
     s = net.shape
     example = torch.zeros(1, net.in_chans, s.img_size, s.img_size)
-    seq, side = [], []
+    images = study.data().split("val")[0]
+    rng = np.random.default_rng(0)
+    x1 = rng.standard_normal((1, net.in_chans, s.img_size, s.img_size)).astype(np.float32)
+    xb = rng.standard_normal((ev.batch_size, *x1.shape[1:])).astype(np.float32)
+    cache = MeasureCache(Path(tempfile.mkdtemp(prefix="jointopt-phases-")) / "m.db")
+    out: dict[str, list[float]] = {k: [] for k in (
+        "build", "predict", "export", "loads_side_by_side", "loads_one_after_the_other",
+        "timing")}
     for cfg in cfgs:
         plan = config_plan(study, cfg)
         rt = get_runtime(plan.runtime)
+        t = time.perf_counter()
+        fm, qm = build_deployable(study, cfg, net)
+        out["build"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        predict(accuracy_model(plan, fm, qm), images)
+        out["predict"].append(time.perf_counter() - t)
         with tempfile.TemporaryDirectory() as tmp:
-            path = export_onnx(plan, *build_deployable(study, cfg, net), example,
-                               Path(tmp) / "model.onnx")
+            t = time.perf_counter()
+            path = export_onnx(plan, fm, qm, example, Path(tmp) / "model.onnx")
+            out["export"].append(time.perf_counter() - t)
             one, two = [], []
             for _ in range(repeats):
                 t = time.perf_counter()
@@ -61,11 +80,16 @@ def load_times(study, net, cfgs, repeats):  # type: ignore[no-untyped-def]
                     rt.load(path, plan, threads=threads, batch=b)
                 one.append(time.perf_counter() - t)
                 t = time.perf_counter()
-                load_batches(rt, path, plan, threads=threads, batches=(1, ev.batch_size))
+                runners = load_batches(rt, path, plan, threads=threads,
+                                       batches=(1, ev.batch_size))
                 two.append(time.perf_counter() - t)
-        seq.append(min(one))
-        side.append(min(two))
-    return seq, side
+            out["loads_one_after_the_other"].append(min(one))
+            out["loads_side_by_side"].append(min(two))
+            t = time.perf_counter()
+            time_runner(lambda x, r=runners: r[len(x)](x), x1, xb, cache=cache,
+                        threads=threads, runs=ev.latency_runs, warmup=ev.warmup_runs)
+            out["timing"].append(time.perf_counter() - t)
+    return out
 
 
 def main() -> None:
@@ -107,7 +131,8 @@ def main() -> None:
         t = time.perf_counter()
         ev(cfg)
         again.append(time.perf_counter() - t)
-    seq, side = load_times(study, net, cfgs, args.load_repeats)
+    phases = phase_times(study, net, cfgs, args.load_repeats)
+    seq, side = phases["loads_one_after_the_other"], phases["loads_side_by_side"]
     b = rows["baseline"]["throughput_ips"]
     record = {
         "bench": "eval_axes", "date": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -132,6 +157,8 @@ def main() -> None:
         "load_seconds_side_by_side_median": statistics.median(side),
         "load_speedup_median": statistics.median(x / y for x, y in zip(seq, side, strict=True)),
         "load_repeats": args.load_repeats,
+        "phase_seconds_median": {k: statistics.median(v) for k, v in phases.items()},
+        "int_configs": sum(c.w_bits < 16 for c in cfgs),
     }
     out = ROOT / "benchmarks" / "results" / "eval_axes.jsonl"
     with out.open("a") as fh:

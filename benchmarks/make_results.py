@@ -75,6 +75,21 @@ def _eval_axes(lines: list[str]) -> None:
                          f"{r['load_seconds_side_by_side_median']:.2f} | "
                          f"{r['load_speedup_median']:.2f}x |")
         lines.append("")
+    phased = [r for r in recs if "phase_seconds_median" in r]
+    if phased:
+        names = list(phased[-1]["phase_seconds_median"])
+        lines += ["Where a fresh evaluation's time goes (median seconds per config over the "
+                  "run's random configs; `build` is the subnet and its calibrated Brevitas "
+                  "copy, `predict` the validation predictions; benchmarks/eval_axes.py "
+                  "`phase_times`):", "",
+                  "| date | commit | configs (integer) | " + " | ".join(names) + " |",
+                  "|---|---|---|" + "---|" * len(names)]
+        for r in phased:
+            ph = r["phase_seconds_median"]
+            lines.append(f"| {r['date']} | {r['commit']} | {r['n_configs']} "
+                         f"({r['int_configs']}) | "
+                         + " | ".join(f"{ph[k]:.2f}" if k in ph else "" for k in names) + " |")
+        lines.append("")
     lines += [
               "| config | accuracy | latency (ms) | throughput (img/s) | runtime | MACs |",
               "|---|---|---|---|---|---|"]
