@@ -90,8 +90,9 @@ def load_batches(runtime: Runtime, onnx_path: Path, plan: PrecisionPlan, *, thre
     """``runtime.load`` for each batch size, the loads side by side in threads.
 
     A compile is mostly single-threaded graph work: on 2 cores, OpenVINO's two compiles (batch 1
-    and 64) of a searched subnet took 0.60 to 0.89 s side by side against 0.71 to 1.40 s one
-    after the other (benchmarks/RESULTS.md, "Evaluation cost"). Nothing is timed while they run.
+    and 64) of 12 random quickstart subnets took a median 0.41 s side by side against 0.59 s one
+    after the other (benchmarks/RESULTS.md, "the cost of one evaluation"). Nothing is timed
+    while they run.
     """
     from concurrent.futures import ThreadPoolExecutor
 

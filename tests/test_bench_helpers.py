@@ -590,6 +590,31 @@ def test_precision_section_checks_the_latest_run_and_lists_every_run(monkeypatch
     assert "| 2026-12-02 12:00:00 (abc1234) | 1 | 1000 | 2.00x | 1.50x | 1.50x |" in text
 
 
+def test_evaluation_cost_tables_list_the_runs_that_measured_them(monkeypatch) -> None:
+    import make_results
+
+    row = {"accuracy": 0.9, "latency_ms": 1.0, "throughput_ips": 900.0,
+           "latency_runtime": "openvino-f32", "macs": 10, "energy_mj": 0.1}
+    old = {"date": "2026-11-01 10:00:00", "commit": "old1234", "command": "eval_axes.py",
+           "machine": "vm", "n_configs": 12, "eval_seconds_median": 2.0,
+           "eval_seconds_cached_median": 0.01, "rows": {"baseline": row},
+           "ratios": {"rmax_vs_r0_throughput": 1.4, "w8a8_vs_fp32_throughput": 2.0,
+                      "smallest_w8a8_rmax_vs_baseline_throughput": 9.0}}
+    new = {**old, "date": "2026-12-02 16:00:00", "commit": "new5678",
+           "load_seconds_sequential_median": 0.6, "load_seconds_side_by_side_median": 0.4,
+           "load_speedup_median": 1.38, "int_configs": 8,
+           "phase_seconds_median": {"build": 0.52, "predict": 0.24, "export": 0.41}}
+    monkeypatch.setattr(make_results, "_records", lambda name: [old, new])
+    lines: list[str] = []
+    make_results._eval_axes(lines)
+    text = "\n".join(lines)
+    assert "| 2026-12-02 16:00:00 | new5678 | 12 | 0.60 | 0.40 | 1.38x |" in text
+    assert "| 2026-12-02 16:00:00 | new5678 | 12 (8) | 0.52 | 0.24 | 0.41 |" in text
+    assert "| build | predict | export |" in text
+    assert "old1234 | 12 |" not in text  # measured neither: in the history table only
+    assert "| 2026-11-01 10:00:00 | old1234 | 1.40x |" in text
+
+
 def test_section_2_test_split_tables_come_from_the_numbers(tmp_path) -> None:
     cell = _joint_record()
 
