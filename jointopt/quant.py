@@ -410,7 +410,8 @@ def _prune_and_sort(g: onnx.GraphProto) -> None:
             stack.extend(i for i in node.input if i)
     avail = {i.name for i in g.input} | {t.name for t in g.initializer} | {""}
     # Kahn's algorithm, the earliest ready node first: the original order where it can be kept,
-    # in time linear in the graph (a level-by-level sort took 0.13 s of a 0.9 s export).
+    # in time linear in the graph (a level-by-level sort rescans every pending node once per
+    # level: about 0.13 s for a depth-6 int8 graph of 637 nodes, a seventh of its export).
     nodes = [n for n in g.node if id(n) in live]
     at = {o: k for k, n in enumerate(nodes) for o in n.output}
     waits = [0] * len(nodes)
