@@ -16,7 +16,7 @@ import math
 from typing import Any
 
 from bench.render import f
-from bench.stats import joint_vs_best_other
+from bench.stats import best_other_hv, joint_vs_best_other
 
 
 def _floor(cell: dict[str, Any]) -> float:
@@ -40,8 +40,8 @@ def target_needs(cells: list[dict[str, Any]], pairs: list[dict[str, Any]],
             continue
         floor = _floor(cell)
         best_acc = 1.0 - cell["ceiling"]["best_ratios"][0]
-        seeds = [s for s in sorted(p["hv"]["joint"]) if _best_other(p["hv"], s, others) > 0]
-        best_other = [_best_other(p["hv"], s, others) for s in seeds]
+        seeds = [s for s in sorted(p["hv"]["joint"]) if best_other_hv(p["hv"], s, others) > 0]
+        best_other = [best_other_hv(p["hv"], s, others) for s in seeds]
         if not seeds:
             continue
         need = target * sum(best_other) / len(best_other) / floor
@@ -78,15 +78,6 @@ def target_needs(cells: list[dict[str, Any]], pairs: list[dict[str, Any]],
         f"{f(corner['pooled_mean'], '.3f')}; one at 100% accuracy, "
         f"{f(perfect['pooled_mean'], '.3f')}. A pooled {target:.2f} needs, {where}: compare "
         "the best accuracies above, and max_config's in each cell's baseline line.", ""]
-
-
-def _best_other(hv: dict[str, dict[Any, float]], seed: Any, others: tuple[str, ...]
-                ) -> float:
-    """The best other search's hypervolume at ``seed`` (a one-run search, the bits grid, stands
-    for every seed), as bench.stats.joint_vs_best_other pairs them."""
-    best = [runs[seed] if seed in runs else next(iter(runs.values()))
-            for o in others if (runs := hv.get(o, {})) and (seed in runs or len(runs) == 1)]
-    return max(best, default=0.0)
 
 
 def _mean(xs: list[float]) -> float:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["bootstrap_ci", "paired_bootstrap_diff", "ratios", "RATIO_KEYS", "TARGET_KEYS",
-           "Check", "mean_std", "best_at_kept_accuracy", "joint_vs_best_other",
+           "Check", "mean_std", "best_at_kept_accuracy", "joint_vs_best_other", "best_other_hv",
            "pick_member", "PICK_TOLERANCE", "cnn_targets", "CNN_TARGETS"]
 
 # (metric, ratio name, smaller is better): a ratio > 1 always means "the pick is better".
@@ -245,6 +245,15 @@ def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def best_other_hv(hv: Mapping[str, Mapping[Any, float]], seed: Any, others: Sequence[str]
+                  ) -> float:
+    """The best hypervolume among searches ``others`` at ``seed`` (0 when none ran): a search
+    with one run (the bits grid, keyed by any seed) stands for every seed."""
+    best = [runs[seed] if seed in runs else next(iter(runs.values()))
+            for o in others if (runs := hv.get(o, {})) and (seed in runs or len(runs) == 1)]
+    return max(best, default=0.0)
+
+
 def joint_vs_best_other(cells: Sequence[Mapping[str, Any]], *, joint: str = "joint",
                         others: Sequence[str] = ("arch", "tokens", "bits", "staged"),
                         n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
@@ -260,15 +269,8 @@ def joint_vs_best_other(cells: Sequence[Mapping[str, Any]], *, joint: str = "joi
         hv = cell["hv"]
         ratios_ = []
         for s, j in sorted(hv.get(joint, {}).items()):
-            best = []
-            for o in others:
-                runs = hv.get(o, {})
-                if s in runs:
-                    best.append(runs[s])
-                elif len(runs) == 1:
-                    best.append(next(iter(runs.values())))
-            if best and max(best) > 0:
-                ratios_.append(j / max(best))
+            if (best := best_other_hv(hv, s, others)) > 0:
+                ratios_.append(j / best)
         per_cell[cell["name"]] = {"ratios": ratios_, "mean": float(np.mean(ratios_))
                                   if ratios_ else math.nan}
         pooled += ratios_
