@@ -73,7 +73,8 @@ bench-precision: install install-bench
 # Trains what the DeepPCB benchmark needs (supernet, resnet10t, DeiT-Tiny shape, teacher arms,
 # fidelity configs; benchmarks/bench_train.py), resumable and cached by a hash of the training
 # code, recipe and space; on a GPU when there is one (the study's train.device: auto).
-# BENCH_TRAIN_ARGS="--jobs 8 --deadline 3000" runs jobs in parallel and stops in time.
+# One job per core without a GPU (one thread each); BENCH_TRAIN_ARGS="--jobs 8 --deadline 3000"
+# sets the jobs at once and stops in time.
 BENCH_TRAIN_STUDY ?= studies/deeppcb.yaml
 BENCH_TRAIN_ARGS ?=
 bench-train: install install-bench

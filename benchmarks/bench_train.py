@@ -206,10 +206,29 @@ def stale_jobs(run_dir: Path, todo: list[dict[str, Any]], keys: dict[str, str]) 
     return out
 
 
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else os.cpu_count() or 1
+
+
+def default_jobs(cores: int, gpu: bool) -> int:
+    """Jobs at once when ``--jobs`` is not given: one per core on a CPU-only machine, each on
+    one thread (a training step of these small models gains little from a second thread: on
+    2 cores a DeepPCB supernet epoch took about 92 s alone on 2 threads and 92-126 s alone on
+    1, while two jobs side by side on one thread each took 120-131 s an epoch each, about 1.4x
+    the epochs per hour; README "Benchmarks"), one on a GPU machine."""
+    return 1 if gpu else max(1, cores)
+
+
+def threads_per_job(cores: int, n_jobs: int) -> int:
+    """Threads of each job (``OMP_NUM_THREADS``, unless set): the cores shared by the jobs."""
+    return max(1, cores // max(1, n_jobs))
+
+
 def run(study_path: Path, study: Any, run_dir: Path, todo: list[dict[str, Any]], n_jobs: int,
         deadline: float, keys: dict[str, str], machine: dict[str, Any]) -> int:
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-           "PYTHONUNBUFFERED": "1"}
+    threads = os.environ.get("OMP_NUM_THREADS") or str(threads_per_job(usable_cores(), n_jobs))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
     done = {j["name"] for j in todo if (run_dir / f"{j['name']}.json").is_file()}
     for j in todo:
         if j["name"] in done:
@@ -495,7 +514,9 @@ def install(study: Any) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("study", type=Path)
-    ap.add_argument("--jobs", type=int, default=1, help="processes at once (default 1)")
+    ap.add_argument("--jobs", type=int, default=0,
+                    help="processes at once (default: one per core without a GPU, each on one "
+                         "thread; 1 with a GPU); each job gets the cores / jobs threads")
     ap.add_argument("--only", default=None, help="comma-separated job names")
     ap.add_argument("--fidelity-configs", type=int, default=12)
     ap.add_argument("--deadline", type=float, default=float("inf"))
@@ -505,6 +526,10 @@ def main() -> int:
     ap.add_argument("--pack", type=Path, default=None)
     ap.add_argument("--unpack", type=Path, default=None)
     args = ap.parse_args()
+    if args.jobs < 0:  # before anything is written
+        print(f"error: --jobs: {args.jobs}: must be >= 1 (or 0: one per core without a GPU)",
+              file=sys.stderr)
+        return 2
     from jointopt.study import Study
 
     study = Study.from_yaml(args.study)
@@ -522,10 +547,11 @@ def main() -> int:
     import timm
     import torch
 
+    n_jobs = args.jobs or default_jobs(usable_cores(), torch.cuda.is_available())
     machine = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "cpus": os.cpu_count(),
                "python": platform.python_version(), "torch": torch.__version__,
                "timm": timm.__version__, "gpu": torch.cuda.get_device_name(0)
-               if torch.cuda.is_available() else None, "jobs": args.jobs}
+               if torch.cuda.is_available() else None, "jobs": n_jobs}
     todo = jobs(args.study, study, args.fidelity_configs)
     (run_dir / "plan.json").write_text(json.dumps(todo, indent=1))  # every job, --only or not
     if args.only:
@@ -545,7 +571,7 @@ def main() -> int:
                 d = study.output if name == "supernet" else teacher_dir(study) / name
                 for f in ("supernet.safetensors", "supernet.safetensors.json", "train_state.pt"):
                     (d / f).unlink(missing_ok=True)
-    rc = run(args.study, study, run_dir, todo, args.jobs, args.deadline, keys, machine)
+    rc = run(args.study, study, run_dir, todo, n_jobs, args.deadline, keys, machine)
     record(study, " ".join(["python", *sys.argv]))
     return 1 if rc else 0
 

@@ -465,6 +465,32 @@ def test_target_needs_bounds_the_ratio_by_accuracy_at_the_cost_floor() -> None:
     assert target_needs([], pairs, ("arch",)) == []
 
 
+def test_bench_train_runs_one_job_per_core_without_a_gpu_and_splits_the_cores() -> None:
+    from bench_train import default_jobs, threads_per_job
+
+    assert default_jobs(2, gpu=False) == 2 and default_jobs(16, gpu=False) == 16
+    assert default_jobs(16, gpu=True) == 1 and default_jobs(0, gpu=False) == 1
+    assert threads_per_job(2, 2) == 1 and threads_per_job(2, 1) == 2
+    assert threads_per_job(16, 8) == 2 and threads_per_job(2, 8) == 1
+
+
+def test_bench_train_rejects_a_negative_job_count(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from bench_train import ROOT
+
+    folder = ROOT / "runs" / "bench-train" / "quickstart"
+    existed = folder.exists()
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_train.py"),
+                        str(ROOT / "studies" / "quickstart.yaml"), "--jobs", "-1"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines() == [
+        "error: --jobs: -1: must be >= 1 (or 0: one per core without a GPU)"]
+    assert folder.exists() == existed  # nothing written
+
+
 def test_bench_train_reuses_a_job_only_under_the_same_key(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
