@@ -215,7 +215,7 @@ def default_jobs(cores: int, gpu: bool) -> int:
     """Jobs at once when ``--jobs`` is not given: one per core on a CPU-only machine, each on
     one thread (a training step of these small models gains little from a second thread: on
     2 cores a DeepPCB supernet epoch took about 92 s alone on 2 threads and 92-126 s alone on
-    1, while two jobs side by side on one thread each took 120-131 s an epoch each, about 1.4x
+    1, while two jobs side by side on one thread each took 115-131 s an epoch each, about 1.4x
     the epochs per hour; README "Benchmarks"), one on a GPU machine."""
     return 1 if gpu else max(1, cores)
 
