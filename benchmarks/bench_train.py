@@ -206,6 +206,22 @@ def stale_jobs(run_dir: Path, todo: list[dict[str, Any]], keys: dict[str, str]) 
     return out
 
 
+def only(todo: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    """The jobs ``names`` picks (a name, or a prefix ending in ``*``), with the jobs they wait
+    on: a finished one is then kept as done, an unfinished one trained first (without it, a
+    picked job waiting on a job left out would never start)."""
+    by_name = {j["name"]: j for j in todo}
+    keep = {j["name"] for j in todo if j["name"] in names or any(
+        j["name"].startswith(k.rstrip("*")) for k in names if k.endswith("*"))}
+    stack = list(keep)
+    while stack:
+        after = by_name[stack.pop()]["after"]
+        if after is not None and after not in keep:
+            keep.add(after)
+            stack.append(after)
+    return [j for j in todo if j["name"] in keep]
+
+
 def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
         else os.cpu_count() or 1
@@ -555,9 +571,7 @@ def main() -> int:
     todo = jobs(args.study, study, args.fidelity_configs)
     (run_dir / "plan.json").write_text(json.dumps(todo, indent=1))  # every job, --only or not
     if args.only:
-        keep = set(args.only.split(","))
-        todo = [j for j in todo if j["name"] in keep or any(
-            j["name"].startswith(k.rstrip("*")) for k in keep if k.endswith("*"))]
+        todo = only(todo, args.only.split(","))
     keys = {j["name"]: train_key(study, j) for j in todo}
     if stale := stale_jobs(run_dir, todo, keys):
         print(f"error: {run_dir}: {', '.join(stale)} trained under another key (training "

@@ -474,6 +474,18 @@ def test_bench_train_runs_one_job_per_core_without_a_gpu_and_splits_the_cores() 
     assert threads_per_job(16, 8) == 2 and threads_per_job(2, 8) == 1
 
 
+def test_bench_train_only_keeps_what_the_picked_jobs_wait_on() -> None:
+    from bench_train import only
+
+    todo = [{"name": "resnet10t", "after": None}, {"name": "supernet", "after": "resnet10t"},
+            {"name": "deit", "after": None}, {"name": "hard", "after": "resnet10t"},
+            {"name": "fid-00", "after": None}, {"name": "fid-01", "after": None}]
+    assert [j["name"] for j in only(todo, ["hard", "fid-*"])] == [
+        "resnet10t", "hard", "fid-00", "fid-01"]
+    assert [j["name"] for j in only(todo, ["deit"])] == ["deit"]
+    assert only(todo, ["nothing"]) == []
+
+
 def test_bench_train_rejects_a_negative_job_count(tmp_path) -> None:
     import subprocess
     import sys
