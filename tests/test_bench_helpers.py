@@ -605,15 +605,20 @@ def _precision_record(date: str, fp32_thr: float, int8_thr: float) -> dict:
             "versions": {}, "precision": table}
 
 
-def test_precision_section_checks_the_latest_run_and_lists_every_run(monkeypatch) -> None:
+def _rendered(monkeypatch, section: str, recs: list[dict]) -> str:
+    """The text benchmarks/make_results.py's ``section`` renders from records ``recs``."""
     import make_results
 
-    recs = [_precision_record("2026-11-30 11:00:00", 400.0, 740.0),
-            _precision_record("2026-12-01 12:00:00", 1000.0, 2270.0)]
     monkeypatch.setattr(make_results, "_records", lambda name: recs)
     lines: list[str] = []
-    make_results._precision(lines)
-    text = "\n".join(lines)
+    getattr(make_results, section)(lines)
+    return "\n".join(lines)
+
+
+def test_precision_section_checks_the_latest_run_and_lists_every_run(monkeypatch) -> None:
+    recs = [_precision_record("2026-11-30 11:00:00", 400.0, 740.0),
+            _precision_record("2026-12-01 12:00:00", 1000.0, 2270.0)]
+    text = _rendered(monkeypatch, "_precision", recs)
     # the verdicts are the latest run's: 2270 / 1000 = 2.27x at batch 64, met
     assert "| w8a8 vs fp32, batch 64 | 2.27x | >= 2x | met |" in text
     # both runs are listed with the host's fp32 speed and their own ratios (740 / 400 = 1.85x)
@@ -621,16 +626,12 @@ def test_precision_section_checks_the_latest_run_and_lists_every_run(monkeypatch
     assert "| 2026-12-01 12:00:00 (abc1234) | 5 | 1000 | 2.00x | 2.27x | 1.50x |" in text
     # a later one-round run (make bench-quick) is listed, but the verdicts stay the 5-round one's
     recs.append({**_precision_record("2026-12-02 12:00:00", 1000.0, 1500.0), "rounds": 1})
-    lines = []
-    make_results._precision(lines)
-    text = "\n".join(lines)
+    text = _rendered(monkeypatch, "_precision", recs)
     assert "| w8a8 vs fp32, batch 64 | 2.27x | >= 2x | met |" in text
     assert "| 2026-12-02 12:00:00 (abc1234) | 1 | 1000 | 2.00x | 1.50x | 1.50x |" in text
 
 
 def test_evaluation_cost_tables_list_the_runs_that_measured_them(monkeypatch) -> None:
-    import make_results
-
     row = {"accuracy": 0.9, "latency_ms": 1.0, "throughput_ips": 900.0,
            "latency_runtime": "openvino-f32", "macs": 10, "energy_mj": 0.1}
     old = {"date": "2026-11-01 10:00:00", "commit": "old1234", "command": "eval_axes.py",
@@ -642,10 +643,7 @@ def test_evaluation_cost_tables_list_the_runs_that_measured_them(monkeypatch) ->
            "load_seconds_sequential_median": 0.6, "load_seconds_side_by_side_median": 0.4,
            "load_speedup_median": 1.38, "int_configs": 8,
            "phase_seconds_median": {"build": 0.52, "predict": 0.24, "export": 0.41}}
-    monkeypatch.setattr(make_results, "_records", lambda name: [old, new])
-    lines: list[str] = []
-    make_results._eval_axes(lines)
-    text = "\n".join(lines)
+    text = _rendered(monkeypatch, "_eval_axes", [old, new])
     assert "| 2026-12-02 16:00:00 | new5678 | 12 | 0.60 | 0.40 | 1.38x |" in text
     assert "| 2026-12-02 16:00:00 | new5678 | 12 (8) | 0.52 | 0.24 | 0.41 |" in text
     assert "| build | predict | export |" in text
