@@ -199,15 +199,37 @@ def _name_weights(g: onnx.GraphProto) -> None:
 
 
 def export_int_onnx(model: nn.Module, example: Tensor, path: str | Path, *,
-                    pack_int4: bool = False) -> Path:
-    """Export a quantized model with ``export_onnx_qcdq`` and rewrite it for integer kernels.
+                    pack_int4: bool = False, via: str = "float") -> Path:
+    """Export a quantized model and rewrite it for integer kernels.
 
-    A model without quantized layers is exported as float. Batch axis is dynamic. Weight-only
-    layers keep their integer weights in the graph; ``pack_int4`` stores 4-bit ones as INT4.
+    ``via="float"`` builds the QCDQ graph from a float export and the calibrated scales
+    (:func:`jointopt.qdq.build_qdq`, about 3x faster), or, for a model it cannot map, with
+    Brevitas's ``export_onnx_qcdq``, which ``via="brevitas"`` always uses: the same graph
+    either way. A model without quantized layers is exported as float. Batch axis is dynamic.
+    Weight-only layers keep their integer weights in the graph; ``pack_int4`` stores 4-bit
+    ones as INT4.
     """
+    from jointopt.qdq import Unmappable, build_qdq
+
+    if via not in ("float", "brevitas"):
+        raise ValueError(f"via={via!r}: expected 'float' or 'brevitas'")
     path = Path(path)
     if not _is_quantized(model):
         return export_float_onnx(model, example, path)
+    try:
+        if via != "float":
+            raise Unmappable(via)
+        proto = build_qdq(model, example, _EXPORT_KWARGS)
+    except Unmappable:
+        proto = _export_qcdq(model, example)
+    proto = _integerize(proto, pack_int4=pack_int4)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    return path
+
+
+def _export_qcdq(model: nn.Module, example: Tensor) -> onnx.ModelProto:
+    """Brevitas's QCDQ export of ``model``."""
     was_training = model.training
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "qcdq.onnx"
@@ -216,10 +238,7 @@ def export_int_onnx(model: nn.Module, example: Tensor, path: str | Path, *,
             keep_initializers_as_inputs=False, **_EXPORT_KWARGS)
         proto = onnx.load(str(raw))
     model.train(was_training)
-    proto = _integerize(proto, pack_int4=pack_int4)
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
-    return path
+    return proto
 
 
 def _integerize(proto: onnx.ModelProto, *, pack_int4: bool = False) -> onnx.ModelProto:

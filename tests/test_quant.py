@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import collections
+import copy
+
 import numpy as np
 import onnx
 import pytest
@@ -232,6 +235,55 @@ def test_weight_only_keeps_integer_weights_in_the_graph(trained, data, tmp_path,
     assert ops["MatMulNBits"] == 4 * DEPTH + 1, ops
     np.testing.assert_allclose(run_ort(path, data["test"]), logits(q, data["test"]).numpy(),
                                atol=1e-4)
+
+
+def _graph_facts(path) -> tuple[collections.Counter, list[bytes], list[bytes]]:
+    """Op counts (Constant and Identity aside: the float export keeps constants as nodes),
+    and the sorted bytes of the integer and of the float initializers of at least 2-D."""
+    g = onnx.load(str(path)).graph
+    ops = collections.Counter(n.op_type for n in g.node if n.op_type not in ("Constant",
+                                                                              "Identity"))
+    arrays = [onnx.numpy_helper.to_array(t) for t in g.initializer]
+    ints = sorted(a.tobytes() for a in arrays if a.dtype.kind in "iu" and a.ndim == 2)
+    floats = sorted(a.tobytes() for a in arrays if a.dtype.kind == "f" and a.ndim >= 2)
+    return ops, ints, floats
+
+
+@pytest.mark.parametrize("w,a", [(8, 8), (4, 4), (3, 8), (8, 32), (4, 32), (8, 16)])
+def test_integer_graph_built_from_the_float_export_is_brevitas_graph(trained, data, tmp_path,
+                                                                     w, a):
+    """export_int_onnx's default path (jointopt.qdq: a float export, then the calibrated
+    scales put in) writes the graph Brevitas's QCDQ export gives after the same rewrite: the
+    same ops, integer and float weights, and the same outputs on ONNX Runtime, bit for bit."""
+    q = quantized(trained, data["calib"], w, a, io_bits=8, io_names=("head",))
+    before = logits(q, data["test"])
+    pack = w <= 4 and a >= 16
+    direct = export_int_onnx(q, data["test"][:2], tmp_path / "direct.onnx", pack_int4=pack)
+    ref = export_int_onnx(q, data["test"][:2], tmp_path / "ref.onnx", pack_int4=pack,
+                          via="brevitas")
+    assert _graph_facts(direct) == _graph_facts(ref)
+    np.testing.assert_array_equal(run_ort(direct, data["test"]), run_ort(ref, data["test"]))
+    # the stand-in Linears are gone again: the model computes as before
+    assert sum(isinstance(m, QuantInputLinear) for m in q.modules()) == 4 * DEPTH + 1
+    assert torch.equal(logits(q, data["test"]), before)
+
+
+def test_a_model_the_float_export_cannot_carry_falls_back_to_brevitas(trained, data, tmp_path):
+    from jointopt.qdq import Unmappable, build_qdq
+    from jointopt.quant import _EXPORT_KWARGS
+
+    model = copy.deepcopy(trained)
+    with torch.no_grad():  # two layers with byte-equal weights: a weight names no layer
+        model.blocks[1].fc1.weight.copy_(model.blocks[0].fc1.weight)
+    q = quantized(model, data["calib"], 8, 8)
+    with pytest.raises(Unmappable, match="blocks.0.fc1 and blocks.1.fc1"):
+        build_qdq(q, data["test"][:2], _EXPORT_KWARGS)
+    path = export_int_onnx(q, data["test"][:2], tmp_path / "fallback.onnx")
+    ref = export_int_onnx(q, data["test"][:2], tmp_path / "ref.onnx", via="brevitas")
+    np.testing.assert_array_equal(run_ort(path, data["test"]), run_ort(ref, data["test"]))
+    with pytest.raises(ValueError, match="via='torch'"):
+        export_int_onnx(q, data["test"][:2], tmp_path / "x.onnx", via="torch")
+    assert not (tmp_path / "x.onnx").exists()
 
 
 def test_prune_and_sort_orders_topologically_keeps_order_and_drops_dead_nodes() -> None:
