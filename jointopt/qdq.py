@@ -110,8 +110,25 @@ def build_qdq(model: nn.Module, example: Tensor, export_kwargs: dict[str, Any]) 
     finally:
         model.train(was_training)
     proto = onnx.load_from_string(buf.getvalue())
+    _constants_to_initializers(proto.graph)
     _insert_qdq(proto.graph, layers, by_weight)
     return proto
+
+
+def _constants_to_initializers(g: onnx.GraphProto) -> None:
+    """Tensor-valued ``Constant`` nodes as initializers, as in Brevitas's export (a runtime's
+    stored weight bytes count initializers)."""
+    keep = []
+    for node in g.node:
+        value = next((a.t for a in node.attribute if a.name == "value"), None) \
+            if node.op_type == "Constant" and len(node.attribute) == 1 else None
+        if value is None:
+            keep.append(node)
+            continue
+        value.name = node.output[0]
+        g.initializer.append(value)
+    del g.node[:]
+    g.node.extend(keep)
 
 
 def _insert_qdq(g: onnx.GraphProto, layers: dict[str, Any], by_weight: dict[bytes, str]) -> None:

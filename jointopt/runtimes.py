@@ -227,6 +227,48 @@ class OpenVinoRuntime:
                 total += op.get_byte_size()
         return total
 
+    @staticmethod
+    @lru_cache(maxsize=256)
+    def keeps_compressed(k: int, n: int, weight: str, float_dtype: str) -> bool:
+        """Whether this CPU's OpenVINO runs a weight-only linear of ``k`` inputs and ``n``
+        outputs with its ``weight`` (``i8``, ``i4``) weights inside the kernel at inference
+        precision ``float_dtype``, asked of the runtime with a one-layer graph (cached).
+
+        Not every shape is: on a CPU with AMX (seen with OpenVINO 2026.4 on an Intel Xeon with
+        AMX-BF16), bf16 plans get narrow layers' weights converted to bf16 at load, e.g. 32 x 32,
+        48 x 64 or 200 x 40 (k x n), while 32 x 64, 64 x 16 and every layer of the shipped
+        search spaces (widths multiples of 32, at least 64 on one side) stay compressed; on
+        the AMD EPYC hosts of earlier runs every shape was. A plan assumes compression:
+        ``check_deployment`` reports such a layer."""
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+
+        rng = np.random.default_rng(0)
+        lim = 7 if weight == "i4" else 127
+        w = rng.integers(-lim, lim + 1, (k, n)).astype(np.int8)
+        dtype = TensorProto.INT4 if weight == "i4" else TensorProto.INT8
+        graph = helper.make_graph(
+            [helper.make_node("DequantizeLinear", ["w", "s", "z"], ["wf"], axis=1),
+             helper.make_node("MatMul", ["x", "wf"], ["y"], name="/head/MatMul")],
+            "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])],
+            [helper.make_tensor("w", dtype, [k, n], w.ravel().tolist()),
+             numpy_helper.from_array(np.full(n, 0.01, np.float32), "s"),
+             helper.make_tensor("z", dtype, [n], [0] * n)])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "probe.onnx"
+            onnx.save(model, str(path))
+            compiled = _ov_core().compile_model(str(path), "CPU", {
+                "INFERENCE_PRECISION_HINT": float_dtype, "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0",
+                "INFERENCE_NUM_THREADS": 1})
+            for op in compiled.get_runtime_model().get_ordered_ops():
+                if op.get_rt_info()["layerType"].astype(str) == "FullyConnected":
+                    got = op.inputs()[1].get_source_output().get_node().get_rt_info()[
+                        "outputPrecisions"].astype(str)
+                    return _DT.get(got.split(",")[0], got) == weight
+        return False
+
     def executed(self, onnx_path: Path, plan: PrecisionPlan, *, threads: int
                  ) -> dict[str, tuple[str, str | None]]:
         """{part: (dtype the multiply ran in, dtype of the weight operand)} of the compiled

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import run_cli
+from helpers import run_cli, unexplained_problems
 
 from jointopt import Study
 from jointopt.evaluation import METRIC_KEYS, build_deployable, evaluate
@@ -69,7 +69,8 @@ def test_deployed_parity_on_the_tiny_set(trained_tiny: Path, tmp_path: Path, bit
     study = Study.from_yaml(trained_tiny)
     cfg = dataclasses.replace(study.space.max_config, tome_r=r, w_bits=bits[0], a_bits=bits[1])
     member = deploy_member(study, cfg, study.load_supernet(), tmp_path)
-    assert member.check["ok"], member.check["problems"]
+    assert not unexplained_problems(member.check["problems"], member.model, member.plan), \
+        member.check["problems"]  # (less a tiny layer OpenVINO converts at load: helpers)
     assert {p.name for p in member.files} == {"model.xml", "model.bin"}
     data = study.data()  # every image (240): on the 36 validation images one flip is 2.8%
     images = torch.cat([data.train[0], data.val[0], data.test[0]])
