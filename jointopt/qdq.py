@@ -25,9 +25,10 @@ then uses Brevitas's own export.
 
 from __future__ import annotations
 
-import io
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,7 @@ class Unmappable(Exception):
 
 
 @contextmanager
-def _float_stand_ins(model: nn.Module, layers: dict[str, nn.Module]) -> Iterator[None]:
+def _float_stand_ins(model: nn.Module, layers: Mapping[str, Any]) -> Iterator[None]:
     """Swap each quantized layer for an ``nn.Linear`` sharing its weight and bias, then back."""
     def put(name: str, module: nn.Module) -> None:
         parent, _, child = name.rpartition(".")
@@ -103,13 +104,15 @@ def build_qdq(model: nn.Module, example: Tensor, export_kwargs: dict[str, Any]) 
             raise Unmappable(f"{by_weight[key]} and {name} hold the same weight")
         by_weight[key] = name
     was_training = model.training
-    buf = io.BytesIO()
-    try:
-        with _float_stand_ins(model, layers), torch.no_grad():
-            torch.onnx.export(model.eval(), (example,), buf, dynamo=False, **export_kwargs)
-    finally:
-        model.train(was_training)
-    proto = onnx.load_from_string(buf.getvalue())
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "float.onnx"
+        try:
+            with _float_stand_ins(model, layers), torch.no_grad():
+                torch.onnx.export(model.eval(), (example,), str(path), dynamo=False,
+                                  **export_kwargs)
+        finally:
+            model.train(was_training)
+        proto = onnx.load(str(path))
     _constants_to_initializers(proto.graph)
     _insert_qdq(proto.graph, layers, by_weight)
     return proto
@@ -137,8 +140,10 @@ def _insert_qdq(g: onnx.GraphProto, layers: dict[str, Any], by_weight: dict[byte
     new_nodes: list[onnx.NodeProto] = []
     found: set[str] = set()
 
-    def init(array: np.ndarray, name: str) -> str:
-        g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+    def init(array: np.ndarray | np.generic, name: str) -> str:
+        a = np.asarray(array)  # scalars stay 0-d (np.ascontiguousarray makes them 1-d)
+        g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(a) if a.ndim else a,
+                                                     name))
         return name
 
     for node in list(g.node):
