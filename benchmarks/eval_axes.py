@@ -8,7 +8,8 @@ Measured on the quickstart study's trained supernet, with a fresh measurement ca
 - for each of those configs, where a fresh evaluation's time goes (:func:`phase_times`), with
   the deployed model's loads for batch 1 and the throughput batch (OpenVINO compiles) one after
   the other and side by side (``jointopt.runtimes.load_batches``, what evaluate() does),
-  interleaved, each the best of ``--load-repeats``.
+  interleaved, each the best of ``--load-repeats``, and an integer config's export built from
+  a float export (``jointopt.qdq``) and by Brevitas.
 
 Usage: .venv/bin/python benchmarks/eval_axes.py [--study studies/quickstart.yaml] [--n 12]
 Appends one JSON record to benchmarks/results/eval_axes.jsonl.
@@ -38,8 +39,10 @@ def phase_times(study, net, cfgs, repeats):  # type: ignore[no-untyped-def]
     """Where a fresh evaluation's time goes, per config, in evaluate()'s order: the subnet and
     its calibrated Brevitas copy (``build``), validation predictions (``predict``), the ONNX
     export, the two loads (batch 1 and the throughput batch), side by side as evaluate() does
-    them and one after the other (interleaved, best of ``repeats``), and the timing itself.
-    Returns {phase: [seconds per config]}."""
+    them and one after the other (interleaved, best of ``repeats``), and the timing itself;
+    for integer configs also the integer export both ways (``export_int_qdq``: jointopt.qdq,
+    what evaluate() does; ``export_int_brevitas``: Brevitas's QCDQ export, what it did before
+    2026-12-02), in alternating order. Returns {phase: [seconds per config]}."""
     import torch
 
     from jointopt.cost.latency import MeasureCache, eval_threads, time_runner
@@ -58,8 +61,8 @@ def phase_times(study, net, cfgs, repeats):  # type: ignore[no-untyped-def]
     xb = rng.standard_normal((ev.batch_size, *x1.shape[1:])).astype(np.float32)
     cache = MeasureCache(Path(tempfile.mkdtemp(prefix="jointopt-phases-")) / "m.db")
     out: dict[str, list[float]] = {k: [] for k in (
-        "build", "predict", "export", "loads_side_by_side", "loads_one_after_the_other",
-        "timing")}
+        "build", "predict", "export", "export_int_qdq", "export_int_brevitas",
+        "loads_side_by_side", "loads_one_after_the_other", "timing")}
     for cfg in cfgs:
         plan = config_plan(study, cfg)
         rt = get_runtime(plan.runtime)
@@ -73,6 +76,15 @@ def phase_times(study, net, cfgs, repeats):  # type: ignore[no-untyped-def]
             t = time.perf_counter()
             path = export_onnx(plan, fm, qm, example, Path(tmp) / "model.onnx")
             out["export"].append(time.perf_counter() - t)
+            if qm is not None:  # an integer graph: also Brevitas's QCDQ export (before qdq)
+                pair = {}
+                ways = ["float", "brevitas"]
+                for via in ways if len(out["export_int_qdq"]) % 2 else ways[::-1]:
+                    t = time.perf_counter()
+                    export_onnx(plan, fm, qm, example, Path(tmp) / f"{via}.onnx", via=via)
+                    pair[via] = time.perf_counter() - t
+                out["export_int_qdq"].append(pair["float"])
+                out["export_int_brevitas"].append(pair["brevitas"])
             one, two = [], []
             for _ in range(repeats):
                 t = time.perf_counter()
@@ -157,7 +169,10 @@ def main() -> None:
         "load_seconds_side_by_side_median": statistics.median(side),
         "load_speedup_median": statistics.median(x / y for x, y in zip(seq, side, strict=True)),
         "load_repeats": args.load_repeats,
-        "phase_seconds_median": {k: statistics.median(v) for k, v in phases.items()},
+        "phase_seconds_median": {k: statistics.median(v) for k, v in phases.items() if v},
+        "export_int_speedup_median": statistics.median(
+            b / q for b, q in zip(phases["export_int_brevitas"], phases["export_int_qdq"],
+                                  strict=True)) if phases["export_int_qdq"] else None,
         "int_configs": sum(c.w_bits < 16 for c in cfgs),
     }
     out = ROOT / "benchmarks" / "results" / "eval_axes.jsonl"

@@ -75,6 +75,20 @@ def _eval_axes(lines: list[str]) -> None:
                          f"{r['load_seconds_side_by_side_median']:.2f} | "
                          f"{r['load_speedup_median']:.2f}x |")
         lines.append("")
+    exported = [r for r in recs if r.get("export_int_speedup_median")]
+    if exported:
+        lines += ["An integer config's ONNX export, built from a float export and the "
+                  "calibrated scales (`jointopt.qdq`, what evaluate() does since 2026-12-02) "
+                  "and by Brevitas's QCDQ export (before), the two ways in alternating order "
+                  "on the run's integer configs; the graphs are the same (tests/test_quant.py):",
+                  "", "| date | commit | integer configs | Brevitas (s) | from float (s) | "
+                  "median ratio |", "|---|---|---|---|---|---|"]
+        for r in exported:
+            ph = r["phase_seconds_median"]
+            lines.append(f"| {r['date']} | {r['commit']} | {r['int_configs']} | "
+                         f"{ph['export_int_brevitas']:.2f} | {ph['export_int_qdq']:.2f} | "
+                         f"{r['export_int_speedup_median']:.2f}x |")
+        lines.append("")
     phased = [r for r in recs if "phase_seconds_median" in r]
     if phased:
         names = list(phased[-1]["phase_seconds_median"])

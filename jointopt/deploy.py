@@ -77,15 +77,16 @@ def accuracy_model(plan: PrecisionPlan, float_model: nn.Module,
 
 
 def export_onnx(plan: PrecisionPlan, float_model: nn.Module, quant_model: nn.Module | None,
-                example: Tensor, path: str | Path) -> Path:
-    """The ONNX graph of ``plan`` (float32 input; the runtime applies the inference precision)."""
+                example: Tensor, path: str | Path, *, via: str = "float") -> Path:
+    """The ONNX graph of ``plan`` (float32 input; the runtime applies the inference precision).
+    ``via``: how an integer graph is built (``quant.export_int_onnx``)."""
     from jointopt import quant
 
     if plan.kind == "float":
         return quant.export_float_onnx(float_model, example, path)
     assert quant_model is not None
     pack = any(p.weight == "i4" for p in plan.linear_parts())
-    return quant.export_int_onnx(quant_model, example, path, pack_int4=pack)
+    return quant.export_int_onnx(quant_model, example, path, pack_int4=pack, via=via)
 
 
 def deployed_bytes(files: list[Path]) -> int:

@@ -643,10 +643,16 @@ def test_evaluation_cost_tables_list_the_runs_that_measured_them(monkeypatch) ->
            "load_seconds_sequential_median": 0.6, "load_seconds_side_by_side_median": 0.4,
            "load_speedup_median": 1.38, "int_configs": 8,
            "phase_seconds_median": {"build": 0.52, "predict": 0.24, "export": 0.41}}
-    text = _rendered(monkeypatch, "_eval_axes", [old, new])
+    newer = {**new, "date": "2026-12-02 21:00:00", "commit": "qdq9abc",
+             "export_int_speedup_median": 2.61,
+             "phase_seconds_median": {**new["phase_seconds_median"],
+                                      "export_int_qdq": 0.31, "export_int_brevitas": 0.83}}
+    text = _rendered(monkeypatch, "_eval_axes", [old, new, newer])
+    assert "| 2026-12-02 21:00:00 | qdq9abc | 8 | 0.83 | 0.31 | 2.61x |" in text
+    assert "new5678 | 8 |" not in text  # exported one way only: not in the export table
+    assert "| 2026-12-02 16:00:00 | new5678 | 12 (8) | 0.52 | 0.24 | 0.41 |  |  |" in text
     assert "| 2026-12-02 16:00:00 | new5678 | 12 | 0.60 | 0.40 | 1.38x |" in text
-    assert "| 2026-12-02 16:00:00 | new5678 | 12 (8) | 0.52 | 0.24 | 0.41 |" in text
-    assert "| build | predict | export |" in text
+    assert "| build | predict | export | export_int_qdq | export_int_brevitas |" in text
     assert "old1234 | 12 |" not in text  # measured neither: in the history table only
     assert "| 2026-11-01 10:00:00 | old1234 | 1.40x |" in text
 
