@@ -71,10 +71,10 @@ def _weight_scale(q: Any) -> tuple[np.ndarray, np.ndarray]:
     qw = q.quant_weight()
     if not (qw.signed and proxy.is_narrow_range) or bool(torch.any(qw.zero_point != 0)):
         raise Unmappable("weight quantizer is not signed narrow-range with zero point 0")
-    scale = qw.scale.detach().reshape(-1).numpy().astype(np.float32)
+    scale = qw.scale.detach().reshape(-1).cpu().numpy().astype(np.float32)
     if scale.size != q.out_features:
         raise Unmappable("weight scale is not per output channel")
-    return qw.int().detach().numpy().astype(np.int8), scale
+    return qw.int().detach().cpu().numpy().astype(np.int8), scale
 
 
 def _act_scale(q: Any) -> tuple[np.float32, int] | None:
@@ -82,10 +82,10 @@ def _act_scale(q: Any) -> tuple[np.float32, int] | None:
     ident = q.input_identity
     if ident is None or not ident.act_quant.is_quant_enabled:
         return None
-    qa = ident.act_quant(torch.zeros(1, q.in_features))
+    qa = ident.act_quant(torch.zeros(1, q.in_features, device=q.weight.device))
     if not qa.signed or ident.act_quant.is_narrow_range or float(qa.zero_point) != 0:
         raise Unmappable("input quantizer is not signed full-range with zero point 0")
-    return np.float32(qa.scale.detach().reshape(())), int(qa.bit_width)
+    return np.float32(qa.scale.detach().cpu().reshape(())), int(qa.bit_width)
 
 
 def build_qdq(model: nn.Module, example: Tensor, export_kwargs: dict[str, Any]) -> onnx.ModelProto:
@@ -99,7 +99,7 @@ def build_qdq(model: nn.Module, example: Tensor, export_kwargs: dict[str, Any]) 
         raise Unmappable("a Brevitas layer other than QuantInputLinear")
     by_weight: dict[bytes, str] = {}
     for name, q in layers.items():
-        key = q.weight.detach().numpy().astype(np.float32).tobytes()
+        key = q.weight.detach().cpu().numpy().astype(np.float32).tobytes()
         if key in by_weight:
             raise Unmappable(f"{by_weight[key]} and {name} hold the same weight")
         by_weight[key] = name
