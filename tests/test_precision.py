@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY_SPACE, unexplained_problems
+from helpers import TINY_SPACE, linear_shapes, unexplained_problems
 
 from jointopt import JointConfig, SearchSpace, ViTSupernet, quant
 from jointopt.cost.energy import mac_energy_pj, modelled_energy_mj
@@ -123,13 +123,13 @@ def test_deployed_graph_runs_what_the_plan_and_the_costs_say(
     if runtime == "openvino" and plan.kind == "weight-only":  # the one-layer probe agrees
         from jointopt.runtimes import OpenVinoRuntime
 
-        for name, m in sub.named_modules():
-            if isinstance(m, torch.nn.Linear):
-                part = plan.part(name.removesuffix(".proj") if name.startswith("patch_embed")
-                                 else name)
-                kept = executed[part.name][1] == part.weight
-                assert kept == OpenVinoRuntime.keeps_compressed(
-                    m.in_features, m.out_features, part.weight, plan.float_dtype), part.name
+        shapes = linear_shapes(sub)
+        assert len(shapes) == 2 + 4 * CFG.depth
+        for name, (k, n) in shapes.items():
+            part = plan.part(name)
+            kept = executed[name][1] == part.weight
+            assert kept == OpenVinoRuntime.keeps_compressed(k, n, part.weight,
+                                                            plan.float_dtype), name
     # Without merging (in 16-bit float a near-tie between two merge candidates may go either
     # way) the deployed graph computes what the accuracy model computes.
     flat = dataclasses.replace(CFG, tome_r=0)

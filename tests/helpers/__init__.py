@@ -140,6 +140,17 @@ def file_lock(path: Path) -> Iterator[None]:
 
 
 # ---- deployment checks ---------------------------------------------------------------------
+def linear_shapes(model: torch.nn.Module) -> dict[str, tuple[int, int]]:
+    """{plan part name: (in_features, out_features)} of each ``nn.Linear`` in ``model``."""
+    shapes = {}
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.Linear):
+            name = name.removeprefix("inner.")  # a 16-bit float plan's cast wrapper
+            shapes[name.removesuffix(".proj") if name.startswith("patch_embed") else name] = (
+                m.in_features, m.out_features)
+    return shapes
+
+
 def unexplained_problems(problems: list[str], model: torch.nn.Module, plan: object) -> list[str]:
     """``check_deployment``'s problems less each "<part>: weight operand <plan's float dtype>,
     plan says <i8|i4>" of an OpenVINO plan whose layer (found in ``model`` by name) has a
@@ -149,12 +160,7 @@ def unexplained_problems(problems: list[str], model: torch.nn.Module, plan: obje
 
     from jointopt.runtimes import OpenVinoRuntime
 
-    shapes = {}
-    for name, m in model.named_modules():
-        if isinstance(m, torch.nn.Linear):
-            name = name.removeprefix("inner.")  # a 16-bit float plan's cast wrapper
-            shapes[name.removesuffix(".proj") if name.startswith("patch_embed") else name] = (
-                m.in_features, m.out_features)
+    shapes = linear_shapes(model)
     left = []
     for p in problems:
         got = re.fullmatch(r"(\S+): weight operand (\w+), plan says (i8|i4)", p)
